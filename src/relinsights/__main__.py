@@ -1,0 +1,3 @@
+from relinsights.cli import main
+
+main()

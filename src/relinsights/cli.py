@@ -1,0 +1,275 @@
+"""The `relinsights` command: one entry point for the admin commands and the daemon.
+
+Exit status: 0 success, 78 (EX_CONFIG) configuration error, 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import structlog
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table as RichTable
+
+from relinsights import __version__
+from relinsights.config import EX_CONFIG, Config, ConfigError, load_config
+from relinsights.db import make_engine, migrate
+from relinsights.log import setup_logging
+from relinsights.status import mailbox_statuses
+
+app = typer.Typer(
+    name="relinsights",
+    help="Relationship analytics for Microsoft 365 sales teams: Exchange sync, KPIs, Dataverse write-back.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Config file (default: $RELINSIGHTS_CONFIG, else /etc/relinsights/relinsights.toml).",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print data as JSON.")]
+out = Console()
+err = Console(stderr=True)
+log = structlog.get_logger("relinsights.cli")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"relinsights {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
+
+@contextmanager
+def _cli_errors() -> Iterator[None]:
+    """Configuration problems exit 78 with every problem listed; nothing else is swallowed."""
+    try:
+        yield
+    except ConfigError as exc:
+        err.print(exc.render(), markup=False, highlight=False)
+        raise typer.Exit(EX_CONFIG) from None
+
+
+def _load(config: Path | None) -> Config:
+    cfg = load_config(config)
+    setup_logging(cfg.logging.level, cfg.logging.format)
+    return cfg
+
+
+def _engine(cfg: Config) -> Any:
+    engine = make_engine(cfg.database_url, cfg.database.pool_size)
+    migrate(engine)
+    return engine
+
+
+def example_config_text() -> str:
+    return resources.files("relinsights").joinpath("data/relinsights.example.toml").read_text()
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the commented example configuration.")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a fully commented configuration file to edit."""
+    if path.exists() and not force:
+        err.print(f"{path} exists; pass --force to overwrite it")
+        raise typer.Exit(1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(example_config_text())
+    os.chmod(path, 0o640)
+    out.print(f"wrote {path}; edit the [[tenant]] table, then run `relinsights doctor --config {path}`")
+
+
+def _progress_factory(progress: Progress | None) -> Callable[[Any], Callable[[int], None]] | None:
+    if progress is None:
+        return None
+
+    def factory(mailbox: Any) -> Callable[[int], None]:
+        task = progress.add_task(mailbox.address, total=None, count=0)
+
+        def advance(n: int) -> None:
+            progress.update(task, advance=n, count=progress.tasks[task].completed + n)
+
+        return advance
+
+    return factory
+
+
+def _stop_flag() -> Callable[[], bool]:
+    """SIGTERM/SIGINT: finish the current page, commit it, and stop."""
+    stopping = {"now": False}
+
+    def handler(signum: int, _frame: Any) -> None:
+        if stopping["now"]:
+            raise KeyboardInterrupt
+        stopping["now"] = True
+        err.print(f"received {signal.Signals(signum).name}: finishing the current page, then stopping")
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return lambda: stopping["now"]
+
+
+async def _sync_round(cfg: Config, engine: Any, tenant: str | None, mailbox: str | None, should_stop: Callable[[], bool],
+                      progress: Progress | None) -> list[Any]:
+    from relinsights.graph.sync import sync_tenant
+
+    tenants = [cfg.tenant(tenant)] if tenant else list(cfg.tenants)
+    factory = _progress_factory(progress)
+    return list(
+        await asyncio.gather(
+            *(sync_tenant(engine, t, mailbox_filter=mailbox, progress=factory, should_stop=should_stop) for t in tenants)
+        )
+    )
+
+
+@app.command()
+def sync(
+    config: ConfigOpt = None,
+    once: Annotated[bool, typer.Option("--once", help="Run one round and exit (otherwise: every interval).")] = False,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    mailbox: Annotated[str | None, typer.Option("--mailbox", help="Only this mailbox (an address).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sync mail and calendar metadata from Exchange Online (delta, resumable)."""
+    with _cli_errors():
+        cfg = _load(config)
+        if tenant:
+            cfg.tenant(tenant)
+        if not cfg.tenants:
+            raise ConfigError(cfg.source, ["tenant: no [[tenant]] table; add one (see `relinsights init`)"])
+        engine = _engine(cfg)
+    should_stop = _stop_flag()
+    interval = min(t.sync.interval_minutes for t in cfg.tenants) * 60
+    while True:
+        show_bar = sys.stderr.isatty() and not as_json
+        progress = (
+            Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.fields[count]} messages"),
+                     TimeElapsedColumn(), console=err, transient=False)
+            if show_bar else None
+        )
+        if progress:
+            progress.start()
+        try:
+            reports = asyncio.run(_sync_round(cfg, engine, tenant, mailbox, should_stop, progress))
+        finally:
+            if progress:
+                progress.stop()
+        failed = _print_sync_reports(reports, as_json)
+        if once or should_stop():
+            raise typer.Exit(1 if failed else 0)
+        deadline = datetime.now(UTC).timestamp() + interval
+        while datetime.now(UTC).timestamp() < deadline and not should_stop():
+            asyncio.run(asyncio.sleep(1))
+        if should_stop():
+            raise typer.Exit(0)
+
+
+def _print_sync_reports(reports: list[Any], as_json: bool) -> bool:
+    failed = False
+    rows = []
+    for r in reports:
+        failed |= r.status == "error" or bool(r.failed)
+        rows.append(
+            {
+                "tenant": r.tenant, "status": r.status, "error": r.error, "mailboxes": r.mailboxes,
+                "messages_added": r.messages_added, "messages_removed": r.messages_removed,
+                "events_added": r.events_added, "resyncs": r.resyncs, "requests": r.requests, "throttled": r.throttled,
+            }
+        )
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return failed
+    for row in rows:
+        counts: dict[str, int] = {}
+        for s in row["mailboxes"].values():
+            counts[s] = counts.get(s, 0) + 1
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no mailboxes"
+        out.print(
+            f"[bold]{row['tenant']}[/]: {row['status']} - mailboxes: {summary}; "
+            f"+{row['messages_added']} messages, -{row['messages_removed']}, +{row['events_added']} events, "
+            f"{row['resyncs']} resyncs, {row['requests']} requests ({row['throttled']} throttled)"
+        )
+        if row["error"]:
+            out.print(f"  [red]error[/]: {row['error']}", highlight=False)
+    return failed
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@app.command()
+def status(
+    config: ConfigOpt = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Include mailboxes out of scope (opted out).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per mailbox: sync status, messages, events, cursor age, last success, last error."""
+    with _cli_errors():
+        cfg = _load(config)
+        engine = _engine(cfg)
+    rows = mailbox_statuses(engine, tenant, include_out_of_scope=all_)
+    if as_json:
+        out.print_json(json.dumps([r.to_json() for r in rows]))
+        return
+    if not rows:
+        out.print("no mailboxes yet: run `relinsights sync --once`")
+        return
+    table = RichTable(title="mailbox sync status", expand=False)
+    for col in ("tenant", "mailbox", "status", "messages", "events", "cursor age", "last success", "errors", "last error"):
+        table.add_column(col, overflow="fold")
+    width = shutil.get_terminal_size((160, 20)).columns
+    for r in rows:
+        style = {"ok": "green", "error": "red", "throttled": "yellow", "no_mailbox": "dim"}.get(r.status, "")
+        table.add_row(
+            r.tenant, r.mailbox, f"[{style}]{r.status}[/]" if style else r.status, str(r.messages), str(r.events),
+            _age(r.cursor_age_s), r.last_success or "never", str(r.error_count),
+            (r.last_error or "")[: max(40, width // 3)],
+        )
+    out.print(table)
+
+
+def main() -> None:
+    from relinsights.sandbox.cli import app as sandbox_app
+
+    app.add_typer(sandbox_app, name="sandbox", help="The local Microsoft 365 + Dataverse emulator.")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""SQLModel tables: tenants, mailboxes with their visible sync status, folders, cursors, and the synced
+mail and calendar metadata (never bodies) with their participants.
+
+Every Graph copy is stored per mailbox, as Graph returns it; deduplication across mailboxes (the same
+email in the sender's Sent Items and in each recipient's Inbox) happens later, in analytics, by
+internetMessageId / iCalUId.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, ForeignKey, Index, Integer, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class Tenant(SQLModel, table=True):
+    __tablename__ = "tenant"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=63)
+    directory_id: str = Field(max_length=255)
+    enabled: bool = True
+    # JSON list of the tenant's verified domains, read from Graph (normalised, lower case).
+    verified_domains: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    status: str = Field(default="pending", max_length=32)
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    last_error_at: datetime | None = None
+    last_success_at: datetime | None = None
+    created_at: datetime
+
+
+class Mailbox(SQLModel, table=True):
+    """One user in (or once in) the sync scope, with the status an admin sees in `relinsights status`."""
+
+    __tablename__ = "mailbox"
+    __table_args__ = (UniqueConstraint("tenant_pk", "user_id"), Index("ix_mailbox_address", "address"))
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_pk: int = Field(sa_column=Column(Integer, ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False))
+    user_id: str = Field(max_length=64)
+    address: str = Field(max_length=320)
+    user_principal_name: str | None = Field(default=None, max_length=320)
+    display_name: str | None = Field(default=None, max_length=256)
+    # JSON list of every SMTP address of the user (primary and proxies), lower case.
+    aliases: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    in_scope: bool = True
+    # pending | syncing | ok | error | throttled | no_mailbox | out_of_scope
+    status: str = Field(default="pending", max_length=32)
+    status_detail: str | None = Field(default=None, sa_column=Column(Text))
+    last_attempt_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    last_error_at: datetime | None = None
+    error_count: int = 0
+
+
+class MailFolder(SQLModel, table=True):
+    __tablename__ = "mail_folder"
+    __table_args__ = (UniqueConstraint("mailbox_pk", "graph_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox_pk: int = Field(sa_column=Column(Integer, ForeignKey("mailbox.id", ondelete="CASCADE"), nullable=False))
+    graph_id: str = Field(max_length=255)
+    parent_graph_id: str | None = Field(default=None, max_length=255)
+    display_name: str = Field(default="", max_length=512)
+    child_folder_count: int = 0
+    # Well-known name (inbox, sentitems, deleteditems...) when the folder is one of those.
+    well_known: str | None = Field(default=None, max_length=32)
+    synced: bool = False
+    # The folder-delta level ('' = top, else the parent id) that last reported it, and in which round.
+    level_key: str | None = Field(default=None, max_length=255)
+    seen_round: int = 0
+
+
+class SyncCursor(SQLModel, table=True):
+    """Where a delta round stands. Saved in the same transaction as the rows of the page it follows.
+
+    kind: 'messages' (key = folder id), 'folders' (key = parent folder id, '' for the top level),
+    'calendar' (key = 'calendar'). `link` is the next link while a round is under way (is_delta false)
+    and the delta link once it is complete (is_delta true). `round` grows at every full (re)sync; rows
+    remember the round that last saw them, so the end of a full round can drop what it no longer saw.
+    """
+
+    __tablename__ = "sync_cursor"
+    __table_args__ = (UniqueConstraint("mailbox_pk", "kind", "key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox_pk: int = Field(sa_column=Column(Integer, ForeignKey("mailbox.id", ondelete="CASCADE"), nullable=False))
+    kind: str = Field(max_length=16)
+    key: str = Field(max_length=255)
+    link: str | None = Field(default=None, sa_column=Column(Text))
+    is_delta: bool = False
+    round: int = 0
+    full_round: bool = True
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    round_started_at: datetime | None = None
+    updated_at: datetime | None = None
+    completed_at: datetime | None = None
+    resyncs: int = 0
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "message"
+    __table_args__ = (
+        UniqueConstraint("mailbox_pk", "graph_id"),
+        Index("ix_message_mailbox_folder", "mailbox_pk", "folder_graph_id"),
+        Index("ix_message_sent_at", "sent_at"),
+        Index("ix_message_internet_message_id", "internet_message_id"),
+        Index("ix_message_conversation", "conversation_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox_pk: int = Field(sa_column=Column(Integer, ForeignKey("mailbox.id", ondelete="CASCADE"), nullable=False))
+    folder_graph_id: str | None = Field(default=None, max_length=255)
+    graph_id: str = Field(max_length=255)
+    internet_message_id: str | None = Field(default=None, max_length=998)
+    conversation_id: str | None = Field(default=None, max_length=255)
+    conversation_index: str | None = Field(default=None, sa_column=Column(Text))
+    subject: str | None = Field(default=None, sa_column=Column(Text))
+    from_address: str | None = Field(default=None, max_length=320)
+    sender_address: str | None = Field(default=None, max_length=320)
+    sent_at: datetime | None = None
+    received_at: datetime | None = None
+    is_draft: bool = False
+    is_read: bool | None = None
+    in_reply_to: str | None = Field(default=None, max_length=998)
+    seen_round: int = 0
+
+
+class MessageParticipant(SQLModel, table=True):
+    __tablename__ = "message_participant"
+    __table_args__ = (
+        Index("ix_message_participant_message", "message_id"),
+        Index("ix_message_participant_address", "address"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(sa_column=Column(Integer, ForeignKey("message.id", ondelete="CASCADE"), nullable=False))
+    # from | sender | to | cc | bcc
+    role: str = Field(max_length=8)
+    # Canonical form (trimmed, lower case, IDNA domain) beside the raw one, for matching.
+    address: str = Field(max_length=320)
+    raw_address: str | None = Field(default=None, max_length=320)
+    name: str | None = Field(default=None, max_length=256)
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "event"
+    __table_args__ = (
+        UniqueConstraint("mailbox_pk", "graph_id"),
+        Index("ix_event_ical_uid", "ical_uid"),
+        Index("ix_event_start", "start"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox_pk: int = Field(sa_column=Column(Integer, ForeignKey("mailbox.id", ondelete="CASCADE"), nullable=False))
+    graph_id: str = Field(max_length=255)
+    ical_uid: str | None = Field(default=None, max_length=1024)
+    series_master_id: str | None = Field(default=None, max_length=255)
+    event_type: str | None = Field(default=None, max_length=32)
+    subject: str | None = Field(default=None, sa_column=Column(Text))
+    start: datetime | None = None
+    end: datetime | None = None
+    is_all_day: bool = False
+    is_cancelled: bool = False
+    is_online_meeting: bool = False
+    organizer_address: str | None = Field(default=None, max_length=320)
+    seen_round: int = 0
+
+
+class EventAttendee(SQLModel, table=True):
+    __tablename__ = "event_attendee"
+    __table_args__ = (
+        Index("ix_event_attendee_event", "event_id"),
+        Index("ix_event_attendee_address", "address"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: int = Field(sa_column=Column(Integer, ForeignKey("event.id", ondelete="CASCADE"), nullable=False))
+    # organizer | required | optional | resource
+    role: str = Field(max_length=16)
+    address: str = Field(max_length=320)
+    raw_address: str | None = Field(default=None, max_length=320)
+    name: str | None = Field(default=None, max_length=256)
+    # none | organizer | tentativelyAccepted | accepted | declined | notResponded
+    response: str | None = Field(default=None, max_length=32)

@@ -1,0 +1,262 @@
+"""Raw Graph JSON items -> table rows. Tolerant: what is valid is kept, each problem is reported.
+
+A delta update may carry only the changed fields, so the row builders return only the columns whose
+source keys are present; the store merges them into the existing row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import idna
+
+MESSAGE_SELECT = [
+    "id",
+    "internetMessageId",
+    "conversationId",
+    "conversationIndex",
+    "subject",
+    "from",
+    "sender",
+    "toRecipients",
+    "ccRecipients",
+    "bccRecipients",
+    "sentDateTime",
+    "receivedDateTime",
+    "isDraft",
+    "isRead",
+    "parentFolderId",
+]
+FOLDER_SELECT = ["id", "displayName", "parentFolderId", "childFolderCount"]
+USER_SELECT = ["id", "displayName", "mail", "userPrincipalName", "proxyAddresses", "accountEnabled"]
+
+MAX_ADDRESS = 320
+MAX_NAME = 256
+MAX_MESSAGE_ID = 998
+_RECIPIENT_ROLES = (("toRecipients", "to"), ("ccRecipients", "cc"), ("bccRecipients", "bcc"))
+_ATTENDEE_TYPES = frozenset({"required", "optional", "resource"})
+_MESSAGE_ROLE_KEYS = (("from", "from"), ("sender", "sender"), *_RECIPIENT_ROLES)
+
+
+@lru_cache(maxsize=65536)
+def _domain(domain: str) -> str:
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return domain
+
+
+def canonical_address(raw: Any) -> str | None:
+    """Trimmed, lower case, IDNA domain; None when it is not an SMTP address at all."""
+    if not isinstance(raw, str):
+        return None
+    value = raw.strip().strip("<>").strip().lower()
+    at = value.rfind("@")
+    if at <= 0 or at == len(value) - 1 or " " in value:
+        return None
+    return value[: at + 1] + _domain(value[at + 1 :].rstrip("."))
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An ISO 8601 instant from Graph as an aware UTC datetime; None when missing or invalid."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def parse_graph_datetime(value: Any) -> tuple[datetime | None, str | None]:
+    """A Graph dateTimeTimeZone ({"dateTime", "timeZone"}) in UTC, with a problem text when it is odd."""
+    if not isinstance(value, dict):
+        return None, "missing dateTimeTimeZone" if value is None else "dateTimeTimeZone is not an object"
+    local = value.get("dateTime")
+    if not isinstance(local, str):
+        return None, "dateTime missing"
+    try:
+        dt = datetime.fromisoformat(local)
+    except ValueError:
+        return None, f"invalid dateTime {local[:40]!r}"
+    if dt.tzinfo is not None:
+        return dt.astimezone(UTC), None
+    zone = value.get("timeZone") or "UTC"
+    if zone in ("UTC", "Etc/UTC", "tzone://Microsoft/Utc"):
+        return dt.replace(tzinfo=UTC), None
+    try:
+        return dt.replace(tzinfo=ZoneInfo(zone)).astimezone(UTC), None
+    except (ZoneInfoNotFoundError, ValueError):
+        # We ask for UTC (Prefer: outlook.timezone); a Windows zone name means the header was ignored.
+        return dt.replace(tzinfo=UTC), f"time zone {zone!r} not understood, read as UTC"
+
+
+def _trim(value: Any, limit: int) -> str | None:
+    if not isinstance(value, str):
+        return None
+    return value[:limit]
+
+
+def _email_address(obj: Any) -> tuple[str | None, str | None, str | None]:
+    """(canonical, raw, name) of a Graph recipient {"emailAddress": {"address", "name"}}."""
+    if not isinstance(obj, dict):
+        return None, None, None
+    ea = obj.get("emailAddress")
+    if not isinstance(ea, dict):
+        return None, None, None
+    raw = ea.get("address")
+    return canonical_address(raw), _trim(raw, MAX_ADDRESS), _trim(ea.get("name"), MAX_NAME)
+
+
+@dataclass(slots=True)
+class ParsedItem:
+    graph_id: str
+    row: dict[str, Any]
+    # None: the item did not carry these keys (a partial update); keep what is stored.
+    participants: list[dict[str, Any]] | None
+    problems: list[str] = field(default_factory=list)
+    # The participant roles this item speaks for; stored participants of other roles are kept.
+    roles: frozenset[str] = frozenset()
+
+
+def parse_message(item: dict[str, Any]) -> ParsedItem:
+    problems: list[str] = []
+    row: dict[str, Any] = {}
+    g = item.get
+    if "internetMessageId" in item:
+        row["internet_message_id"] = _trim(g("internetMessageId"), MAX_MESSAGE_ID)
+    if "conversationId" in item:
+        row["conversation_id"] = _trim(g("conversationId"), 255)
+    if "conversationIndex" in item:
+        row["conversation_index"] = _trim(g("conversationIndex"), 4096)
+    if "subject" in item:
+        row["subject"] = _trim(g("subject"), 4096)
+    if "sentDateTime" in item:
+        row["sent_at"] = parse_time(g("sentDateTime"))
+        if row["sent_at"] is None and g("sentDateTime") is not None:
+            problems.append(f"invalid sentDateTime {str(g('sentDateTime'))[:40]!r}")
+    if "receivedDateTime" in item:
+        row["received_at"] = parse_time(g("receivedDateTime"))
+    if "isDraft" in item:
+        row["is_draft"] = _as_bool(g("isDraft"), False)
+    if "isRead" in item:
+        row["is_read"] = _as_bool(g("isRead"), None)
+    headers = g("internetMessageHeaders")
+    if isinstance(headers, list):
+        for h in headers:
+            if isinstance(h, dict) and str(h.get("name", "")).lower() == "in-reply-to":
+                row["in_reply_to"] = _trim(h.get("value"), MAX_MESSAGE_ID)
+
+    participants: list[dict[str, Any]] | None = None
+    if any(k in item for k in ("from", "sender", "toRecipients", "ccRecipients", "bccRecipients")):
+        participants = []
+        for key in ("from", "sender"):
+            if key in item:
+                addr, raw, name = _email_address(g(key))
+                row[f"{key}_address"] = addr
+                if addr:
+                    participants.append({"role": key, "address": addr, "raw_address": raw, "name": name})
+                elif g(key) is not None:
+                    problems.append(f"{key}: no usable address ({str(raw)[:60]!r})")
+        for key, role in _RECIPIENT_ROLES:
+            value = g(key)
+            if value is None:
+                continue
+            if not isinstance(value, list):
+                problems.append(f"{key} is not a list")
+                continue
+            for rec in value:
+                addr, raw, name = _email_address(rec)
+                if addr:
+                    participants.append({"role": role, "address": addr, "raw_address": raw, "name": name})
+                else:
+                    problems.append(f"{key}: no usable address ({str(raw)[:60]!r})")
+    roles = frozenset(role for key, role in _MESSAGE_ROLE_KEYS if key in item)
+    return ParsedItem(str(item["id"]), row, participants, problems, roles)
+
+
+def parse_event(item: dict[str, Any]) -> ParsedItem:
+    problems: list[str] = []
+    row: dict[str, Any] = {}
+    g = item.get
+    if "iCalUId" in item:
+        row["ical_uid"] = _trim(g("iCalUId"), 1024)
+    if "seriesMasterId" in item:
+        row["series_master_id"] = _trim(g("seriesMasterId"), 255)
+    if "type" in item:
+        row["event_type"] = _trim(g("type"), 32)
+    if "subject" in item:
+        row["subject"] = _trim(g("subject"), 4096)
+    for key, col in (("start", "start"), ("end", "end")):
+        if key in item:
+            row[col], problem = parse_graph_datetime(g(key))
+            if problem:
+                problems.append(f"{key}: {problem}")
+    for key, col in (
+        ("isAllDay", "is_all_day"),
+        ("isCancelled", "is_cancelled"),
+        ("isOnlineMeeting", "is_online_meeting"),
+    ):
+        if key in item:
+            row[col] = _as_bool(g(key), False)
+
+    participants: list[dict[str, Any]] | None = None
+    if "organizer" in item or "attendees" in item:
+        participants = []
+        organizer = None
+        if "organizer" in item:
+            organizer, raw, name = _email_address(g("organizer"))
+            row["organizer_address"] = organizer
+            if organizer:
+                participants.append(
+                    {
+                        "role": "organizer",
+                        "address": organizer,
+                        "raw_address": raw,
+                        "name": name,
+                        "response": "organizer",
+                    }
+                )
+        attendees = g("attendees")
+        if isinstance(attendees, list):
+            for att in attendees:
+                addr, raw, name = _email_address(att)
+                if not addr:
+                    problems.append(f"attendee without a usable address ({str(raw)[:60]!r})")
+                    continue
+                if addr == organizer:
+                    continue  # the organizer is often listed among attendees too
+                kind = att.get("type") if isinstance(att.get("type"), str) else "required"
+                status = att.get("status")
+                response = status.get("response") if isinstance(status, dict) else None
+                participants.append(
+                    {
+                        "role": kind if kind in _ATTENDEE_TYPES else "required",
+                        "address": addr,
+                        "raw_address": raw,
+                        "name": name,
+                        "response": _trim(response, 32),
+                    }
+                )
+        elif attendees is not None:
+            problems.append("attendees is not a list")
+    roles = (frozenset({"organizer"}) if "organizer" in item else frozenset()) | (
+        _ATTENDEE_TYPES if "attendees" in item else frozenset()
+    )
+    return ParsedItem(str(item["id"]), row, participants, problems, roles)
+
+
+def _as_bool(value: Any, default: bool | None) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):  # Microsoft's own docs show "isRead": "true"
+        low = value.strip().lower()
+        if low in ("true", "false"):
+            return low == "true"
+    return default

@@ -1,0 +1,311 @@
+"""Writes one delta page and its cursor in a single transaction.
+
+That is the whole crash-safety story: a page's rows and the link to the next page commit together, so a
+restart resumes from the last committed link, and replays of a page are harmless upserts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
+
+from relinsights.db.models import Event, EventAttendee, MailFolder, Message, MessageParticipant, SyncCursor
+from relinsights.graph.parse import ParsedItem, parse_event, parse_message
+
+log = structlog.get_logger(__name__)
+
+_IN_CHUNK = 500  # bound on IN (...) lists: SQLite's variable limit and PostgreSQL's plan size
+
+message_t: Table = Message.__table__  # type: ignore[assignment]
+participant_t: Table = MessageParticipant.__table__  # type: ignore[assignment]
+event_t: Table = Event.__table__  # type: ignore[assignment]
+attendee_t: Table = EventAttendee.__table__  # type: ignore[assignment]
+cursor_t: Table = SyncCursor.__table__  # type: ignore[assignment]
+folder_t: Table = MailFolder.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class ItemKind:
+    """How one kind of delta item (message, event) maps onto its table and its participant table."""
+
+    name: str
+    table: Table
+    child: Table
+    child_fk: str
+    parse: Callable[[dict[str, Any]], ParsedItem]
+    defaults: dict[str, Any]
+    child_defaults: dict[str, Any]
+    container_column: str | None  # rows belong to a folder (messages) or to the whole mailbox (events)
+
+
+MESSAGES = ItemKind(
+    name="message",
+    table=message_t,
+    child=participant_t,
+    child_fk="message_id",
+    parse=parse_message,
+    defaults={
+        "internet_message_id": None,
+        "conversation_id": None,
+        "conversation_index": None,
+        "subject": None,
+        "from_address": None,
+        "sender_address": None,
+        "sent_at": None,
+        "received_at": None,
+        "is_draft": False,
+        "is_read": None,
+        "in_reply_to": None,
+    },
+    child_defaults={"raw_address": None, "name": None},
+    container_column="folder_graph_id",
+)
+EVENTS = ItemKind(
+    name="event",
+    table=event_t,
+    child=attendee_t,
+    child_fk="event_id",
+    parse=parse_event,
+    defaults={
+        "ical_uid": None,
+        "series_master_id": None,
+        "event_type": None,
+        "subject": None,
+        "start": None,
+        "end": None,
+        "is_all_day": False,
+        "is_cancelled": False,
+        "is_online_meeting": False,
+        "organizer_address": None,
+    },
+    child_defaults={"raw_address": None, "name": None, "response": None},
+    container_column=None,
+)
+
+
+@dataclass
+class PageResult:
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    dropped_at_round_end: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (item id, problem)
+
+
+@dataclass(frozen=True)
+class CursorAdvance:
+    """What the cursor becomes once the page is stored."""
+
+    cursor_id: int
+    link: str
+    is_delta: bool
+    round: int
+    full_round: bool
+
+
+def _chunks(seq: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+def _final_states(
+    items: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[str], list[tuple[str, str]]]:
+    """Collapse replays: the last state of each id in page order wins."""
+    state: dict[str, dict[str, Any]] = {}
+    invalid: list[tuple[str, str]] = []
+    for item in items:
+        if not isinstance(item, dict):
+            invalid.append(("?", "item is not an object"))
+            continue
+        gid = item.get("id")
+        if not isinstance(gid, str) or not gid:
+            invalid.append(("?", "item without an id"))
+            continue
+        state[gid] = item
+    live = [it for it in state.values() if "@removed" not in it]
+    removed = [gid for gid, it in state.items() if "@removed" in it]
+    return live, removed, invalid
+
+
+def apply_page(
+    engine: Engine,
+    kind: ItemKind,
+    mailbox_pk: int,
+    container: str | None,
+    items: list[dict[str, Any]],
+    advance: CursorAdvance,
+) -> PageResult:
+    """Upsert, merge and delete one page's items and move the cursor, in one transaction."""
+    live, removed, invalid = _final_states(items)
+    result = PageResult(problems=invalid)
+    parsed: list[ParsedItem] = []
+    for item in live:
+        try:
+            parsed.append(kind.parse(item))
+        except Exception as exc:  # one broken item never stops the page
+            result.problems.append((str(item.get("id")), f"unreadable {kind.name}: {exc!r}"))
+    now = datetime.now(UTC)
+    t = kind.table
+    with engine.begin() as conn:
+        existing = _existing_ids(conn, t, mailbox_pk, [p.graph_id for p in parsed])
+        new = [p for p in parsed if p.graph_id not in existing]
+        old = [p for p in parsed if p.graph_id in existing]
+        place = {kind.container_column: container} if kind.container_column else {}
+        if new:
+            params = [
+                {
+                    **kind.defaults,
+                    **p.row,
+                    **place,
+                    "mailbox_pk": mailbox_pk,
+                    "graph_id": p.graph_id,
+                    "seen_round": advance.round,
+                }
+                for p in new
+            ]
+            ids = conn.execute(insert(t).returning(t.c.id, sort_by_parameter_order=True), params).scalars().all()
+            children = [
+                {**kind.child_defaults, **part, kind.child_fk: row_id}
+                for row_id, p in zip(ids, new, strict=True)
+                for part in p.participants or ()
+            ]
+            if children:
+                conn.execute(insert(kind.child), children)
+        for p in old:
+            row_id = existing[p.graph_id]
+            conn.execute(update(t).where(t.c.id == row_id).values(**p.row, **place, seen_round=advance.round))
+            if p.roles:
+                conn.execute(
+                    delete(kind.child).where(kind.child.c[kind.child_fk] == row_id, kind.child.c.role.in_(p.roles))
+                )
+                if p.participants:
+                    conn.execute(
+                        insert(kind.child),
+                        [{**kind.child_defaults, **part, kind.child_fk: row_id} for part in p.participants],
+                    )
+        for chunk in _chunks(removed, _IN_CHUNK):
+            cond = [t.c.mailbox_pk == mailbox_pk, t.c.graph_id.in_(chunk)]
+            if kind.container_column:
+                # A message moved to another folder is 'removed' here and added there: only delete our copy.
+                cond.append(t.c[kind.container_column] == container)
+            result.removed += conn.execute(delete(t).where(*cond)).rowcount or 0
+        if advance.is_delta and advance.full_round:
+            result.dropped_at_round_end = _drop_unseen(conn, kind, mailbox_pk, container, advance.round)
+        conn.execute(
+            update(cursor_t)
+            .where(cursor_t.c.id == advance.cursor_id)
+            .values(
+                link=advance.link,
+                is_delta=advance.is_delta,
+                full_round=advance.full_round and not advance.is_delta,
+                updated_at=now,
+                **({"completed_at": now} if advance.is_delta else {}),
+            )
+        )
+    result.added, result.updated = len(new), len(old)
+    for p in parsed:
+        result.problems.extend((p.graph_id, msg) for msg in p.problems)
+    return result
+
+
+def _existing_ids(conn: Connection, t: Table, mailbox_pk: int, graph_ids: list[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for chunk in _chunks(graph_ids, _IN_CHUNK):
+        rows = conn.execute(select(t.c.graph_id, t.c.id).where(t.c.mailbox_pk == mailbox_pk, t.c.graph_id.in_(chunk)))
+        found.update({gid: rid for gid, rid in rows})
+    return found
+
+
+def _drop_unseen(conn: Connection, kind: ItemKind, mailbox_pk: int, container: str | None, round_no: int) -> int:
+    """End of a full round: what the server no longer has (or what left the window) is dropped locally."""
+    t = kind.table
+    cond = [t.c.mailbox_pk == mailbox_pk, t.c.seen_round < round_no]
+    if kind.container_column:
+        cond.append(t.c[kind.container_column] == container)
+    return conn.execute(delete(t).where(*cond)).rowcount or 0
+
+
+def get_or_create_cursor(engine: Engine, mailbox_pk: int, kind: str, key: str) -> SyncCursor:
+    with engine.begin() as conn:
+        row = (
+            conn.execute(
+                select(cursor_t).where(
+                    cursor_t.c.mailbox_pk == mailbox_pk, cursor_t.c.kind == kind, cursor_t.c.key == key
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            conn.execute(
+                insert(cursor_t).values(
+                    mailbox_pk=mailbox_pk, kind=kind, key=key, round=0, full_round=True, is_delta=False
+                )
+            )
+            row = (
+                conn.execute(
+                    select(cursor_t).where(
+                        cursor_t.c.mailbox_pk == mailbox_pk, cursor_t.c.kind == kind, cursor_t.c.key == key
+                    )
+                )
+                .mappings()
+                .one()
+            )
+    return SyncCursor.model_validate(dict(row))
+
+
+def start_full_round(
+    engine: Engine,
+    cursor: SyncCursor,
+    *,
+    window: tuple[datetime, datetime] | None = None,
+    resync: bool = False,
+) -> SyncCursor:
+    """Begin a full (re)sync: forget the link, bump the round so rows not seen again can be dropped."""
+    now = datetime.now(UTC)
+    values: dict[str, Any] = {
+        "link": None,
+        "is_delta": False,
+        "full_round": True,
+        "round": cursor.round + 1,
+        "round_started_at": now,
+        "updated_at": now,
+    }
+    if resync:
+        values["resyncs"] = cursor.resyncs + 1
+    if window is not None:
+        values["window_start"], values["window_end"] = window
+    with engine.begin() as conn:
+        conn.execute(update(cursor_t).where(cursor_t.c.id == cursor.id).values(**values))
+    return cursor.model_copy(update=values)
+
+
+def delete_folder_data(engine: Engine, mailbox_pk: int, folder_ids: Sequence[str]) -> int:
+    """A folder that is gone or no longer synced: its messages and its cursor go with it."""
+    if not folder_ids:
+        return 0
+    removed = 0
+    with engine.begin() as conn:
+        for chunk in _chunks(list(folder_ids), _IN_CHUNK):
+            removed += (
+                conn.execute(
+                    delete(message_t).where(
+                        message_t.c.mailbox_pk == mailbox_pk, message_t.c.folder_graph_id.in_(chunk)
+                    )
+                ).rowcount
+                or 0
+            )
+            conn.execute(
+                delete(cursor_t).where(
+                    cursor_t.c.mailbox_pk == mailbox_pk,
+                    cursor_t.c.kind == "messages",
+                    cursor_t.c.key.in_(chunk),
+                )
+            )
+    return removed

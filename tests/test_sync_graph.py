@@ -1,0 +1,237 @@
+"""Mail and calendar delta sync against a scripted Graph (respx), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from sqlalchemy import Engine, func, select
+from sqlmodel import Session
+from sqlmodel import select as sqlmodel_select
+
+from fakegraph import FakeGraph, event, message, throttled, unavailable
+from conftest import StubTokens, tenant_config
+from relinsights.db.models import Event, EventAttendee, Mailbox, Message, MessageParticipant, SyncCursor
+from relinsights.graph.sync import sync_tenant
+
+SELLER = "seller@contoso.com"
+
+
+def seed(fg: FakeGraph, inbox: int = 25, customers: int = 5, sent: int = 3, deleted: int = 2) -> None:
+    for i in range(inbox):
+        fg.put("mail:inbox-id", message(f"in{i}", "inbox-id", f"c{i}@fabrikam.com", [SELLER], f"2026-03-01T09:{i:02d}:00Z"))
+    for i in range(customers):
+        fg.put("mail:cust-id", message(f"cu{i}", "cust-id", "ann@fabrikam.com", [SELLER], f"2026-03-02T09:{i:02d}:00Z"))
+    for i in range(sent):
+        fg.put("mail:sent-id", message(f"se{i}", "sent-id", SELLER, ["ann@fabrikam.com"], f"2026-03-03T09:{i:02d}:00Z",
+                                       bccRecipients=[{"emailAddress": {"address": "boss@contoso.com"}}]))
+    for i in range(deleted):
+        fg.put("mail:deleted-id", message(f"de{i}", "deleted-id", "x@spam.example", [SELLER], "2026-03-04T09:00:00Z"))
+    fg.put("calendar", event("ev1", SELLER, [("ann@fabrikam.com", "accepted"), ("carl@contoso.com", "declined")],
+                             "2026-03-05T10:00:00.0000000", "2026-03-05T11:00:00.0000000"))
+
+
+def run(engine: Engine, fg: FakeGraph, sleeps: list[float] | None = None, **cfg: Any) -> Any:
+    async def fake_sleep(s: float) -> None:
+        (sleeps if sleeps is not None else []).append(s)
+
+    with respx.mock(assert_all_called=False) as mock:
+        mock.route(host="graph.test").mock(side_effect=fg)
+        return asyncio.run(sync_tenant(engine, tenant_config(**cfg), sleep=fake_sleep, tokens=StubTokens()))
+
+
+def stored(engine: Engine) -> dict[str, tuple[str | None, bool | None, str | None]]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(Message.graph_id, Message.folder_graph_id, Message.is_read, Message.subject)).all()
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
+def truth(fg: FakeGraph, folders: tuple[str, ...] = ("inbox-id", "cust-id", "sent-id")) -> dict[str, tuple]:
+    out = {}
+    for f in folders:
+        for iid, item in fg.state[f"mail:{f}"].items():
+            out[iid] = (f, item["isRead"], item["subject"])
+    return out
+
+
+def obj(engine: Engine, model: Any, *where: Any) -> Any:
+    with Session(engine) as s:
+        return s.exec(sqlmodel_select(model).where(*where)).one()
+
+
+def count(engine: Engine, model: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def test_first_round_pages_folders_and_metadata_only(engine: Engine) -> None:
+    fg = FakeGraph()
+    seed(fg)
+    report = run(engine, fg)
+    assert report.status == "ok", report.error
+    assert report.mailboxes == {SELLER: "ok"}
+    assert stored(engine) == truth(fg)  # Deleted Items is not synced, the Customers subfolder is
+    # 25 inbox messages at 10 a page: three pages, the first two with nextLinks.
+    inbox_reqs = [r for r in fg.requests if "inbox-id/messages/delta" in str(r.url)]
+    assert len(inbox_reqs) == 3
+    first = inbox_reqs[0]
+    assert "odata.maxpagesize=10" in first.headers["Prefer"] and 'IdType="ImmutableId"' in first.headers["Prefer"]
+    select_param = first.url.params["$select"]
+    assert "body" not in select_param.lower() and "internetMessageId" in select_param
+    assert first.headers["Authorization"].startswith("Bearer token-")
+    # Participants: from + sender + to per inbox message; the Sent Items copy keeps its Bcc.
+    with engine.connect() as conn:
+        roles = dict(conn.execute(select(MessageParticipant.role, func.count()).group_by(MessageParticipant.role)).all())
+        bcc = conn.execute(select(MessageParticipant.address).where(MessageParticipant.role == "bcc")).scalars().all()
+        cursors = conn.execute(select(SyncCursor.kind, SyncCursor.key, SyncCursor.is_delta)).all()
+    assert roles["to"] == 33 and roles["from"] == 33 and bcc == ["boss@contoso.com"] * 3
+    assert {(k, key) for k, key, d in cursors if d} >= {("messages", "inbox-id"), ("messages", "cust-id"),
+                                                         ("messages", "sent-id"), ("calendar", "calendar")}
+    assert ("messages", "deleted-id") not in {(k, key) for k, key, _ in cursors}
+    with engine.connect() as conn:
+        ev = conn.execute(select(Event.ical_uid, Event.start, Event.end)).one()
+        att = dict(conn.execute(select(EventAttendee.address, EventAttendee.response)).all())
+    assert ev.ical_uid == "ical-ev1" and (ev.end - ev.start).total_seconds() == 3600
+    assert att == {"seller@contoso.com": "organizer", "ann@fabrikam.com": "accepted", "carl@contoso.com": "declined"}
+
+
+def test_incremental_round_applies_adds_partial_updates_moves_and_deletes(engine: Engine) -> None:
+    fg = FakeGraph()
+    seed(fg)
+    run(engine, fg)
+    fg.put("mail:inbox-id", message("new1", "inbox-id", "zoe@tailspin.com", [SELLER], "2026-03-09T08:00:00Z"))
+    fg.mark_read("mail:inbox-id", "in3")  # arrives as {"id", "isRead"} only
+    fg.remove("mail:inbox-id", "in4")
+    moved = {**fg.state["mail:inbox-id"]["in5"], "parentFolderId": "cust-id"}
+    fg.remove("mail:inbox-id", "in5")
+    fg.put("mail:cust-id", moved)
+    fg.remove("calendar", "ev1")
+    before = len(fg.requests)
+    report = run(engine, fg)
+    assert report.status == "ok"
+    assert stored(engine) == truth(fg)
+    assert stored(engine)["in3"] == ("inbox-id", True, "subject in3")  # merged, not replaced
+    with engine.connect() as conn:
+        in3 = conn.execute(select(Message.id).where(Message.graph_id == "in3")).scalar_one()
+        parts = conn.execute(select(func.count()).where(MessageParticipant.message_id == in3)).scalar_one()
+    assert parts == 3  # the partial update kept from/sender/to
+    assert count(engine, Event) == 0 and count(engine, EventAttendee) == 0
+    # Incremental: the inbox round started from the stored delta link, not from scratch.
+    inbox = [r for r in fg.requests[before:] if "inbox-id/messages/delta" in str(r.url)]
+    assert all("$deltatoken" in str(r.url) or "$skiptoken" in str(r.url) for r in inbox)
+
+
+def test_expired_token_triggers_full_resync_without_duplicates(engine: Engine) -> None:
+    fg = FakeGraph()
+    seed(fg)
+    run(engine, fg)
+    # The item disappears from the server with no change recorded, and the token expires.
+    fg.state["mail:inbox-id"].pop("in7")
+    fg.expire_tokens("mail:inbox-id")
+    report = run(engine, fg)
+    assert report.status == "ok" and report.resyncs == 1
+    assert stored(engine) == truth(fg)
+    assert count(engine, Message) == len(truth(fg))
+    cur = obj(engine, SyncCursor, SyncCursor.key == "inbox-id", SyncCursor.kind == "messages")
+    assert cur.resyncs == 1 and cur.round == 2 and cur.is_delta
+
+
+def test_throttling_waits_retry_after_and_never_fails_the_mailbox(engine: Engine) -> None:
+    fg = FakeGraph()
+    seed(fg)
+    fg.fail("inbox-id/messages/delta", throttled("7"))
+    fg.fail("sent-id/messages/delta", unavailable())
+    fg.fail("calendarView/delta", throttled("2.5"))
+    sleeps: list[float] = []
+    report = run(engine, fg, sleeps)
+    assert report.status == "ok" and report.mailboxes == {SELLER: "ok"}
+    assert 7.0 in sleeps and 2.5 in sleeps and 0.0 in sleeps
+    assert report.throttled == 2
+    assert stored(engine) == truth(fg)
+
+
+def test_crash_between_pages_resumes_exactly(engine: Engine) -> None:
+    fg = FakeGraph()
+    seed(fg, inbox=35)
+    # The third inbox page dies with a bug-like error (not retried): the first two pages are committed.
+    fg.fail("inbox-id/messages/delta()?$skiptoken=0.", RuntimeError("simulated crash"), after=1)
+    report = run(engine, fg)
+    assert report.mailboxes == {SELLER: "error"}
+    cur = obj(engine, SyncCursor, SyncCursor.key == "inbox-id", SyncCursor.kind == "messages")
+    mb = obj(engine, Mailbox)
+    assert not cur.is_delta and "$skiptoken=0." in (cur.link or "")
+    assert "simulated crash" in (mb.last_error or "") and mb.error_count == 1
+    partial = {k for k, v in stored(engine).items() if v[0] == "inbox-id"}
+    assert 0 < len(partial) < 35
+    before = len(fg.requests)
+    report = run(engine, fg)
+    assert report.mailboxes == {SELLER: "ok"}
+    resumed = [r for r in fg.requests[before:] if "inbox-id/messages/delta" in str(r.url)]
+    assert "$skiptoken=0." in str(resumed[0].url) and resumed[0].url == fg.requests[before - 1].url  # continued from the saved page, not from scratch
+    assert stored(engine) == truth(fg)
+    assert count(engine, Message) == len(truth(fg))
+    mb = obj(engine, Mailbox)
+    assert mb.status == "ok" and mb.error_count == 0 and mb.last_success_at is not None
+
+
+def test_mailbox_without_exchange_is_marked_and_skipped(sqlite_engine: Engine) -> None:
+    fg = FakeGraph()
+    fg.no_mailbox.add("u1")
+    report = run(sqlite_engine, fg)
+    assert report.mailboxes == {SELLER: "no_mailbox"}
+    mb = obj(sqlite_engine, Mailbox)
+    assert mb.status == "no_mailbox" and "Exchange" in (mb.status_detail or "")
+
+
+def test_missing_permission_names_the_grant(sqlite_engine: Engine) -> None:
+    fg = FakeGraph()
+    seed(fg)
+    fg.fail("inbox-id/messages/delta", httpx.Response(403, json={"error": {"code": "ErrorAccessDenied",
+                                                                             "message": "Access is denied."}}))
+    report = run(sqlite_engine, fg)
+    assert report.mailboxes == {SELLER: "error"}
+    mb = obj(sqlite_engine, Mailbox)
+    assert "Mail.ReadBasic.All" in (mb.last_error or "") and mb.status == "error"
+
+
+def test_bad_items_are_stored_as_far_as_valid_and_never_stop_the_page(sqlite_engine: Engine) -> None:
+    fg = FakeGraph()
+    many = [f"r{i}@fabrikam.com" for i in range(3000)]
+    fg.put("mail:inbox-id", message("big", "inbox-id", "ann@fabrikam.com", many, "2026-03-01T09:00:00Z"))
+    fg.put("mail:inbox-id", message("bad-date", "inbox-id", "ann@fabrikam.com", [SELLER], "yesterday-ish"))
+    fg.put("mail:inbox-id", message("odd", "inbox-id", "not an address", [SELLER, "", "  BOB@Contoso.COM "],
+                                    "2026-03-01T09:00:00Z"))
+    fg.put("mail:inbox-id", message("uni", "inbox-id", "jürgen@bücher.example", [SELLER], "2026-03-01T09:00:00Z",
+                                    subject="Angebot für Q3 ✓"))
+    fg.put("mail:inbox-id", {"id": "bare"})
+    fg.put("mail:inbox-id", {"subject": "no id"})
+    report = run(sqlite_engine, fg)
+    assert report.mailboxes == {SELLER: "ok"}
+    got = stored(sqlite_engine)
+    assert set(got) == {"big", "bad-date", "odd", "uni", "bare"}
+    with sqlite_engine.connect() as conn:
+        big = conn.execute(select(Message.id).where(Message.graph_id == "big")).scalar_one()
+        n_big = conn.execute(select(func.count()).where(MessageParticipant.message_id == big)).scalar_one()
+        bad = conn.execute(select(Message.sent_at, Message.subject).where(Message.graph_id == "bad-date")).one()
+        odd = conn.execute(select(Message.id).where(Message.graph_id == "odd")).scalar_one()
+        odd_parts = conn.execute(select(MessageParticipant.role, MessageParticipant.address)
+                                 .where(MessageParticipant.message_id == odd)).all()
+        uni = conn.execute(select(MessageParticipant.address).join(Message, Message.id == MessageParticipant.message_id)
+                           .where(Message.graph_id == "uni", MessageParticipant.role == "from")).scalar_one()
+    assert n_big == 3002
+    assert bad.sent_at is None and bad.subject == "subject bad-date"
+    assert sorted(odd_parts) == [("to", "bob@contoso.com"), ("to", SELLER)]
+    assert uni == "jürgen@xn--bcher-kva.example"
+
+
+@pytest.mark.parametrize("folders", [["inbox"], ["Inbox/Customers", "sentitems"]])
+def test_configured_folder_set(sqlite_engine: Engine, folders: list[str]) -> None:
+    fg = FakeGraph()
+    seed(fg)
+    run(sqlite_engine, fg, sync={"folders": folders, "page_size": 10})
+    got = {v[0] for v in stored(sqlite_engine).values()}
+    expected = {"inbox-id", "cust-id"} if folders == ["inbox"] else {"cust-id", "sent-id"}
+    assert got == expected
