@@ -22,7 +22,7 @@ def _pg_available() -> str | None:
         with create_engine(PG_URL).connect() as conn:
             conn.execute(text("select 1"))
         return None
-    except Exception as exc:  # noqa: BLE001 - any failure means: no server to test against
+    except Exception as exc:
         return f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}"
 
 
@@ -70,7 +70,7 @@ def tenant_config(**overrides: Any) -> TenantConfig:
         "sync": {"page_size": 10},
     }
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key != "credential":
             base[key] = {**base[key], **value}
         else:
             base[key] = value

@@ -12,8 +12,8 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 from sqlmodel import select as sqlmodel_select
 
-from fakegraph import FakeGraph, event, message, throttled, unavailable
 from conftest import StubTokens, tenant_config
+from fakegraph import FakeGraph, event, message, throttled, unavailable
 from relinsights.db.models import Event, EventAttendee, Mailbox, Message, MessageParticipant, SyncCursor
 from relinsights.graph.sync import sync_tenant
 
@@ -22,16 +22,35 @@ SELLER = "seller@contoso.com"
 
 def seed(fg: FakeGraph, inbox: int = 25, customers: int = 5, sent: int = 3, deleted: int = 2) -> None:
     for i in range(inbox):
-        fg.put("mail:inbox-id", message(f"in{i}", "inbox-id", f"c{i}@fabrikam.com", [SELLER], f"2026-03-01T09:{i:02d}:00Z"))
+        fg.put(
+            "mail:inbox-id", message(f"in{i}", "inbox-id", f"c{i}@fabrikam.com", [SELLER], f"2026-03-01T09:{i:02d}:00Z")
+        )
     for i in range(customers):
         fg.put("mail:cust-id", message(f"cu{i}", "cust-id", "ann@fabrikam.com", [SELLER], f"2026-03-02T09:{i:02d}:00Z"))
     for i in range(sent):
-        fg.put("mail:sent-id", message(f"se{i}", "sent-id", SELLER, ["ann@fabrikam.com"], f"2026-03-03T09:{i:02d}:00Z",
-                                       bccRecipients=[{"emailAddress": {"address": "boss@contoso.com"}}]))
+        fg.put(
+            "mail:sent-id",
+            message(
+                f"se{i}",
+                "sent-id",
+                SELLER,
+                ["ann@fabrikam.com"],
+                f"2026-03-03T09:{i:02d}:00Z",
+                bccRecipients=[{"emailAddress": {"address": "boss@contoso.com"}}],
+            ),
+        )
     for i in range(deleted):
         fg.put("mail:deleted-id", message(f"de{i}", "deleted-id", "x@spam.example", [SELLER], "2026-03-04T09:00:00Z"))
-    fg.put("calendar", event("ev1", SELLER, [("ann@fabrikam.com", "accepted"), ("carl@contoso.com", "declined")],
-                             "2026-03-05T10:00:00.0000000", "2026-03-05T11:00:00.0000000"))
+    fg.put(
+        "calendar",
+        event(
+            "ev1",
+            SELLER,
+            [("ann@fabrikam.com", "accepted"), ("carl@contoso.com", "declined")],
+            "2026-03-05T10:00:00.0000000",
+            "2026-03-05T11:00:00.0000000",
+        ),
+    )
 
 
 def run(engine: Engine, fg: FakeGraph, sleeps: list[float] | None = None, **cfg: Any) -> Any:
@@ -84,12 +103,18 @@ def test_first_round_pages_folders_and_metadata_only(engine: Engine) -> None:
     assert first.headers["Authorization"].startswith("Bearer token-")
     # Participants: from + sender + to per inbox message; the Sent Items copy keeps its Bcc.
     with engine.connect() as conn:
-        roles = dict(conn.execute(select(MessageParticipant.role, func.count()).group_by(MessageParticipant.role)).all())
+        roles = dict(
+            conn.execute(select(MessageParticipant.role, func.count()).group_by(MessageParticipant.role)).all()
+        )
         bcc = conn.execute(select(MessageParticipant.address).where(MessageParticipant.role == "bcc")).scalars().all()
         cursors = conn.execute(select(SyncCursor.kind, SyncCursor.key, SyncCursor.is_delta)).all()
     assert roles["to"] == 33 and roles["from"] == 33 and bcc == ["boss@contoso.com"] * 3
-    assert {(k, key) for k, key, d in cursors if d} >= {("messages", "inbox-id"), ("messages", "cust-id"),
-                                                         ("messages", "sent-id"), ("calendar", "calendar")}
+    assert {(k, key) for k, key, d in cursors if d} >= {
+        ("messages", "inbox-id"),
+        ("messages", "cust-id"),
+        ("messages", "sent-id"),
+        ("calendar", "calendar"),
+    }
     assert ("messages", "deleted-id") not in {(k, key) for k, key, _ in cursors}
     with engine.connect() as conn:
         ev = conn.execute(select(Event.ical_uid, Event.start, Event.end)).one()
@@ -170,7 +195,9 @@ def test_crash_between_pages_resumes_exactly(engine: Engine) -> None:
     report = run(engine, fg)
     assert report.mailboxes == {SELLER: "ok"}
     resumed = [r for r in fg.requests[before:] if "inbox-id/messages/delta" in str(r.url)]
-    assert "$skiptoken=0." in str(resumed[0].url) and resumed[0].url == fg.requests[before - 1].url  # continued from the saved page, not from scratch
+    assert (
+        "$skiptoken=0." in str(resumed[0].url) and resumed[0].url == fg.requests[before - 1].url
+    )  # continued from the saved page, not from scratch
     assert stored(engine) == truth(fg)
     assert count(engine, Message) == len(truth(fg))
     mb = obj(engine, Mailbox)
@@ -189,8 +216,10 @@ def test_mailbox_without_exchange_is_marked_and_skipped(sqlite_engine: Engine) -
 def test_missing_permission_names_the_grant(sqlite_engine: Engine) -> None:
     fg = FakeGraph()
     seed(fg)
-    fg.fail("inbox-id/messages/delta", httpx.Response(403, json={"error": {"code": "ErrorAccessDenied",
-                                                                             "message": "Access is denied."}}))
+    fg.fail(
+        "inbox-id/messages/delta",
+        httpx.Response(403, json={"error": {"code": "ErrorAccessDenied", "message": "Access is denied."}}),
+    )
     report = run(sqlite_engine, fg)
     assert report.mailboxes == {SELLER: "error"}
     mb = obj(sqlite_engine, Mailbox)
@@ -202,10 +231,16 @@ def test_bad_items_are_stored_as_far_as_valid_and_never_stop_the_page(sqlite_eng
     many = [f"r{i}@fabrikam.com" for i in range(3000)]
     fg.put("mail:inbox-id", message("big", "inbox-id", "ann@fabrikam.com", many, "2026-03-01T09:00:00Z"))
     fg.put("mail:inbox-id", message("bad-date", "inbox-id", "ann@fabrikam.com", [SELLER], "yesterday-ish"))
-    fg.put("mail:inbox-id", message("odd", "inbox-id", "not an address", [SELLER, "", "  BOB@Contoso.COM "],
-                                    "2026-03-01T09:00:00Z"))
-    fg.put("mail:inbox-id", message("uni", "inbox-id", "jürgen@bücher.example", [SELLER], "2026-03-01T09:00:00Z",
-                                    subject="Angebot für Q3 ✓"))
+    fg.put(
+        "mail:inbox-id",
+        message("odd", "inbox-id", "not an address", [SELLER, "", "  BOB@Contoso.COM "], "2026-03-01T09:00:00Z"),
+    )
+    fg.put(
+        "mail:inbox-id",
+        message(
+            "uni", "inbox-id", "jürgen@bücher.example", [SELLER], "2026-03-01T09:00:00Z", subject="Angebot für Q3 ✓"
+        ),
+    )
     fg.put("mail:inbox-id", {"id": "bare"})
     fg.put("mail:inbox-id", {"subject": "no id"})
     report = run(sqlite_engine, fg)
@@ -217,10 +252,14 @@ def test_bad_items_are_stored_as_far_as_valid_and_never_stop_the_page(sqlite_eng
         n_big = conn.execute(select(func.count()).where(MessageParticipant.message_id == big)).scalar_one()
         bad = conn.execute(select(Message.sent_at, Message.subject).where(Message.graph_id == "bad-date")).one()
         odd = conn.execute(select(Message.id).where(Message.graph_id == "odd")).scalar_one()
-        odd_parts = conn.execute(select(MessageParticipant.role, MessageParticipant.address)
-                                 .where(MessageParticipant.message_id == odd)).all()
-        uni = conn.execute(select(MessageParticipant.address).join(Message, Message.id == MessageParticipant.message_id)
-                           .where(Message.graph_id == "uni", MessageParticipant.role == "from")).scalar_one()
+        odd_parts = conn.execute(
+            select(MessageParticipant.role, MessageParticipant.address).where(MessageParticipant.message_id == odd)
+        ).all()
+        uni = conn.execute(
+            select(MessageParticipant.address)
+            .join(Message, Message.id == MessageParticipant.message_id)
+            .where(Message.graph_id == "uni", MessageParticipant.role == "from")
+        ).scalar_one()
     assert n_big == 3002
     assert bad.sent_at is None and bad.subject == "subject bad-date"
     assert sorted(odd_parts) == [("to", "bob@contoso.com"), ("to", SELLER)]
@@ -235,3 +274,32 @@ def test_configured_folder_set(sqlite_engine: Engine, folders: list[str]) -> Non
     got = {v[0] for v in stored(sqlite_engine).values()}
     expected = {"inbox-id", "cust-id"} if folders == ["inbox"] else {"cust-id", "sent-id"}
     assert got == expected
+
+
+def test_status_shows_counts_cursor_age_and_errors(sqlite_engine: Engine) -> None:
+    from relinsights.status import mailbox_statuses
+
+    fg = FakeGraph()
+    seed(fg)
+    run(sqlite_engine, fg)
+    [st] = mailbox_statuses(sqlite_engine)
+    assert (st.tenant, st.mailbox, st.status, st.messages, st.events) == ("contoso", SELLER, "ok", 33, 1)
+    assert st.cursor_age_s is not None and 0 <= st.cursor_age_s < 60 and st.last_success and st.error_count == 0
+    fg.fail("sent-id/messages/delta", httpx.Response(500, json={"error": {"code": "InternalServerError", "message": "boom"}}))
+    fg.fail("sent-id/messages/delta", httpx.Response(400, json={"error": {"code": "BadRequest", "message": "odd"}}), after=0)
+    report = run(sqlite_engine, fg)
+    [st] = mailbox_statuses(sqlite_engine)
+    assert report.mailboxes == {SELLER: "error"} and st.status == "error" and st.error_count == 1
+    assert "400 BadRequest: odd" in (st.last_error or "") and st.messages == 33
+
+
+def test_opted_out_user_is_not_synced_and_their_data_is_removed(sqlite_engine: Engine) -> None:
+    fg = FakeGraph()
+    seed(fg)
+    run(sqlite_engine, fg)
+    assert count(sqlite_engine, Message) == 33
+    report = run(sqlite_engine, fg, scope={"exclude_users": ["alias@contoso.com"]})  # matched through an alias
+    assert report.mailboxes == {}
+    assert count(sqlite_engine, Message) == 0 and count(sqlite_engine, Event) == 0
+    mb = obj(sqlite_engine, Mailbox)
+    assert (mb.in_scope, mb.status, mb.status_detail) == (False, "out_of_scope", "opted out")

@@ -148,7 +148,7 @@ def explain_msal_error(result: dict[str, Any], resource: str) -> CredentialError
             f"scope for {resource} refused ({desc})",
             "check the resource URL; for Dataverse, add the app as an application user in the environment",
         )
-    return CredentialError(f"token request for {resource} failed: {err} ({desc})", "run `relinsights doctor`")
+    return CredentialError(f"token request for {resource} failed: {err} ({desc})", "check tenant_id, client_id and the credential")
 
 
 class TokenSource:
@@ -198,8 +198,9 @@ class TokenSource:
             if self._token and self._app is not None:
                 # MSAL would hand back its cached token until expiry; we want a fresh one now.
                 self._drop_msal_cache()
-            self._token, self._expires_at = await asyncio.to_thread(self._acquire_blocking)
-            return self._token
+            token, self._expires_at = await asyncio.to_thread(self._acquire_blocking)
+            self._token = token
+            return token
 
     def invalidate(self) -> None:
         """Forget the token (after a 401), so the next request gets a new one."""

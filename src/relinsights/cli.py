@@ -105,7 +105,7 @@ def init(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(example_config_text())
     os.chmod(path, 0o640)
-    out.print(f"wrote {path}; edit the [[tenant]] table, then run `relinsights doctor --config {path}`")
+    out.print(f"wrote {path}; edit the [[tenant]] table, then try it with `relinsights sync --once --config {path}`")
 
 
 def _progress_factory(progress: Progress | None) -> Callable[[Any], Callable[[int], None]] | None:
@@ -138,15 +138,24 @@ def _stop_flag() -> Callable[[], bool]:
     return lambda: stopping["now"]
 
 
-async def _sync_round(cfg: Config, engine: Any, tenant: str | None, mailbox: str | None, should_stop: Callable[[], bool],
-                      progress: Progress | None) -> list[Any]:
+async def _sync_round(
+    cfg: Config,
+    engine: Any,
+    tenant: str | None,
+    mailbox: str | None,
+    should_stop: Callable[[], bool],
+    progress: Progress | None,
+) -> list[Any]:
     from relinsights.graph.sync import sync_tenant
 
     tenants = [cfg.tenant(tenant)] if tenant else list(cfg.tenants)
     factory = _progress_factory(progress)
     return list(
         await asyncio.gather(
-            *(sync_tenant(engine, t, mailbox_filter=mailbox, progress=factory, should_stop=should_stop) for t in tenants)
+            *(
+                sync_tenant(engine, t, mailbox_filter=mailbox, progress=factory, should_stop=should_stop)
+                for t in tenants
+            )
         )
     )
 
@@ -172,9 +181,16 @@ def sync(
     while True:
         show_bar = sys.stderr.isatty() and not as_json
         progress = (
-            Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.fields[count]} messages"),
-                     TimeElapsedColumn(), console=err, transient=False)
-            if show_bar else None
+            Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TextColumn("{task.fields[count]} messages"),
+                TimeElapsedColumn(),
+                console=err,
+                transient=False,
+            )
+            if show_bar
+            else None
         )
         if progress:
             progress.start()
@@ -200,9 +216,16 @@ def _print_sync_reports(reports: list[Any], as_json: bool) -> bool:
         failed |= r.status == "error" or bool(r.failed)
         rows.append(
             {
-                "tenant": r.tenant, "status": r.status, "error": r.error, "mailboxes": r.mailboxes,
-                "messages_added": r.messages_added, "messages_removed": r.messages_removed,
-                "events_added": r.events_added, "resyncs": r.resyncs, "requests": r.requests, "throttled": r.throttled,
+                "tenant": r.tenant,
+                "status": r.status,
+                "error": r.error,
+                "mailboxes": r.mailboxes,
+                "messages_added": r.messages_added,
+                "messages_removed": r.messages_removed,
+                "events_added": r.events_added,
+                "resyncs": r.resyncs,
+                "requests": r.requests,
+                "throttled": r.throttled,
             }
         )
     if as_json:
@@ -251,14 +274,30 @@ def status(
         out.print("no mailboxes yet: run `relinsights sync --once`")
         return
     table = RichTable(title="mailbox sync status", expand=False)
-    for col in ("tenant", "mailbox", "status", "messages", "events", "cursor age", "last success", "errors", "last error"):
+    for col in (
+        "tenant",
+        "mailbox",
+        "status",
+        "messages",
+        "events",
+        "cursor age",
+        "last success",
+        "errors",
+        "last error",
+    ):
         table.add_column(col, overflow="fold")
     width = shutil.get_terminal_size((160, 20)).columns
     for r in rows:
         style = {"ok": "green", "error": "red", "throttled": "yellow", "no_mailbox": "dim"}.get(r.status, "")
         table.add_row(
-            r.tenant, r.mailbox, f"[{style}]{r.status}[/]" if style else r.status, str(r.messages), str(r.events),
-            _age(r.cursor_age_s), r.last_success or "never", str(r.error_count),
+            r.tenant,
+            r.mailbox,
+            f"[{style}]{r.status}[/]" if style else r.status,
+            str(r.messages),
+            str(r.events),
+            _age(r.cursor_age_s),
+            r.last_success or "never",
+            str(r.error_count),
             (r.last_error or "")[: max(40, width // 3)],
         )
     out.print(table)

@@ -96,7 +96,7 @@ class CredentialConfig(_Strict):
     """Exactly one of certificate, secret_file, secret_env."""
 
     certificate: Path | None = Field(
-        None, description="PEM file with the private key and the certificate registered on the app"
+        default=None, description="PEM file with the private key and the certificate registered on the app"
     )
     certificate_password_env: str | None = None
     secret_file: Path | None = None
@@ -213,8 +213,8 @@ class TenantConfig(_Strict):
     authority: str = "https://login.microsoftonline.com"
     graph_url: str = "https://graph.microsoft.com/v1.0"
     dataverse_url: str | None = None
-    graph_scope: str | None = Field(None, description="default: the origin of graph_url + /.default")
-    dataverse_scope: str | None = Field(None, description="default: the origin of dataverse_url + /.default")
+    graph_scope: str | None = Field(default=None, description="default: the origin of graph_url + /.default")
+    dataverse_scope: str | None = Field(default=None, description="default: the origin of dataverse_url + /.default")
     ca_bundle: Path | None = None
     internal_domains: list[str] = []
     timezone: str = "UTC"
@@ -284,7 +284,7 @@ def _origin(url: str) -> str:
 
 
 class DatabaseConfig(_Strict):
-    url: str | None = Field(None, description="SQLAlchemy URL; default sqlite under service.state_dir")
+    url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite under service.state_dir")
     pool_size: Annotated[int, Field(ge=1, le=100)] = 5
 
 

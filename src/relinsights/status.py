@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, func, select
 
-from relinsights.db.models import Event, Mailbox, Message, SyncCursor, Tenant
+from relinsights.db.models import Event, Mailbox, Message, SyncCursor, Tenant, table_of
 
 
 @dataclass
@@ -34,8 +34,10 @@ def _iso(dt: datetime | None) -> str | None:
     return dt.astimezone(UTC).isoformat(timespec="seconds") if dt else None
 
 
-def mailbox_statuses(engine: Engine, tenant: str | None = None, include_out_of_scope: bool = False) -> list[MailboxStatus]:
-    m, t = Mailbox.__table__, Tenant.__table__  # type: ignore[attr-defined]
+def mailbox_statuses(
+    engine: Engine, tenant: str | None = None, include_out_of_scope: bool = False
+) -> list[MailboxStatus]:
+    m, t = table_of(Mailbox), table_of(Tenant)
     msg = select(Message.mailbox_pk, func.count().label("n")).group_by(Message.mailbox_pk).subquery()  # type: ignore[call-overload]
     ev = select(Event.mailbox_pk, func.count().label("n")).group_by(Event.mailbox_pk).subquery()  # type: ignore[call-overload]
     cur = (

@@ -66,7 +66,7 @@ def migrate(engine: Engine) -> None:
 
 
 def schema_status(engine: Engine) -> tuple[str | None, str]:
-    """(current revision, newest revision) for `doctor` and `status`."""
+    """(current revision, newest revision) for admin checks."""
     script = ScriptDirectory.from_config(_alembic_config(engine))
     with engine.connect() as conn:
         current = MigrationContext.configure(conn).get_current_revision()

@@ -9,9 +9,15 @@ internetMessageId / iCalUId.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import Column, ForeignKey, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import Column, ForeignKey, Index, Integer, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+
+def table_of(model: Any) -> Table:
+    """The Core table of a SQLModel class, for bulk statements (typed: SQLModel hides __table__)."""
+    return cast(Table, model.__table__)
 
 
 class Tenant(SQLModel, table=True):

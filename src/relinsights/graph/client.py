@@ -46,7 +46,7 @@ Sleep = Callable[[float], Awaitable[None]]
 class GraphError(Exception):
     """A Graph request failed for a reason the sync names in the mailbox status."""
 
-    fix = "see the error and run `relinsights doctor`"
+    fix = "see the error; `relinsights status` keeps it per mailbox"
 
     def __init__(self, message: str, status: int | None = None, code: str | None = None):
         self.status = status
@@ -67,7 +67,7 @@ class PermissionDenied(GraphError):
 
 
 class AuthFailed(GraphError):
-    fix = "the token was refused; check the app registration and run `relinsights doctor`"
+    fix = "the token was refused; check the app registration (client id, credential, admin consent)"
 
 
 class NotFound(GraphError):

@@ -14,19 +14,19 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
 
-from relinsights.db.models import Event, EventAttendee, MailFolder, Message, MessageParticipant, SyncCursor
+from relinsights.db.models import Event, EventAttendee, MailFolder, Message, MessageParticipant, SyncCursor, table_of
 from relinsights.graph.parse import ParsedItem, parse_event, parse_message
 
 log = structlog.get_logger(__name__)
 
 _IN_CHUNK = 500  # bound on IN (...) lists: SQLite's variable limit and PostgreSQL's plan size
 
-message_t: Table = Message.__table__  # type: ignore[assignment]
-participant_t: Table = MessageParticipant.__table__  # type: ignore[assignment]
-event_t: Table = Event.__table__  # type: ignore[assignment]
-attendee_t: Table = EventAttendee.__table__  # type: ignore[assignment]
-cursor_t: Table = SyncCursor.__table__  # type: ignore[assignment]
-folder_t: Table = MailFolder.__table__  # type: ignore[assignment]
+message_t = table_of(Message)
+participant_t = table_of(MessageParticipant)
+event_t = table_of(Event)
+attendee_t = table_of(EventAttendee)
+cursor_t = table_of(SyncCursor)
+folder_t = table_of(MailFolder)
 
 
 @dataclass(frozen=True)

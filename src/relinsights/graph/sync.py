@@ -15,12 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, update
 from sqlmodel import Session
+from sqlmodel import select as sm_select
 
 from relinsights.auth import CredentialError, TokenSource
 from relinsights.config import TenantConfig
-from relinsights.db.models import Mailbox, Tenant
+from relinsights.db.models import Mailbox, Tenant, table_of
 from relinsights.graph.client import (
     GraphClient,
     GraphError,
@@ -62,7 +63,7 @@ def _now() -> datetime:
 
 def ensure_tenant(engine: Engine, cfg: TenantConfig) -> Tenant:
     with Session(engine, expire_on_commit=False) as s:
-        row = s.exec(select(Tenant).where(Tenant.name == cfg.name)).scalars().first()  # type: ignore[call-overload]
+        row = s.exec(sm_select(Tenant).where(Tenant.name == cfg.name)).first()
         if row is None:
             row = Tenant(name=cfg.name, directory_id=cfg.tenant_id, enabled=cfg.enabled, created_at=_now())
             s.add(row)
@@ -80,11 +81,13 @@ def set_tenant_status(engine: Engine, tenant_pk: int, status: str, error: str | 
     else:
         values.update(last_success_at=_now())
     with engine.begin() as conn:
-        conn.execute(update(Tenant.__table__).where(Tenant.__table__.c.id == tenant_pk).values(**values))  # type: ignore[attr-defined]
+        conn.execute(update(table_of(Tenant)).where(table_of(Tenant).c.id == tenant_pk).values(**values))
 
 
-def set_mailbox_status(engine: Engine, mailbox_pk: int, status: str, detail: str | None = None, *, error: bool = False) -> None:
-    mt = Mailbox.__table__  # type: ignore[attr-defined]
+def set_mailbox_status(
+    engine: Engine, mailbox_pk: int, status: str, detail: str | None = None, *, error: bool = False
+) -> None:
+    mt = table_of(Mailbox)
     values: dict[str, Any] = {"status": status, "status_detail": detail}
     now = _now()
     if status == "syncing":
@@ -110,10 +113,7 @@ def upsert_mailboxes(
     """Record the scope: in-scope users become (or stay) mailboxes; the rest are marked out of scope."""
     keep_ids = {u.user_id for u in in_scope}
     with Session(engine, expire_on_commit=False) as s:
-        existing = {
-            m.user_id: m
-            for m in s.exec(select(Mailbox).where(Mailbox.tenant_pk == tenant_pk)).scalars()  # type: ignore[call-overload]
-        }
+        existing = {m.user_id: m for m in s.exec(sm_select(Mailbox).where(Mailbox.tenant_pk == tenant_pk))}
         for u in in_scope:
             m = existing.get(u.user_id)
             address = u.address or (u.user_principal_name or u.user_id).lower()
@@ -170,13 +170,15 @@ async def sync_tenant(
         try:
             domains = await verified_domains(client)
             with engine.begin() as conn:
-                tt = Tenant.__table__  # type: ignore[attr-defined]
+                tt = table_of(Tenant)
                 conn.execute(update(tt).where(tt.c.id == row.id).values(verified_domains=json.dumps(domains)))
         except PermissionDenied:
             tlog.warning("sync.domains_unreadable", fix="grant Domain.Read.All; using internal_domains from the config")
         scope = await resolve_scope(client, tenant)
         for addr in scope.unknown:
-            tlog.warning("sync.scope_unknown_mailbox", address=addr, fix="no user has this address; fix scope.mailboxes")
+            tlog.warning(
+                "sync.scope_unknown_mailbox", address=addr, fix="no user has this address; fix scope.mailboxes"
+            )
         mailboxes = upsert_mailboxes(engine, row.id, scope.in_scope, scope.excluded)
         if mailbox_filter:
             wanted = mailbox_filter.strip().lower()
@@ -189,8 +191,9 @@ async def sync_tenant(
             async with sem:
                 if should_stop():
                     return
-                report.mailboxes[mb.address] = await _sync_one(engine, client, tenant, mb, report, progress,
-                                                               should_stop, now)
+                report.mailboxes[mb.address] = await _sync_one(
+                    engine, client, tenant, mb, report, progress, should_stop, now
+                )
 
         await asyncio.gather(*(one(m) for m in mailboxes))
     except CredentialError as exc:
@@ -209,7 +212,9 @@ async def sync_tenant(
         await client.aclose()
     if report.failed and len(report.failed) == len(report.mailboxes):
         report.status = "error"
-        set_tenant_status(engine, row.id, "error", f"all {len(report.failed)} mailboxes failed; see `relinsights status`")
+        set_tenant_status(
+            engine, row.id, "error", f"all {len(report.failed)} mailboxes failed; see `relinsights status`"
+        )
     else:
         set_tenant_status(engine, row.id, "ok")
     return report
@@ -229,8 +234,13 @@ async def _sync_one(
     mlog = log.bind(tenant=tenant.name, mailbox=mb.address)
     set_mailbox_status(engine, mb.id, "syncing")
     job = MailboxSync(
-        client, engine, tenant, mb, on_progress=progress(mb) if progress else (lambda n: None),
-        should_stop=should_stop, now=now,
+        client,
+        engine,
+        tenant,
+        mb,
+        on_progress=progress(mb) if progress else (lambda n: None),
+        should_stop=should_stop,
+        now=now,
     )
     try:
         res = await job.run()
@@ -268,7 +278,11 @@ async def _sync_one(
     detail = f"{res.folders_synced} folders" + (f", {res.problems} item problems logged" if res.problems else "")
     set_mailbox_status(engine, mb.id, "ok", detail)
     mlog.info(
-        "sync.mailbox_done", added=res.messages_added, updated=res.messages_updated, removed=res.messages_removed,
-        events=res.events_added, resyncs=res.resyncs,
+        "sync.mailbox_done",
+        added=res.messages_added,
+        updated=res.messages_updated,
+        removed=res.messages_removed,
+        events=res.events_added,
+        resyncs=res.resyncs,
     )
     return "ok"

@@ -1,0 +1,712 @@
+"""Benchmark of the message delta sync: our raw-JSON path against the SDK's model path and a plain floor.
+
+What it measures (one run, one machine, the same synthetic pages for every row):
+
+* A local Graph stand-in (stdlib http.server in a subprocess, on 127.0.0.1, plain http unless --tls) serves
+  `/v1.0/users/{id}/mailFolders/{folder}/messages/delta` for N synthetic messages: pages of
+  `Prefer: odata.maxpagesize` messages with @odata.nextLink, then an @odata.deltaLink. Every message is a
+  realistic $select'ed Graph message (ids, internetMessageId, conversationId/-Index, subject, from, sender,
+  3 toRecipients, 1 ccRecipients, empty bccRecipients, sent/received times, isDraft, isRead, parentFolderId):
+  5 distinct addresses, stored as 6 participant rows (from and sender are both kept, as the product does).
+  Pages are cut from a cached template with fixed-width id fields, so the server costs well under 1 ms a page.
+* ours: the product path, `MailboxSync.sync_messages` through a real `GraphClient` (msgraph-sdk adapter,
+  raw bytes, orjson, `store.apply_page` with its cursor) into a fresh migrated SQLite file. Run at N/4 and
+  at N to show that peak memory does not grow with the number of messages.
+* naive: the SDK building its own `Message` models (`...messages.delta.get()` / `.with_url(next).get()`),
+  converted back to the same item dicts and stored with the same `apply_page`; only the first
+  --naive-messages messages, because it is that slow.
+* floor: the same page bytes (built in-process, no HTTP) parsed with the stdlib `json` module and inserted
+  with plain `sqlite3` `executemany` (one transaction a page, explicit row ids) into the same migrated
+  schema (same indexes, foreign keys on, WAL, synchronous=NORMAL): what this work cannot beat here.
+* http only (for context, no target): the same pages fetched with a bare httpx client, bodies discarded.
+
+Every row runs in its own fresh process. Time is wall time of the sync alone (setup, migration and the
+mailbox row excluded). Memory is the process's peak RSS (resource.getrusage ru_maxrss, the kernel's
+high-water mark) minus its RSS just before the measured section: what the sync itself added at its worst.
+
+How to read it: msg/s and us/msg are per message including its participants. "ours vs naive" is the
+per-message speed-up; "ours / floor" the fraction of the floor's rate we reach. Targets (the issue's, for a
+2-core machine): ours >= 50x naive, ours >= 20,000 msg/s and >= half the floor, and peak memory flat in N
+(peak at N within max(8 MiB, 10%) of the peak at N/4). PASS/FAIL is printed for each.
+
+    .venv/bin/python scripts/bench_sync.py             # 200,000 messages, pages of 1,000 (about a minute)
+    .venv/bin/python scripts/bench_sync.py --quick     # 20,000 messages, 1,000 naive: a smoke run
+    .venv/bin/python scripts/bench_sync.py --json      # the same, machine-readable on stdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+MiB = 1024 * 1024
+# The user id carries the number of messages the server should serve for it (its last GUID group).
+USER_PREFIX = "5f3c0d2e-8b1a-4c77-9e21-"
+FOLDER_ID = "AAMkADk0ZjU4YzJmLWQ2NTQtNDA3Ni05MzM4LTM2YzQ1NDA5ZjE0NwAuAAAAAAD4zk1qXjzDSb9ifqBBK3w5AQBNyLpPbpvIQp3FqNxzAAA="
+MAILBOX = "seller@contoso.com"
+TO_PER_MESSAGE, CC_PER_MESSAGE = 3, 1
+ROWS_PER_MESSAGE = 2 + TO_PER_MESSAGE + CC_PER_MESSAGE  # from, sender, to..., cc...
+PAGE_MARK = "@@PG@@"  # replaced by the 8-digit page number in every id of a cached page template
+_ROUTE = re.compile(r"/v1\.0/users/([^/]+)/mailFolders/([^/]+)/messages/delta(?:\(\))?")
+_MAXPAGE = re.compile(r"odata\.maxpagesize=(\d+)")
+_TOKEN_FILLER = "MSZYVlJDcmVhdGVkRGF0ZVRpbWUlMjBndCUyMDIwMjYtMDEtMDFUMDA6MDA6MDBaJm1heHBhZ2VzaXplPTEwMDA"
+
+
+def user_id_for(total: int) -> str:
+    return f"{USER_PREFIX}{total:012d}"
+
+
+def total_for(user_id: str) -> int:
+    return int(user_id.rsplit("-", 1)[1])
+
+
+# ---- synthetic Graph pages -------------------------------------------------------------------------------
+
+
+def _people() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(internal colleagues, external contacts) as (address as Graph shows it, display name)."""
+    rnd = random.Random(7)
+    first = ["Ann", "Bob", "Carla", "Dmitri", "Eve", "François", "Grace", "Hiro", "Ingrid", "José", "Kemal", "Lena",
+             "Mia", "Noah", "Olga", "Pia", "Quentin", "Rosa", "Søren", "Tariq", "Uma", "Viktor", "Wen", "Yusuf"]
+    last = ["Smith", "Müller", "Dubois", "Rossi", "Novak", "García", "Kowalski", "Tanaka", "Olsen", "Haddad",
+            "O'Brien", "Nguyen", "Schmidt", "Silva", "Jensen", "Ivanova"]
+    domains = [f"{w}.com" for w in ("fabrikam", "tailspintoys", "wingtiptoys", "adventure-works", "northwindtraders",
+                                    "litwareinc", "proseware", "woodgrovebank", "alpineskihouse", "coho-winery")]
+    domains += ["lucerne-publishing.co.uk", "fourthcoffee.de", "margie-travel.fr", "treyresearch.net",
+                "bücher-müller.de", "gmail.com", "outlook.com"]
+
+    def person(domain: str) -> tuple[str, str]:
+        f, la = rnd.choice(first), rnd.choice(last)
+        local = f"{f}.{la}".lower().replace("'", "").replace("ç", "c").replace("ø", "o").replace("ü", "ue")
+        local = local.replace("í", "i").replace("é", "e")
+        address = f"{local}{rnd.randrange(100)}@{domain}"
+        return (address.title() if rnd.random() < 0.1 else address), f"{f} {la}"  # some come in mixed case
+
+    return [person("contoso.com") for _ in range(40)], [person(rnd.choice(domains)) for _ in range(600)]
+
+
+_SUBJECTS = ["Quote for the Q3 renewal", "Re: Pilot timeline", "RE: Pricing question", "Fwd: Contract redlines",
+             "Meeting notes – kickoff", "Invoice 2026-0412", "AW: Angebot Lizenzen", "Re: Données de test",
+             "Follow-up on the demo", "Proposal v2 (final)", "Re: Re: SLA wording", "Intro: Contoso × Fabrikam"]
+
+
+class PageFactory:
+    """Delta pages as JSON bytes: one template per page size, the page number spliced into every id."""
+
+    def __init__(self) -> None:
+        self._templates: dict[int, list[bytes]] = {}
+        self._internal, self._external = _people()
+
+    def _items(self, size: int) -> list[dict[str, Any]]:
+        rnd = random.Random(size)
+        base = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+
+        def rec(p: tuple[str, str]) -> dict[str, Any]:
+            return {"emailAddress": {"name": p[1], "address": p[0]}}
+
+        items = []
+        for i in range(size):
+            inbound = rnd.random() < 0.7
+            sender = rnd.choice(self._external if inbound else self._internal)
+            pool = [p for p in rnd.sample(self._internal, 3) + rnd.sample(self._external, 3) if p != sender]
+            rnd.shuffle(pool)
+            to, cc = pool[:TO_PER_MESSAGE], pool[TO_PER_MESSAGE : TO_PER_MESSAGE + CC_PER_MESSAGE]
+            sent = base + timedelta(minutes=i * 7 + rnd.randrange(7))
+            mid = f"AAkALgAAAAAAHYQDEapmEc2byACqAC-EWg0ATEh2bYoYs0OphC-6B5ADqAAA{PAGE_MARK}{i:05d}AAA="
+            items.append({
+                "@odata.type": "#microsoft.graph.message",
+                "@odata.etag": f'W/"CQAAABYAAABMSHZtihizQ6mEL/oHkAOoAAA{PAGE_MARK}{i:05d}"',
+                "id": mid,
+                "internetMessageId": f"<{PAGE_MARK}.{i:05d}.{rnd.getrandbits(48):x}@mail.{sender[0].split('@')[1]}>",
+                "conversationId": f"AAQkAGI2TG93AAAQAL{PAGE_MARK}{i // 3:05d}cFhiC4RdP9WoyhA==",
+                "conversationIndex": f"AQHa{PAGE_MARK}{i:05d}nJ+YxWq3Ezk1TQ==",
+                "subject": f"{rnd.choice(_SUBJECTS)} #{rnd.randrange(10_000)}",
+                "from": rec(sender),
+                "sender": rec(sender),
+                "toRecipients": [rec(p) for p in to],
+                "ccRecipients": [rec(p) for p in cc],
+                "bccRecipients": [],
+                "sentDateTime": sent.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "receivedDateTime": (sent + timedelta(seconds=rnd.randrange(1, 90))).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "isDraft": False,
+                "isRead": rnd.random() < 0.8,
+                "parentFolderId": FOLDER_ID,
+            })
+        return items
+
+    def _template(self, size: int) -> list[bytes]:
+        tpl = self._templates.get(size)
+        if tpl is None:
+            body = json.dumps(self._items(size), ensure_ascii=False, separators=(",", ":")).encode()
+            tpl = self._templates[size] = body[1:-1].split(PAGE_MARK.encode())
+        return tpl
+
+    def page(self, base_url: str, user_id: str, folder: str, page_no: int, size: int, total: int) -> bytes:
+        """Page `page_no` (0-based) of `total` messages in pages of `size`."""
+        count = max(0, min(size, total - page_no * size))
+        link_base = f"{base_url}/users/{user_id}/mailFolders/{folder}/messages/delta"
+        if (page_no + 1) * size < total:
+            link = f'"@odata.nextLink":"{link_base}?$skiptoken={page_no + 1}.{size}.{_TOKEN_FILLER}"'
+        else:
+            link = f'"@odata.deltaLink":"{link_base}?$deltatoken={total}.{_TOKEN_FILLER}"'
+        head = f'{{"@odata.context":"{base_url}/$metadata#Collection(message)","value":['.encode()
+        items = b""
+        if count:
+            tpl = self._template(size if count == size else count)
+            items = (b"%08d" % page_no).join(tpl)
+        return b"".join((head, items, b"],", link.encode(), b"}"))
+
+    def pages(self, total: int, size: int, base_url: str = "http://127.0.0.1/v1.0") -> Iterator[bytes]:
+        """Every page of one full round, as the server would serve it."""
+        uid = user_id_for(total)
+        for k in range(max(1, -(-total // size))):
+            yield self.page(base_url, uid, FOLDER_ID, k, size, total)
+
+
+# ---- the local Graph stand-in ----------------------------------------------------------------------------
+
+
+class _GraphHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: the SDK's httpx client reuses its connection
+    server: _GraphServer
+
+    def do_GET(self) -> None:
+        split = urlsplit(self.path)
+        m = _ROUTE.fullmatch(unquote(split.path))
+        if not m or not m.group(1).startswith(USER_PREFIX):
+            err = {"error": {"code": "Request_ResourceNotFound", "message": f"no route {split.path}"}}
+            self._send(404, json.dumps(err).encode())
+            return
+        user_id, folder = m.group(1), m.group(2)
+        qs = parse_qs(split.query)
+        found = _MAXPAGE.search(self.headers.get("Prefer", ""))
+        size = int(found.group(1)) if found else 10  # Graph's default page size for messages
+        if "$deltatoken" in qs:  # a new round after the first one: nothing changed
+            total, page_no = 0, 0
+        elif "$skiptoken" in qs:
+            page_s, size_s, _ = qs["$skiptoken"][0].split(".", 2)
+            total, page_no, size = total_for(user_id), int(page_s), int(size_s)
+        else:
+            total, page_no = total_for(user_id), 0
+        self._send(200, self.server.factory.page(self.server.base_url, user_id, folder, page_no, size, total))
+
+    def _send(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; odata.metadata=minimal; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _GraphServer(ThreadingHTTPServer):
+    daemon_threads = True
+    factory: PageFactory
+    base_url: str
+
+
+def serve(cert_dir: str | None) -> None:
+    """Run the stand-in until killed; its first stdout line is its base URL."""
+    httpd = _GraphServer(("127.0.0.1", 0), _GraphHandler)
+    httpd.factory = PageFactory()
+    scheme = "http"
+    if cert_dir:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(Path(cert_dir) / "cert.pem", Path(cert_dir) / "key.pem")
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+        scheme = "https"
+    httpd.base_url = f"{scheme}://127.0.0.1:{httpd.server_address[1]}/v1.0"
+    print(httpd.base_url, flush=True)
+    httpd.serve_forever()
+
+
+def make_cert(cert_dir: Path) -> Path:
+    """A self-signed certificate for 127.0.0.1 (with the `cryptography` package the product depends on)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relinsights bench")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    (cert_dir / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (cert_dir / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_dir / "cert.pem"
+
+
+# ---- measurement helpers (run inside each worker process) ---------------------------------------------
+
+
+def _rss_now() -> int:
+    """Current resident set size in bytes (Linux /proc; elsewhere the high-water mark stands in)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return _rss_peak()
+
+
+def _rss_peak() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # kB on Linux, bytes on macOS
+
+
+class _Measure:
+    def __enter__(self) -> _Measure:
+        self.rss_before = _rss_now()
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.t0
+        self.peak = _rss_peak()
+        self.peak_delta = max(0, self.peak - self.rss_before)
+
+
+class _StubTokens:
+    """Stands in for MSAL: a constant bearer token (the stand-in server does not check it)."""
+
+    async def token(self) -> str:
+        return "bench-token"
+
+    def invalidate(self) -> None:
+        pass
+
+
+def _tenant(base_url: str, page_size: int, ca: str | None) -> Any:
+    from relinsights.config import parse_config
+
+    cfg = parse_config({"tenant": [{
+        "name": "bench",
+        "tenant_id": "11111111-2222-3333-4444-555555555555",
+        "client_id": "66666666-7777-8888-9999-000000000000",
+        "credential": {"secret_env": "RELINSIGHTS_BENCH_SECRET"},
+        "graph_url": "https://graph.invalid/v1.0",  # replaced below: the config insists on https
+        "internal_domains": ["contoso.com"],
+        "ca_bundle": ca,
+        "sync": {"page_size": page_size},
+    }]}).tenants[0]
+    return cfg.model_copy(update={"graph_url": base_url})
+
+
+def _db(db_path: str, total: int) -> tuple[Any, Any]:
+    """A fresh migrated SQLite file with the tenant and mailbox rows; (engine, mailbox)."""
+    from relinsights.db import make_engine, migrate
+    from relinsights.db.models import Mailbox, Tenant
+    from sqlmodel import Session
+
+    engine = make_engine(f"sqlite:///{db_path}")
+    migrate(engine)
+    with Session(engine, expire_on_commit=False) as s:
+        tenant = Tenant(name="bench", directory_id="11111111-2222-3333-4444-555555555555", created_at=datetime.now(UTC))
+        s.add(tenant)
+        s.commit()
+        assert tenant.id is not None
+        mailbox = Mailbox(tenant_pk=tenant.id, user_id=user_id_for(total), address=MAILBOX)
+        s.add(mailbox)
+        s.commit()
+        s.refresh(mailbox)
+    return engine, mailbox
+
+
+def _counts(db_path: str) -> tuple[int, int]:
+    con = sqlite3.connect(db_path)
+    try:
+        (messages,) = con.execute("SELECT count(*) FROM message").fetchone()
+        (parts,) = con.execute("SELECT count(*) FROM message_participant").fetchone()
+    finally:
+        con.close()
+    return messages, parts
+
+
+def _result(path: str, messages: int, m: _Measure, db_path: str | None, **extra: Any) -> dict[str, Any]:
+    stored, parts = _counts(db_path) if db_path else (messages, messages * ROWS_PER_MESSAGE)
+    if (stored, parts) != (messages, messages * ROWS_PER_MESSAGE):
+        raise SystemExit(f"{path}: stored {stored} messages / {parts} participants, expected "
+                         f"{messages} / {messages * ROWS_PER_MESSAGE}")
+    return {
+        "path": path, "messages": messages, "participants": parts, "seconds": m.seconds,
+        "msg_per_s": messages / m.seconds, "us_per_msg": m.seconds / messages * 1e6,
+        "peak_rss_delta_mib": m.peak_delta / MiB, "peak_rss_mib": m.peak / MiB, **extra,
+    }
+
+
+# ---- the measured paths --------------------------------------------------------------------------------
+
+
+async def run_ours(base_url: str, total: int, page_size: int, db_path: str, ca: str | None) -> dict[str, Any]:
+    from relinsights.graph.client import GraphClient
+    from relinsights.graph.mailbox_sync import MailboxSync
+
+    tenant = _tenant(base_url, page_size, ca)
+    engine, mailbox = _db(db_path, total)
+    client = GraphClient(tenant, _StubTokens())  # type: ignore[arg-type]
+    job = MailboxSync(client, engine, tenant, mailbox)
+    try:
+        with _Measure() as m:
+            await job.sync_messages(FOLDER_ID)
+    finally:
+        await client.aclose()
+        engine.dispose()
+    assert job.result.messages_added == total, job.result
+    return _result("ours", total, m, db_path, requests=client.requests_sent, problems=job.result.problems)
+
+
+def _recipient(r: Any) -> dict[str, Any] | None:
+    ea = r.email_address if r is not None else None
+    return None if ea is None else {"emailAddress": {"address": ea.address, "name": ea.name}}
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt is not None else None
+
+
+def model_to_item(msg: Any) -> dict[str, Any]:
+    """An SDK Message back into the Graph JSON shape apply_page takes (the fields $select asked for)."""
+    import base64
+
+    return {
+        "id": msg.id,
+        "internetMessageId": msg.internet_message_id,
+        "conversationId": msg.conversation_id,
+        "conversationIndex": base64.b64encode(msg.conversation_index).decode() if msg.conversation_index else None,
+        "subject": msg.subject,
+        "from": _recipient(msg.from_),
+        "sender": _recipient(msg.sender),
+        "toRecipients": [_recipient(r) for r in msg.to_recipients or []],
+        "ccRecipients": [_recipient(r) for r in msg.cc_recipients or []],
+        "bccRecipients": [_recipient(r) for r in msg.bcc_recipients or []],
+        "sentDateTime": _iso(msg.sent_date_time),
+        "receivedDateTime": _iso(msg.received_date_time),
+        "isDraft": msg.is_draft,
+        "isRead": msg.is_read,
+        "parentFolderId": msg.parent_folder_id,
+    }
+
+
+async def run_naive(base_url: str, total: int, page_size: int, db_path: str, ca: str | None) -> dict[str, Any]:
+    """The SDK's typed path: `messages.delta.get()` builds a Message model per message."""
+    from kiota_abstractions.base_request_configuration import RequestConfiguration
+
+    from relinsights.graph.client import GraphClient
+    from relinsights.graph.parse import MESSAGE_SELECT
+    from relinsights.graph.store import MESSAGES, CursorAdvance, apply_page, get_or_create_cursor, start_full_round
+
+    tenant = _tenant(base_url, page_size, ca)
+    engine, mailbox = _db(db_path, total)
+    client = GraphClient(tenant, _StubTokens())  # type: ignore[arg-type]
+    builder = client.sdk.users.by_user_id(mailbox.user_id).mail_folders.by_mail_folder_id(FOLDER_ID).messages.delta
+    prefer = f'odata.maxpagesize={page_size}, IdType="ImmutableId"'
+    first: RequestConfiguration[Any] = RequestConfiguration(
+        query_parameters=builder.DeltaRequestBuilderGetQueryParameters(select=MESSAGE_SELECT)
+    )
+    first.headers.add("Prefer", prefer)
+    follow: RequestConfiguration[Any] = RequestConfiguration()
+    follow.headers.add("Prefer", prefer)
+    added = pages = 0
+    try:
+        with _Measure() as m:
+            cursor = start_full_round(engine, get_or_create_cursor(engine, mailbox.id, "messages", FOLDER_ID))
+            resp = await builder.get(first)
+            while True:
+                pages += 1
+                assert resp is not None
+                items = [model_to_item(msg) for msg in resp.value or []]
+                next_link, delta_link = resp.odata_next_link, resp.odata_delta_link
+                advance = CursorAdvance(cursor_id=cursor.id or 0, link=str(next_link or delta_link),
+                                        is_delta=not next_link, round=cursor.round, full_round=cursor.full_round)
+                res = await asyncio.to_thread(apply_page, engine, MESSAGES, mailbox.id, FOLDER_ID, items, advance)
+                added += res.added
+                if not next_link:
+                    break
+                resp = await builder.with_url(next_link).get(follow)
+    finally:
+        await client.aclose()
+        engine.dispose()
+    assert added == total, added
+    return _result("naive (SDK models)", total, m, db_path, requests=pages)
+
+
+def run_floor(total: int, page_size: int, db_path: str) -> dict[str, Any]:
+    """stdlib json + plain sqlite3 executemany, one transaction a page; page generation is not timed."""
+    engine, mailbox = _db(db_path, total)
+    engine.dispose()
+    con = sqlite3.connect(db_path, isolation_level=None)
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+        con.execute(f"PRAGMA {pragma}")
+    msg_sql = (
+        "INSERT INTO message (id, mailbox_pk, folder_graph_id, graph_id, internet_message_id, conversation_id, "
+        "conversation_index, subject, from_address, sender_address, sent_at, received_at, is_draft, is_read, "
+        "in_reply_to, seen_round) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    )
+    part_sql = "INSERT INTO message_participant (message_id, role, address, raw_address, name) VALUES (?,?,?,?,?)"
+    roles = (("toRecipients", "to"), ("ccRecipients", "cc"), ("bccRecipients", "bcc"))
+    pk, next_id, busy = mailbox.id, 1, 0.0
+    with _Measure() as m:
+        for body in PageFactory().pages(total, page_size):
+            t0 = time.perf_counter()
+            page = json.loads(body)
+            rows, parts = [], []
+            for it in page["value"]:
+                mid, next_id = next_id, next_id + 1
+                frm, snd = it["from"]["emailAddress"], it["sender"]["emailAddress"]
+                rows.append((mid, pk, FOLDER_ID, it["id"], it["internetMessageId"], it["conversationId"],
+                             it["conversationIndex"], it["subject"], frm["address"].lower(), snd["address"].lower(),
+                             it["sentDateTime"], it["receivedDateTime"], it["isDraft"], it["isRead"], None, 1))
+                parts.append((mid, "from", frm["address"].lower(), frm["address"], frm["name"]))
+                parts.append((mid, "sender", snd["address"].lower(), snd["address"], snd["name"]))
+                for key, role in roles:
+                    for r in it[key]:
+                        ea = r["emailAddress"]
+                        parts.append((mid, role, ea["address"].lower(), ea["address"], ea["name"]))
+            con.execute("BEGIN")
+            con.executemany(msg_sql, rows)
+            con.executemany(part_sql, parts)
+            con.execute("COMMIT")
+            busy += time.perf_counter() - t0
+    con.close()
+    m.seconds = busy  # parse + insert only
+    return _result("floor (json + sqlite3)", total, m, db_path)
+
+
+async def run_fetch(base_url: str, total: int, page_size: int, ca: str | None) -> dict[str, Any]:
+    """Context only: the same pages over the same loopback HTTP with a bare httpx client, no SDK, no parsing."""
+    import httpx
+
+    from relinsights.graph.client import ssl_context
+    from relinsights.graph.parse import MESSAGE_SELECT
+
+    url: str | None = f"{base_url}/users/{user_id_for(total)}/mailFolders/{FOLDER_ID}/messages/delta"
+    headers = {"Prefer": f'odata.maxpagesize={page_size}, IdType="ImmutableId"', "Authorization": "Bearer x"}
+    params: dict[str, str] | None = {"$select": ",".join(MESSAGE_SELECT)}
+    pages = 0
+    async with httpx.AsyncClient(verify=ssl_context(ca), timeout=60) as http:
+        with _Measure() as m:
+            while url:
+                resp = await http.get(url, headers=headers, params=params)
+                resp.raise_for_status()
+                pages += 1
+                params = None
+                tail = resp.content[-400:].decode()
+                found = re.search(r'"@odata\.nextLink":"([^"]+)"', tail)
+                url = found.group(1) if found else None
+    return _result("http only (httpx, no parse)", total, m, None, requests=pages)
+
+
+def worker(args: argparse.Namespace) -> None:
+    import warnings
+
+    from relinsights.log import setup_logging
+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    setup_logging("warning", "json", sys.stderr)
+    if args.worker == "ours":
+        out = asyncio.run(run_ours(args.url, args.messages, args.page_size, args.db, args.ca))
+    elif args.worker == "naive":
+        out = asyncio.run(run_naive(args.url, args.messages, args.page_size, args.db, args.ca))
+    elif args.worker == "floor":
+        out = run_floor(args.messages, args.page_size, args.db)
+    else:
+        out = asyncio.run(run_fetch(args.url, args.messages, args.page_size, args.ca))
+    Path(args.out).write_text(json.dumps(out))
+
+
+# ---- orchestration and report ----------------------------------------------------------------------------
+
+
+class _Server:
+    def __init__(self, cert_dir: Path | None):
+        cmd = [sys.executable, __file__, "--serve"] + (["--cert-dir", str(cert_dir)] if cert_dir else [])
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        holder: list[str] = []
+        reader = threading.Thread(target=lambda: holder.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(30)
+        if not holder or not holder[0].strip():
+            self.stop()
+            raise SystemExit("the local Graph stand-in did not start")
+        self.base_url = holder[0].strip()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _run_worker(kind: str, messages: int, args: argparse.Namespace, work: Path, url: str, ca: str | None,
+                note: Callable[[str], None]) -> dict[str, Any]:
+    tag = f"{kind}-{messages}"
+    db, out = work / f"{tag}.db", work / f"{tag}.json"
+    cmd = [sys.executable, __file__, "--worker", kind, "--url", url, "--messages", str(messages),
+           "--page-size", str(args.page_size), "--db", str(db), "--out", str(out)] + (["--ca", ca] if ca else [])
+    note(f"running {kind} on {messages:,} messages...")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not out.exists():
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit(f"the {kind} run failed (exit {proc.returncode})")
+    if proc.stderr.strip():  # warnings from the sync (item problems) mean the synthetic data is off
+        sys.stderr.write(proc.stderr)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    ours, quarter, naive, floor = runs["ours"], runs["ours_quarter"], runs["naive"], runs["floor"]
+    speedup = naive["us_per_msg"] / ours["us_per_msg"]
+    of_floor = ours["msg_per_s"] / floor["msg_per_s"]
+    growth = ours["peak_rss_delta_mib"] - quarter["peak_rss_delta_mib"]
+    allowed = max(8.0, 0.10 * quarter["peak_rss_delta_mib"])
+    targets = {
+        "ours_vs_naive_50x": {"value": speedup, "target": 50.0, "pass": speedup >= 50.0},
+        "ours_20k_msg_per_s": {"value": ours["msg_per_s"], "target": 20_000.0, "pass": ours["msg_per_s"] >= 20_000},
+        "ours_within_2x_of_floor": {"value": of_floor, "target": 0.5, "pass": of_floor >= 0.5},
+        "memory_flat_in_n": {
+            "value": growth, "target": allowed, "pass": growth <= allowed,
+            "detail": f"peak at {quarter['messages']:,}: {quarter['peak_rss_delta_mib']:.1f} MiB, "
+                      f"at {ours['messages']:,}: {ours['peak_rss_delta_mib']:.1f} MiB",
+        },
+    }
+    return {
+        "config": {"messages": args.messages, "page_size": args.page_size, "naive_messages": args.naive_messages,
+                   "participant_rows_per_message": ROWS_PER_MESSAGE, "tls": args.tls, "cpus": os.cpu_count(),
+                   "python": sys.version.split()[0], "memory": "peak RSS (ru_maxrss) minus RSS before the run"},
+        "runs": list(runs.values()),
+        "ratios": {"ours_vs_naive_x": speedup, "ours_over_floor": of_floor},
+        "targets": targets,
+    }
+
+
+def print_table(doc: dict[str, Any]) -> None:
+    cfg = doc["config"]
+    print(f"\nrelinsights message sync benchmark: {cfg['messages']:,} messages, pages of {cfg['page_size']:,}, "
+          f"{cfg['participant_rows_per_message']} participant rows/message, "
+          f"{'https' if cfg['tls'] else 'http'} on 127.0.0.1, {cfg['cpus']} CPUs, Python {cfg['python']}")
+    print("memory: peak RSS of the run's own process minus its RSS just before the run (each row a fresh process)\n")
+    head = f"{'path':<30}{'messages':>10}{'seconds':>10}{'msg/s':>11}{'us/msg':>10}{'peak MiB':>10}"
+    print(head)
+    print("-" * len(head))
+    for r in doc["runs"]:
+        print(f"{r['path']:<30}{r['messages']:>10,}{r['seconds']:>10.2f}{r['msg_per_s']:>11,.0f}"
+              f"{r['us_per_msg']:>10.1f}{r['peak_rss_delta_mib']:>10.1f}")
+    t = doc["targets"]
+    verdict = {True: "PASS", False: "FAIL"}
+    print()
+    print(f"ours vs naive:  {doc['ratios']['ours_vs_naive_x']:,.0f}x faster per message   "
+          f"target >= 50x          {verdict[t['ours_vs_naive_50x']['pass']]}")
+    print(f"ours rate:      {t['ours_20k_msg_per_s']['value']:,.0f} msg/s              "
+          f"target >= 20,000 msg/s  {verdict[t['ours_20k_msg_per_s']['pass']]}")
+    print(f"ours / floor:   {doc['ratios']['ours_over_floor']:.2f} of the floor's rate     "
+          f"target >= 0.50 (2x)    {verdict[t['ours_within_2x_of_floor']['pass']]}")
+    mem = t["memory_flat_in_n"]
+    print(f"memory vs N:    {mem['value']:+.1f} MiB from N/4 to N        "
+          f"target <= {mem['target']:.0f} MiB          {verdict[mem['pass']]}   ({mem['detail']})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    p.add_argument("--messages", type=int, default=200_000, help="messages for ours and the floor (default 200000)")
+    p.add_argument("--page-size", type=int, default=1000, help="Prefer: odata.maxpagesize, 10..1000 (default 1000)")
+    p.add_argument("--naive-messages", type=int, default=5000, help="messages for the SDK model path (default 5000)")
+    p.add_argument("--quick", action="store_true", help="20,000 messages and 1,000 naive: a smoke run in seconds")
+    p.add_argument("--tls", action="store_true", help="serve https with a throwaway self-signed certificate")
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--cert-dir", help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["ours", "naive", "floor", "fetch"], help=argparse.SUPPRESS)
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    p.add_argument("--db", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--ca", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.serve:
+        serve(args.cert_dir)
+        return 0
+    if args.worker:
+        worker(args)
+        return 0
+    if args.quick:
+        args.messages, args.naive_messages = 20_000, 1000
+    if not 10 <= args.page_size <= 1000:
+        p.error("--page-size must be between 10 and 1000 (the sync config's bounds)")
+    if args.messages < 4 or args.naive_messages < 1:
+        p.error("--messages must be at least 4 and --naive-messages at least 1")
+
+    def note(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    work = Path(tempfile.mkdtemp(prefix="relinsights-bench-"))
+    server = None
+    try:
+        ca = str(make_cert(work)) if args.tls else None
+        server = _Server(work if args.tls else None)
+        url = server.base_url
+
+        def run(kind: str, n: int) -> dict[str, Any]:
+            return _run_worker(kind, n, args, work, url, ca, note)
+
+        runs = {
+            "fetch": run("fetch", args.messages),
+            "ours_quarter": run("ours", args.messages // 4),
+            "ours": run("ours", args.messages),
+            "naive": run("naive", args.naive_messages),
+            "floor": run("floor", args.messages),
+        }
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    doc = report(runs, args)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print_table(doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

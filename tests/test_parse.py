@@ -1,0 +1,129 @@
+"""Parsing of real-shaped Graph payloads: Microsoft's documented examples, and the oddities real mail has."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED
+from relinsights.graph.directory import user_from_json
+from relinsights.graph.mailbox_sync import select_folders
+from relinsights.graph.parse import canonical_address, parse_event, parse_graph_datetime, parse_message
+from relinsights.graph.store import _final_states
+
+EXAMPLES = SHARED / "data" / "microsoft-examples"
+needs_examples = pytest.mark.skipif(not EXAMPLES.is_dir(), reason=f"Microsoft examples not found at {EXAMPLES}")
+
+
+def example(name: str) -> dict:
+    return json.loads((EXAMPLES / name).read_text())
+
+
+@needs_examples
+def test_documented_message_delta_pages_parse() -> None:
+    for n in range(1, 8):
+        page = example(f"graph-delta-query-messages-{n}.json")
+        assert "@odata.nextLink" in page or "@odata.deltaLink" in page
+        live, removed, invalid = _final_states(page["value"])
+        assert not invalid
+        for item in live:
+            p = parse_message(item)
+            assert p.graph_id == item["id"]
+            if "sender" in item:
+                assert p.row["sender_address"] == item["sender"]["emailAddress"]["address"].lower()
+    # Round 2 of example 1: a removal stub and a partial update whose isRead is the string "true".
+    live, removed, _ = _final_states(example("graph-delta-query-messages-4.json")["value"])
+    assert removed == ["AAMkADk0MGFkODE3LWE4MmYtNDRhOS0Dh_6qB-pB2Sa2pUum19a6YAAKnLuxoAAA="]
+    p = parse_message(live[0])
+    assert p.row["is_read"] is True and p.row["subject"] == "Holiday hours update"
+    assert p.roles == frozenset({"sender"})  # only the sender participants are replaced by this update
+    assert "sent_at" not in p.row  # absent keys are not touched
+
+
+@needs_examples
+def test_documented_event_delta_pages_parse() -> None:
+    for n in range(1, 5):
+        page = example(f"graph-delta-query-events-{n}.json")
+        live, removed, _ = _final_states(page["value"])
+        for item in live:
+            p = parse_event(item)
+            assert not p.problems, p.problems
+            assert p.row["start"].tzinfo is UTC and p.row["end"] >= p.row["start"]
+    first = parse_event(example("graph-delta-query-events-1.json")["value"][0])
+    assert first.row["start"] == datetime(2016, 12, 9, 20, 30, tzinfo=UTC)
+    assert first.participants == [
+        {"role": "organizer", "address": "samanthab@contoso.onmicrosoft.com", "raw_address":
+         "samanthab@contoso.onmicrosoft.com", "name": "Samantha Booth", "response": "organizer"}
+    ]
+
+
+@needs_examples
+def test_documented_user_list_parses() -> None:
+    users = [user_from_json(u) for u in example("graph-user-list-1.json")["value"]]
+    assert users and all(u.user_id for u in users)
+
+
+def test_addresses_are_canonical_and_odd_ones_rejected() -> None:
+    assert canonical_address("  Ann@Fabrikam.COM ") == "ann@fabrikam.com"
+    assert canonical_address("<bob@contoso.com>") == "bob@contoso.com"
+    assert canonical_address("jürgen@Bücher.example") == "jürgen@xn--bcher-kva.example"
+    for bad in ("", "no-at-sign", "@contoso.com", "ann@", "two words@x.com", None, 42,
+                "/O=EXCHANGELABS/OU=EXCHANGE ADMINISTRATIVE GROUP/CN=RECIPIENTS/CN=ANN"):
+        assert canonical_address(bad) is None
+
+
+def test_graph_datetimes() -> None:
+    assert parse_graph_datetime({"dateTime": "2026-03-05T10:00:00.0000000", "timeZone": "UTC"}) == (
+        datetime(2026, 3, 5, 10, tzinfo=UTC), None)
+    assert parse_graph_datetime({"dateTime": "2026-03-05T10:00:00", "timeZone": "Europe/Paris"})[0] == datetime(
+        2026, 3, 5, 9, tzinfo=UTC)
+    dt, problem = parse_graph_datetime({"dateTime": "2026-03-05T10:00:00", "timeZone": "Pacific Standard Time"})
+    assert dt == datetime(2026, 3, 5, 10, tzinfo=UTC) and "not understood" in (problem or "")
+    assert parse_graph_datetime({"dateTime": "garbage"})[0] is None
+    assert parse_graph_datetime(None) == (None, "missing dateTimeTimeZone")
+
+
+def test_event_attendees_roles_and_responses() -> None:
+    p = parse_event({
+        "id": "e", "organizer": {"emailAddress": {"address": "Bob@Contoso.com"}},
+        "attendees": [
+            {"type": "required", "status": {"response": "accepted"}, "emailAddress": {"address": "ann@fabrikam.com"}},
+            {"type": "optional", "status": {"response": "declined"}, "emailAddress": {"address": "carl@contoso.com"}},
+            {"type": "resource", "status": {"response": "accepted"}, "emailAddress": {"address": "room1@contoso.com"}},
+            {"type": "required", "status": {"response": "organizer"}, "emailAddress": {"address": "bob@contoso.com"}},
+            {"type": "required", "emailAddress": {"address": ""}},
+        ],
+        "isAllDay": True, "isCancelled": "false",
+    })
+    assert [(x["role"], x["address"], x["response"]) for x in p.participants or []] == [
+        ("organizer", "bob@contoso.com", "organizer"),
+        ("required", "ann@fabrikam.com", "accepted"),
+        ("optional", "carl@contoso.com", "declined"),
+        ("resource", "room1@contoso.com", "accepted"),
+    ]
+    assert p.row["is_all_day"] is True and p.row["is_cancelled"] is False and len(p.problems) == 1
+
+
+def test_replays_in_one_page_collapse_to_the_last_state() -> None:
+    live, removed, invalid = _final_states([
+        {"id": "a", "subject": "1"}, {"id": "a", "@removed": {"reason": "deleted"}}, {"id": "b"},
+        {"id": "b", "subject": "2"}, "junk", {"no": "id"},
+    ])
+    assert [i["id"] for i in live] == ["b"] and live[0]["subject"] == "2" and removed == ["a"]
+    assert invalid == [("?", "item is not an object"), ("?", "item without an id")]
+
+
+def test_folder_selection_excludes_well_known_subtrees() -> None:
+    folders = {
+        "inbox": ("root", "Inbox", "inbox"), "cust": ("inbox", "Customers", None), "acme": ("cust", "Acme", None),
+        "sent": ("root", "Sent Items", "sentitems"), "del": ("root", "Deleted Items", "deleteditems"),
+        "olddel": ("del", "Old project", None), "junk": ("root", "Junk Email", "junkemail"),
+        "proj": ("root", "Projects", None),
+    }
+    excl = ["deleteditems", "junkemail", "drafts", "outbox", "syncissues"]
+    assert select_folders(folders, "all", excl) == {"inbox", "cust", "acme", "sent", "proj"}
+    assert select_folders(folders, ["sentitems", "Inbox/Customers"], excl) == {"sent", "cust", "acme"}
+    assert select_folders(folders, ["projects"], excl) == {"proj"}
