@@ -54,8 +54,11 @@ def event(eid: str, organizer: str, attendees: list[tuple[str, str]], start: str
         "end": {"dateTime": end, "timeZone": "UTC"},
         "organizer": {"emailAddress": {"address": organizer, "name": organizer}},
         "attendees": [
-            {"type": "required", "status": {"response": resp, "time": "0001-01-01T00:00:00Z"},
-             "emailAddress": {"address": a, "name": a}}
+            {
+                "type": "required",
+                "status": {"response": resp, "time": "0001-01-01T00:00:00Z"},
+                "emailAddress": {"address": a, "name": a},
+            }
             for a, resp in attendees
         ],
         **extra,
@@ -78,10 +81,18 @@ class FakeGraph:
         self.folders: dict[str, dict[str, Any]] = {
             "inbox-id": {"id": "inbox-id", "displayName": "Inbox", "parentFolderId": "root", "childFolderCount": 1},
             "sent-id": {"id": "sent-id", "displayName": "Sent Items", "parentFolderId": "root", "childFolderCount": 0},
-            "deleted-id": {"id": "deleted-id", "displayName": "Deleted Items", "parentFolderId": "root",
-                           "childFolderCount": 0},
-            "cust-id": {"id": "cust-id", "displayName": "Customers", "parentFolderId": "inbox-id",
-                        "childFolderCount": 0},
+            "deleted-id": {
+                "id": "deleted-id",
+                "displayName": "Deleted Items",
+                "parentFolderId": "root",
+                "childFolderCount": 0,
+            },
+            "cust-id": {
+                "id": "cust-id",
+                "displayName": "Customers",
+                "parentFolderId": "inbox-id",
+                "childFolderCount": 0,
+            },
         }
         self.well_known = {"inbox": "inbox-id", "sentitems": "sent-id", "deleteditems": "deleted-id"}
         self.streams: dict[str, Stream] = defaultdict(Stream)
@@ -129,27 +140,59 @@ class FakeGraph:
         path = urlsplit(url).path.removeprefix("/v1.0").replace("()", "")  # the SDK sends delta()
         qs = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
         if path == "/domains":
-            return _json({"value": [{"id": "contoso.com", "isVerified": True}, {"id": "contoso.onmicrosoft.com",
-                                                                                  "isVerified": True}]})
+            return _json(
+                {
+                    "value": [
+                        {"id": "contoso.com", "isVerified": True},
+                        {"id": "contoso.onmicrosoft.com", "isVerified": True},
+                    ]
+                }
+            )
         if path == "/users":
-            return _json({"value": [{"id": self.user_id, "mail": self.address, "displayName": "Seller",
-                                     "userPrincipalName": self.address, "accountEnabled": True,
-                                     "proxyAddresses": [f"SMTP:{self.address}", "smtp:alias@contoso.com"]}]})
+            return _json(
+                {
+                    "value": [
+                        {
+                            "id": self.user_id,
+                            "mail": self.address,
+                            "displayName": "Seller",
+                            "userPrincipalName": self.address,
+                            "accountEnabled": True,
+                            "proxyAddresses": [f"SMTP:{self.address}", "smtp:alias@contoso.com"],
+                        }
+                    ]
+                }
+            )
         m = re.fullmatch(r"/users/([^/]+)/(.*)", path)
         if not m:
             return _error(404, "Request_ResourceNotFound", "no route")
         if m.group(1) in self.no_mailbox:
-            return _error(404, "MailboxNotEnabledForRESTAPI", "The mailbox is either inactive, soft-deleted, or is hosted on-premise.")
+            return _error(
+                404,
+                "MailboxNotEnabledForRESTAPI",
+                "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+            )
         rest = m.group(2)
-        page = int(_MAXPAGE.search(request.headers.get("Prefer", "")).group(1)) if _MAXPAGE.search(
-            request.headers.get("Prefer", "")) else 10
+        page = (
+            int(_MAXPAGE.search(request.headers.get("Prefer", "")).group(1))
+            if _MAXPAGE.search(request.headers.get("Prefer", ""))
+            else 10
+        )
         if rest == "mailFolders/delta":
-            return _json({"value": [f for f in self.folders.values() if f["parentFolderId"] == "root"],
-                          "@odata.deltaLink": f"{BASE}/users/{self.user_id}/mailFolders/delta?$deltatoken=f"})
+            return _json(
+                {
+                    "value": [f for f in self.folders.values() if f["parentFolderId"] == "root"],
+                    "@odata.deltaLink": f"{BASE}/users/{self.user_id}/mailFolders/delta?$deltatoken=f",
+                }
+            )
         cm = re.fullmatch(r"mailFolders/([^/]+)/childFolders/delta", rest)
         if cm:
-            return _json({"value": [f for f in self.folders.values() if f["parentFolderId"] == cm.group(1)],
-                          "@odata.deltaLink": f"{BASE}/users/{self.user_id}/mailFolders/{cm.group(1)}/childFolders/delta?$deltatoken=c"})
+            return _json(
+                {
+                    "value": [f for f in self.folders.values() if f["parentFolderId"] == cm.group(1)],
+                    "@odata.deltaLink": f"{BASE}/users/{self.user_id}/mailFolders/{cm.group(1)}/childFolders/delta?$deltatoken=c",
+                }
+            )
         fm = re.fullmatch(r"mailFolders/([^/]+)", rest)
         if fm:
             fid = self.well_known.get(fm.group(1), fm.group(1))
@@ -183,7 +226,7 @@ class FakeGraph:
                     partial = payload is not None and "subject" not in payload and "start" not in payload
                     latest[iid] = {**prev, **payload} if prev and partial and payload else payload
             items = [p if p is not None else {"id": i, "@removed": {"reason": "deleted"}} for i, p in latest.items()]
-        chunk = items[offset: offset + page]
+        chunk = items[offset : offset + page]
         body: dict[str, Any] = {"@odata.context": f"{BASE}/$metadata#Collection(message)", "value": chunk}
         if offset + page < len(items):
             body["@odata.nextLink"] = f"{base}?$skiptoken={since}.{upto}.{offset + page}"
@@ -193,16 +236,23 @@ class FakeGraph:
 
 
 def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.Response(status, content=orjson.dumps(body), headers={"Content-Type": "application/json", **(headers or {})})
+    return httpx.Response(
+        status, content=orjson.dumps(body), headers={"Content-Type": "application/json", **(headers or {})}
+    )
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> httpx.Response:
-    return _json({"error": {"code": code, "message": message, "innerError": {"request-id": "r", "date": "2026-01-01T00:00:00"}}},
-                 status, headers)
+    return _json(
+        {"error": {"code": code, "message": message, "innerError": {"request-id": "r", "date": "2026-01-01T00:00:00"}}},
+        status,
+        headers,
+    )
 
 
 def throttled(retry_after: str = "0") -> httpx.Response:
-    return _error(429, "ApplicationThrottled", "Application is over its MailboxConcurrency limit.", {"Retry-After": retry_after})
+    return _error(
+        429, "ApplicationThrottled", "Application is over its MailboxConcurrency limit.", {"Retry-After": retry_after}
+    )
 
 
 def unavailable() -> httpx.Response:

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msal
+import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -151,6 +152,23 @@ def explain_msal_error(result: dict[str, Any], resource: str) -> CredentialError
     return CredentialError(f"token request for {resource} failed: {err} ({desc})", "check tenant_id, client_id and the credential")
 
 
+class _PinnedCASession(requests.Session):
+    """requests lets REQUESTS_CA_BUNDLE override a session's own CA bundle; a configured bundle must win."""
+
+    def merge_environment_settings(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        settings: dict[str, Any] = super().merge_environment_settings(*args, **kwargs)
+        settings["verify"] = self.verify
+        return settings
+
+
+def _session(tenant: TenantConfig) -> requests.Session:
+    if tenant.ca_bundle is None:
+        return requests.Session()
+    session = _PinnedCASession()
+    session.verify = str(tenant.ca_bundle)
+    return session
+
+
 class TokenSource:
     """Tokens for one tenant and one resource scope, cached and refreshed early."""
 
@@ -172,7 +190,7 @@ class TokenSource:
                 self.tenant.client_id,
                 authority=f"{self.tenant.authority}/{self.tenant.tenant_id}",
                 client_credential=credential,
-                verify=str(self.tenant.ca_bundle) if self.tenant.ca_bundle else True,
+                http_client=_session(self.tenant),
                 # Instance discovery asks login.microsoftonline.com about the authority: only for its own hosts.
                 instance_discovery=host in _MICROSOFT_AUTHORITY_HOSTS,
                 timeout=30,

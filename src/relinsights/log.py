@@ -22,6 +22,7 @@ def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutabl
 
 
 def setup_logging(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
+    explicit = stream
     stream = stream or sys.stderr
     if fmt == "auto":
         under_systemd = bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
@@ -43,6 +44,7 @@ def setup_logging(level: str = "info", fmt: str = "auto", stream: Any = None) ->
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        # Resolve stderr when a logger is made, not now: tests and embedders swap sys.stderr.
+        logger_factory=(lambda *_: structlog.PrintLogger(explicit or sys.stderr)),
         cache_logger_on_first_use=False,
     )
