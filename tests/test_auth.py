@@ -29,7 +29,7 @@ def write_cert(path: Path, days: int) -> str:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption()) + cert.public_bytes(serialization.Encoding.PEM)
     path.write_bytes(pem)
-    return cert.fingerprint(hashes.SHA1()).hex()  # noqa: S303 - the thumbprint format Entra uses
+    return cert.fingerprint(hashes.SHA1()).hex()  # the thumbprint format Entra uses
 
 
 def test_certificate_credential(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -47,7 +46,7 @@ def test_documented_message_delta_pages_parse() -> None:
 def test_documented_event_delta_pages_parse() -> None:
     for n in range(1, 5):
         page = example(f"graph-delta-query-events-{n}.json")
-        live, removed, _ = _final_states(page["value"])
+        live, _, _ = _final_states(page["value"])
         for item in live:
             p = parse_event(item)
             assert not p.problems, p.problems

@@ -303,6 +303,21 @@ def status(
     out.print(table)
 
 
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="Where to leave the database and config.")] = Path(
+        "relinsights-demo"
+    ),
+    org: Annotated[str, typer.Option("--org", help="Sandbox organisation size: small or medium.")] = "small",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated organisation.")] = 1,
+) -> None:
+    """Run the pipeline against a local sandbox tenant: no Microsoft account needed."""
+    from relinsights.demo import run_demo
+
+    setup_logging("warning", "console")
+    raise typer.Exit(run_demo(directory.resolve(), org, seed, out))
+
+
 def main() -> None:
     from relinsights.sandbox.cli import app as sandbox_app
 
