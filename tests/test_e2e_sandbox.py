@@ -52,7 +52,9 @@ def db_truth(engine: Engine) -> dict[str, Any]:
 def assert_matches_truth(sandbox: SandboxServer, engine: Engine, window: tuple[datetime, datetime]) -> None:
     # scope.mode = "all" means all *enabled* users; the sandbox's truth lists every mailbox.
     truth = {
-        uid: t for uid, t in sandbox.org.truth(window=window)["mailboxes"].items() if sandbox.org.users[uid].account_enabled
+        uid: t
+        for uid, t in sandbox.org.truth(window=window)["mailboxes"].items()
+        if sandbox.org.users[uid].account_enabled
     }
     got = db_truth(engine)
     assert set(got) <= set(truth)
@@ -100,3 +102,35 @@ def test_faults_never_corrupt_the_database(sandbox: SandboxServer, sqlite_engine
     report = sync(sandbox, sqlite_engine, tmp_path)
     assert report.status == "ok" and all(s in ("ok", "no_mailbox") for s in report.mailboxes.values())
     assert_matches_truth(sandbox, sqlite_engine, window_of(sqlite_engine))
+
+
+def test_a_refused_credential_is_named_and_other_tenants_go_on(
+    sandbox: SandboxServer, sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    good = load_config(sandbox.write_daemon_config(tmp_path / "good", credential="secret")).tenants[0]  # type: ignore[arg-type]
+    (tmp_path / "bad-secret").write_text("not-the-secret\n")
+    bad = good.model_copy(
+        update={
+            "name": "revoked",
+            "credential": good.credential.model_copy(update={"secret_file": tmp_path / "bad-secret"}),
+        }
+    )
+
+    async def both() -> list[Any]:
+        return list(
+            await asyncio.gather(
+                sync_tenant(sqlite_engine, bad, now=sandbox.org.now),
+                sync_tenant(sqlite_engine, good, now=sandbox.org.now),
+            )
+        )
+
+    r_bad, r_good = asyncio.run(both())
+    assert r_bad.status == "error" and "client secret rejected" in (r_bad.error or "")
+    assert "create a new client secret" in (r_bad.error or "")
+    assert "not-the-secret" not in (r_bad.error or "")
+    assert r_good.status == "ok" and r_good.messages_added > 100
+    from relinsights.db.models import Tenant
+
+    with sqlite_engine.connect() as conn:
+        rows = dict(conn.execute(select(Tenant.name, Tenant.status)).all())
+    assert rows == {"revoked": "error", "sandbox": "ok"}
