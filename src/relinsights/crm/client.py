@@ -64,7 +64,7 @@ class ThrottledTooLong(DataverseError):
 
 def _expired(code: str, message: str) -> bool:
     low = f"{code} {message}".lower()
-    return "0x80044352" in low or "expired" in low and ("token" in low or "version" in low or "delta" in low)
+    return "0x80044352" in low or ("expired" in low and ("token" in low or "version" in low or "delta" in low))
 
 
 @dataclass
