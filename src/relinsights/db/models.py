@@ -184,3 +184,22 @@ class EventAttendee(SQLModel, table=True):
     name: str | None = Field(default=None, max_length=256)
     # none | organizer | tentativelyAccepted | accepted | declined | notResponded
     response: str | None = Field(default=None, max_length=32)
+
+
+class WorkLease(SQLModel, table=True):
+    """A unit of work (a mailbox to sync, a tenant to compute) and the daemon that holds it until when.
+
+    Every replica runs the same timers; a tick only works on the units it manages to claim, so several
+    daemons on one PostgreSQL database never process a unit twice at once, and a unit whose daemon died
+    is taken over once its lease has expired. Failures back off here instead of crash-looping.
+    """
+
+    __tablename__ = "work_lease"
+    unit: str = Field(primary_key=True, max_length=400)
+    owner: str | None = Field(default=None, max_length=200)
+    leased_until: datetime | None = None
+    attempts: int = 0  # consecutive failures
+    next_attempt_at: datetime | None = None
+    last_started_at: datetime | None = None
+    last_finished_at: datetime | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))

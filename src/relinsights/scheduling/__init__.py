@@ -1,0 +1,1 @@
+"""Scheduling: work leases shared by replicas, and the daemon's jobs."""
