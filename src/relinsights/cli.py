@@ -318,6 +318,23 @@ def demo(
     raise typer.Exit(run_demo(directory.resolve(), org, seed, out))
 
 
+@app.command()
+def run(config: ConfigOpt = None) -> None:
+    """The daemon: scheduled sync for every enabled tenant until SIGTERM (systemd Type=notify)."""
+    from relinsights.daemon import DaemonError, run_daemon
+
+    with _cli_errors():
+        cfg = _load(config)
+        if not cfg.tenants:
+            raise ConfigError(cfg.source, ["tenant: no [[tenant]] table; add one (see `relinsights init`)"])
+    try:
+        code = run_daemon(config)
+    except DaemonError as exc:
+        err.print(str(exc))
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
 def main() -> None:
     from relinsights.sandbox.cli import app as sandbox_app
 

@@ -11,7 +11,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -33,6 +33,7 @@ from relinsights.graph.client import (
 from relinsights.graph.directory import DirectoryUser, resolve_scope, verified_domains
 from relinsights.graph.mailbox_sync import MailboxSync, Stopping
 from relinsights.graph.store import cursor_t, event_t, folder_t, message_t
+from relinsights.scheduling.leases import Leases
 
 log = structlog.get_logger(__name__)
 
@@ -157,7 +158,10 @@ async def sync_tenant(
     sleep: Sleep = asyncio.sleep,
     now: Callable[[], datetime] = _now,
     tokens: Any = None,
+    leases: Leases | None = None,
+    lease_ttl: timedelta = timedelta(minutes=30),
 ) -> TenantSyncReport:
+    """One round for a tenant. With `leases`, each mailbox is synced only by the daemon that claims it."""
     report = TenantSyncReport(tenant=tenant.name)
     tlog = log.bind(tenant=tenant.name)
     row = ensure_tenant(engine, tenant)
@@ -191,9 +195,22 @@ async def sync_tenant(
             async with sem:
                 if should_stop():
                     return
-                report.mailboxes[mb.address] = await _sync_one(
-                    engine, client, tenant, mb, report, progress, should_stop, now
-                )
+                unit = f"sync:{tenant.name}:{mb.user_id}"
+                if leases is None:
+                    report.mailboxes[mb.address] = await _sync_one(
+                        engine, client, tenant, mb, report, progress, should_stop, now
+                    )
+                    return
+                if not await asyncio.to_thread(leases.claim, unit, lease_ttl):
+                    return  # another daemon has it, or it is backing off after a failure
+                keeper = asyncio.create_task(_keep_lease(leases, unit, lease_ttl))
+                try:
+                    status = await _sync_one(engine, client, tenant, mb, report, progress, should_stop, now)
+                finally:
+                    keeper.cancel()
+                report.mailboxes[mb.address] = status
+                failed = status in ("error", "throttled")
+                await asyncio.to_thread(leases.release, unit, f"mailbox {status}" if failed else None)
 
         await asyncio.gather(*(one(m) for m in mailboxes))
     except CredentialError as exc:
@@ -218,6 +235,13 @@ async def sync_tenant(
     else:
         set_tenant_status(engine, row.id, "ok")
     return report
+
+
+async def _keep_lease(leases: Leases, unit: str, ttl: timedelta) -> None:
+    """Renew a held lease while its work runs, so a long first sync is not taken over by another daemon."""
+    while True:
+        await asyncio.sleep(ttl.total_seconds() / 3)
+        await asyncio.to_thread(leases.renew, unit, ttl)
 
 
 async def _sync_one(

@@ -1,0 +1,214 @@
+"""`relinsights run`: the long-running service.
+
+Lifecycle: load config, migrate, (SQLite) take the single-daemon lock, schedule one tick per tenant and
+job with APScheduler 3 (in-memory store: every replica runs the same timers; each tick claims its units
+from the lease table), tell systemd READY, ping its watchdog from the event loop, reload the config on
+SIGHUP, and on SIGTERM/SIGINT stop taking work, let running work commit its current page, and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import random
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+from relinsights.config import Config, ConfigError, TenantConfig, load_config
+from relinsights.db import make_engine, migrate
+from relinsights.graph.sync import sync_tenant
+from relinsights.scheduling.leases import Leases
+
+log = structlog.get_logger(__name__)
+STOP_GRACE_S = 25.0  # systemd's TimeoutStopSec is 30 s
+
+
+class DaemonError(Exception):
+    pass
+
+
+def sd_notify(message: str) -> bool:
+    """Send one sd_notify datagram (READY=1, STATUS=..., WATCHDOG=1); a no-op outside systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]  # abstract namespace socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        # Never block the event loop on a notify socket nobody reads (the watchdog pings come from it).
+        sock.setblocking(False)
+        try:
+            sock.connect(addr)
+            sock.send(message.encode())
+        except OSError as exc:
+            log.debug("daemon.sd_notify_failed", error=str(exc))
+            return False
+    return True
+
+
+def watchdog_interval() -> float | None:
+    usec = os.environ.get("WATCHDOG_USEC")
+    return int(usec) / 2_000_000 if usec and usec.isdigit() else None
+
+
+def single_daemon_lock(cfg: Config) -> IO[str] | None:
+    """On SQLite only one daemon may run: hold an exclusive lock next to the database file."""
+    url = make_url(cfg.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    path = Path(url.database + ".daemon.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = path.open("a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise DaemonError(
+            f"another relinsights daemon ({holder}) already uses {url.database}; SQLite allows one daemon. "
+            "Stop it, or move to PostgreSQL (database.url) to run several replicas."
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    fh.flush()
+    return fh
+
+
+@dataclass
+class Daemon:
+    config_path: Path | None
+    cfg: Config = field(init=False)
+    engine: Engine = field(init=False)
+    leases: Leases = field(init=False)
+    stopping: asyncio.Event = field(init=False)
+    running: set[asyncio.Task[Any]] = field(default_factory=set)
+    ticks: int = 0
+    _lock: IO[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.cfg = load_config(self.config_path)
+        self._lock = single_daemon_lock(self.cfg)
+        self.engine = make_engine(self.cfg.database_url, self.cfg.database.pool_size)
+        migrate(self.engine)
+        self.leases = Leases(self.engine)
+
+    # ---- jobs -----------------------------------------------------------------------------------
+
+    def _schedule(self, scheduler: AsyncIOScheduler) -> None:
+        for job in scheduler.get_jobs():
+            job.remove()
+        for tenant in self.cfg.tenants:
+            if not tenant.enabled:
+                log.info("daemon.tenant_disabled", tenant=tenant.name)
+                continue
+            interval = tenant.sync.interval_minutes
+            scheduler.add_job(
+                self._sync_tick,
+                IntervalTrigger(minutes=interval, jitter=min(60, interval * 10)),
+                args=[tenant],
+                id=f"sync:{tenant.name}",
+                name=f"sync {tenant.name}",
+                next_run_time=datetime.now(UTC) + timedelta(seconds=random.uniform(0, 5)),
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=interval * 60,
+            )
+
+    async def _sync_tick(self, tenant: TenantConfig) -> None:
+        if self.stopping.is_set():
+            return
+        task = asyncio.current_task()
+        if task:
+            self.running.add(task)
+        started = time.monotonic()
+        sd_notify(f"STATUS=syncing {tenant.name}")
+        try:
+            report = await sync_tenant(
+                self.engine,
+                tenant,
+                should_stop=self.stopping.is_set,
+                leases=self.leases,
+                lease_ttl=timedelta(minutes=max(10, tenant.sync.interval_minutes * 3)),
+            )
+            self.ticks += 1
+            log.info(
+                "daemon.sync_tick",
+                tenant=tenant.name,
+                status=report.status,
+                mailboxes=len(report.mailboxes),
+                added=report.messages_added,
+                seconds=round(time.monotonic() - started, 2),
+            )
+        except Exception:  # a job that fails is logged and retried at its next tick, never a crash
+            log.exception("daemon.sync_tick_failed", tenant=tenant.name)
+        finally:
+            if task:
+                self.running.discard(task)
+            sd_notify(f"STATUS=idle; {self.ticks} sync ticks done")
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    def reload(self, scheduler: AsyncIOScheduler) -> None:
+        try:
+            cfg = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("daemon.reload_refused", problems=exc.problems, action="keeping the running configuration")
+            return
+        if cfg.database_url != self.cfg.database_url:
+            log.error("daemon.reload_refused", problem="database.url changed; restart the service to change it")
+            return
+        self.cfg = cfg
+        self._schedule(scheduler)
+        log.info("daemon.reloaded", tenants=[t.name for t in cfg.tenants])
+        sd_notify("STATUS=configuration reloaded")
+
+    async def main(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload, scheduler)
+        self._schedule(scheduler)
+        scheduler.start()
+        log.info("daemon.started", owner=self.leases.owner, tenants=[t.name for t in self.cfg.tenants])
+        sd_notify("READY=1")
+        sd_notify("STATUS=started")
+        dog = watchdog_interval()
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=dog or 3600)
+            except TimeoutError:
+                pass
+            if dog:
+                sd_notify("WATCHDOG=1")  # from the event loop: a blocked loop stops the pings
+        sd_notify("STOPPING=1")
+        log.info("daemon.stopping", running=len(self.running))
+        scheduler.shutdown(wait=False)
+        if self.running:
+            # Running ticks see `stopping` between pages, commit the page in hand, and return.
+            _done, pending = await asyncio.wait(list(self.running), timeout=STOP_GRACE_S)
+            for task in pending:
+                task.cancel()
+        self.engine.dispose()
+        log.info("daemon.stopped")
+        return 0
+
+
+def run_daemon(config_path: Path | None) -> int:
+    daemon = Daemon(config_path)
+    return asyncio.run(daemon.main())
