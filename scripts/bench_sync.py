@@ -64,7 +64,9 @@ FOLDER_ID = "AAMkADk0ZjU4YzJmLWQ2NTQtNDA3Ni05MzM4LTM2YzQ1NDA5ZjE0NwAuAAAAAAD4zk1
 MAILBOX = "seller@contoso.com"
 TO_PER_MESSAGE, CC_PER_MESSAGE = 3, 1
 ROWS_PER_MESSAGE = 2 + TO_PER_MESSAGE + CC_PER_MESSAGE  # from, sender, to..., cc...
-PAGE_MARK = "@@PG@@"  # replaced by the 8-digit page number in every id of a cached page template
+# Markers in a cached page template: the 8-digit page number (in every id) and the page's day (in the times).
+PAGE_MARK, DAY_MARK = "@@PG@@", "@@DT@@"
+NEWEST_DAY = datetime(2026, 3, 1, tzinfo=UTC)  # page k holds the messages of NEWEST_DAY - k days, newest first
 _ROUTE = re.compile(r"/v1\.0/users/([^/]+)/mailFolders/([^/]+)/messages/delta(?:\(\))?")
 _MAXPAGE = re.compile(r"odata\.maxpagesize=(\d+)")
 _TOKEN_FILLER = "MSZYVlJDcmVhdGVkRGF0ZVRpbWUlMjBndCUyMDIwMjYtMDEtMDFUMDA6MDA6MDBaJm1heHBhZ2VzaXplPTEwMDA"
@@ -117,7 +119,6 @@ class PageFactory:
 
     def _items(self, size: int) -> list[dict[str, Any]]:
         rnd = random.Random(size)
-        base = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 
         def rec(p: tuple[str, str]) -> dict[str, Any]:
             return {"emailAddress": {"name": p[1], "address": p[0]}}
@@ -129,7 +130,8 @@ class PageFactory:
             pool = [p for p in rnd.sample(self._internal, 3) + rnd.sample(self._external, 3) if p != sender]
             rnd.shuffle(pool)
             to, cc = pool[:TO_PER_MESSAGE], pool[TO_PER_MESSAGE : TO_PER_MESSAGE + CC_PER_MESSAGE]
-            sent = base + timedelta(minutes=i * 7 + rnd.randrange(7))
+            sent = 86_000 - i * 86_000 // size - rnd.randrange(60)  # seconds into the page's day, descending
+            received = sent + rnd.randrange(1, 90)
             mid = f"AAkALgAAAAAAHYQDEapmEc2byACqAC-EWg0ATEh2bYoYs0OphC-6B5ADqAAA{PAGE_MARK}{i:05d}AAA="
             items.append({
                 "@odata.type": "#microsoft.graph.message",
@@ -145,8 +147,8 @@ class PageFactory:
                 "toRecipients": [rec(p) for p in to],
                 "ccRecipients": [rec(p) for p in cc],
                 "bccRecipients": [],
-                "sentDateTime": sent.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "receivedDateTime": (sent + timedelta(seconds=rnd.randrange(1, 90))).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "sentDateTime": f"{DAY_MARK}T{sent // 3600:02d}:{sent // 60 % 60:02d}:{sent % 60:02d}Z",
+                "receivedDateTime": f"{DAY_MARK}T{received // 3600:02d}:{received // 60 % 60:02d}:{received % 60:02d}Z",
                 "isDraft": False,
                 "isRead": rnd.random() < 0.8,
                 "parentFolderId": FOLDER_ID,
@@ -171,8 +173,8 @@ class PageFactory:
         head = f'{{"@odata.context":"{base_url}/$metadata#Collection(message)","value":['.encode()
         items = b""
         if count:
-            tpl = self._template(size if count == size else count)
-            items = (b"%08d" % page_no).join(tpl)
+            day = (NEWEST_DAY - timedelta(days=page_no)).strftime("%Y-%m-%d").encode()
+            items = (b"%08d" % page_no).join(self._template(count)).replace(DAY_MARK.encode(), day)
         return b"".join((head, items, b"],", link.encode(), b"}"))
 
     def pages(self, total: int, size: int, base_url: str = "http://127.0.0.1/v1.0") -> Iterator[bytes]:
@@ -207,7 +209,9 @@ class _GraphHandler(BaseHTTPRequestHandler):
             total, page_no, size = total_for(user_id), int(page_s), int(size_s)
         else:
             total, page_no = total_for(user_id), 0
-        self._send(200, self.server.factory.page(self.server.base_url, user_id, folder, page_no, size, total))
+        self._send(200, self.server.page(user_id, folder, page_no, size, total))
+        if (page_no + 1) * size < total:  # build the next page while the client works on this one
+            self.server.page(user_id, folder, page_no + 1, size, total)
 
     def _send(self, status: int, body: bytes) -> None:
         self.send_response(status)
@@ -224,6 +228,16 @@ class _GraphServer(ThreadingHTTPServer):
     daemon_threads = True
     factory: PageFactory
     base_url: str
+    _ahead: tuple[tuple[Any, ...], bytes] | None = None
+
+    def page(self, user_id: str, folder: str, page_no: int, size: int, total: int) -> bytes:
+        key = (user_id, folder, page_no, size, total)
+        ahead = self._ahead
+        if ahead is not None and ahead[0] == key:
+            return ahead[1]
+        body = self.factory.page(self.base_url, user_id, folder, page_no, size, total)
+        self._ahead = (key, body)
+        return body
 
 
 def serve(cert_dir: str | None) -> None:
@@ -468,14 +482,14 @@ async def run_naive(base_url: str, total: int, page_size: int, db_path: str, ca:
     return _result("naive (SDK models)", total, m, db_path, requests=pages)
 
 
-def run_floor(total: int, page_size: int, db_path: str, bare: bool = False) -> dict[str, Any]:
+def run_floor(total: int, page_size: int, db_path: str, template: str, bare: bool = False) -> dict[str, Any]:
     """stdlib json + plain sqlite3 executemany, one transaction a page; page generation is not timed.
 
-    bare: the secondary indexes of the two tables dropped and foreign keys off (the UNIQUE (mailbox, graph id)
-    stays): not the product's schema, shown only to say what the indexes cost.
+    The process imports neither SQLAlchemy nor the SDK: the schema comes as a copy of a database file the
+    parent migrated (`template`). bare: the secondary indexes of the two tables dropped and foreign keys off
+    (the UNIQUE (mailbox, graph id) stays): not the product's schema, only to show what the indexes cost.
     """
-    engine, mailbox = _db(db_path, total)
-    engine.dispose()
+    shutil.copyfile(template, db_path)
     con = sqlite3.connect(db_path, isolation_level=None)
     for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"foreign_keys={'OFF' if bare else 'ON'}"):
         con.execute(f"PRAGMA {pragma}")
@@ -492,7 +506,8 @@ def run_floor(total: int, page_size: int, db_path: str, bare: bool = False) -> d
     )
     part_sql = "INSERT INTO message_participant (message_id, role, address, raw_address, name) VALUES (?,?,?,?,?)"
     roles = (("toRecipients", "to"), ("ccRecipients", "cc"), ("bccRecipients", "bcc"))
-    pk, next_id, busy = mailbox.id, 1, 0.0
+    (pk,) = con.execute("SELECT id FROM mailbox").fetchone()
+    next_id, busy = 1, 0.0
     with _Measure() as m:
         for body in PageFactory().pages(total, page_size):
             t0 = time.perf_counter()
@@ -556,7 +571,7 @@ def worker(args: argparse.Namespace) -> None:
     elif args.worker == "naive":
         out = asyncio.run(run_naive(args.url, args.messages, args.page_size, args.db, args.ca))
     elif args.worker in ("floor", "floor-bare"):
-        out = run_floor(args.messages, args.page_size, args.db, bare=args.worker == "floor-bare")
+        out = run_floor(args.messages, args.page_size, args.db, args.template, bare=args.worker == "floor-bare")
     else:
         out = asyncio.run(run_fetch(args.url, args.messages, args.page_size, args.ca))
     Path(args.out).write_text(json.dumps(out))
@@ -593,7 +608,8 @@ def _run_worker(kind: str, messages: int, args: argparse.Namespace, work: Path, 
     tag = f"{kind}-{messages}"
     db, out = work / f"{tag}.db", work / f"{tag}.json"
     cmd = [sys.executable, __file__, "--worker", kind, "--url", url, "--messages", str(messages),
-           "--page-size", str(args.page_size), "--db", str(db), "--out", str(out)] + (["--ca", ca] if ca else [])
+           "--page-size", str(args.page_size), "--db", str(db), "--out", str(out), "--template", str(work / "schema.db")]
+    cmd += ["--ca", ca] if ca else []
     note(f"running {kind} on {messages:,} messages...")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or not out.exists():
@@ -674,6 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--ca", help=argparse.SUPPRESS)
+    p.add_argument("--template", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
         serve(args.cert_dir)
@@ -695,6 +712,8 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     try:
         ca = str(make_cert(work)) if args.tls else None
+        engine, _ = _db(str(work / "schema.db"), 0)  # the floor's schema: migrated here, copied by its workers
+        engine.dispose()
         server = _Server(work if args.tls else None)
         url = server.base_url
 

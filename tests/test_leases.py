@@ -45,7 +45,7 @@ def test_concurrent_claims_have_exactly_one_winner(engine: Engine) -> None:
         wins: list[str] = []
         barrier = threading.Barrier(len(owners))
 
-        def go(lease: Leases, u: int = unit) -> None:
+        def go(lease: Leases, u: int = unit, wins: list[str] = wins, barrier: threading.Barrier = barrier) -> None:
             barrier.wait()
             if lease.claim(f"u{u}", timedelta(minutes=5)):
                 wins.append(lease.owner)

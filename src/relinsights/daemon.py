@@ -9,6 +9,7 @@ SIGHUP, and on SIGTERM/SIGINT stop taking work, let running work commit its curr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import random
@@ -190,10 +191,8 @@ class Daemon:
         sd_notify("STATUS=started")
         dog = watchdog_interval()
         while not self.stopping.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=dog or 3600)
-            except TimeoutError:
-                pass
             if dog:
                 sd_notify("WATCHDOG=1")  # from the event loop: a blocked loop stops the pings
         sd_notify("STOPPING=1")
