@@ -137,7 +137,9 @@ class ScopeConfig(_Strict):
 
 
 class SyncConfig(_Strict):
-    interval_minutes: Annotated[int, Field(ge=1, le=1440)] = 5
+    interval_minutes: Annotated[float, Field(ge=0.05, le=1440)] = 5
+    # How long a daemon holds a mailbox it syncs before another may take it over (renewed while it works).
+    lease_seconds: Annotated[int, Field(ge=5, le=86400)] = 900
     folders: Literal["all"] | list[str] = "all"
     exclude_folders: list[str] = DEFAULT_EXCLUDED_FOLDERS
     lookback_days: Annotated[int, Field(ge=1, le=1825)] = 365

@@ -119,14 +119,15 @@ class Daemon:
             interval = tenant.sync.interval_minutes
             scheduler.add_job(
                 self._sync_tick,
-                IntervalTrigger(minutes=interval, jitter=min(60, interval * 10)),
+                # Jitter spreads tenants (and replicas) so they do not all hit Graph in the same second.
+                IntervalTrigger(minutes=interval, jitter=int(min(60, interval * 10))),
                 args=[tenant],
                 id=f"sync:{tenant.name}",
                 name=f"sync {tenant.name}",
                 next_run_time=datetime.now(UTC) + timedelta(seconds=random.uniform(0, 5)),
                 coalesce=True,
                 max_instances=1,
-                misfire_grace_time=interval * 60,
+                misfire_grace_time=int(interval * 60),
             )
 
     async def _sync_tick(self, tenant: TenantConfig) -> None:
@@ -143,7 +144,7 @@ class Daemon:
                 tenant,
                 should_stop=self.stopping.is_set,
                 leases=self.leases,
-                lease_ttl=timedelta(minutes=max(10, tenant.sync.interval_minutes * 3)),
+                lease_ttl=timedelta(seconds=tenant.sync.lease_seconds),
             )
             self.ticks += 1
             log.info(

@@ -203,6 +203,7 @@ async def sync_tenant(
                     return
                 if not await asyncio.to_thread(leases.claim, unit, lease_ttl):
                     return  # another daemon has it, or it is backing off after a failure
+                log.info("sync.mailbox_claimed", tenant=tenant.name, mailbox=mb.address, owner=leases.owner)
                 keeper = asyncio.create_task(_keep_lease(leases, unit, lease_ttl))
                 try:
                     status = await _sync_one(engine, client, tenant, mb, report, progress, should_stop, now)
@@ -211,6 +212,7 @@ async def sync_tenant(
                 report.mailboxes[mb.address] = status
                 failed = status in ("error", "throttled")
                 await asyncio.to_thread(leases.release, unit, f"mailbox {status}" if failed else None)
+                log.info("sync.mailbox_released", tenant=tenant.name, mailbox=mb.address, owner=leases.owner)
 
         await asyncio.gather(*(one(m) for m in mailboxes))
     except CredentialError as exc:
