@@ -3,6 +3,7 @@ and a daemon killed mid-sync has its mailboxes finished by the others once its l
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -117,7 +118,7 @@ def test_three_daemons_share_the_mailboxes_without_overlap(sandbox: SandboxServe
     assert len(owners) >= 2, "the work was not shared"
     for mailbox, runs in spans.items():
         runs.sort()
-        for (_s1, e1, o1), (s2, _e2, o2) in zip(runs, runs[1:], strict=False):
+        for (_s1, e1, o1), (s2, _e2, o2) in itertools.pairwise(runs):
             assert s2 >= e1, f"{mailbox} synced by {o1} and {o2} at once"
     assert_matches_truth(sandbox, pg, window_of(pg))
 

@@ -149,7 +149,9 @@ def explain_msal_error(result: dict[str, Any], resource: str) -> CredentialError
             f"scope for {resource} refused ({desc})",
             "check the resource URL; for Dataverse, add the app as an application user in the environment",
         )
-    return CredentialError(f"token request for {resource} failed: {err} ({desc})", "check tenant_id, client_id and the credential")
+    return CredentialError(
+        f"token request for {resource} failed: {err} ({desc})", "check tenant_id, client_id and the credential"
+    )
 
 
 class _PinnedCASession(requests.Session):

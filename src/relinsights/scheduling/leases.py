@@ -68,7 +68,10 @@ class Leases:
             return (res.rowcount or 0) == 1
 
     def release(
-        self, unit: str, error: str | None = None, base_backoff: timedelta = timedelta(minutes=1),
+        self,
+        unit: str,
+        error: str | None = None,
+        base_backoff: timedelta = timedelta(minutes=1),
         now: datetime | None = None,
     ) -> None:
         """Give the unit back; on failure, push its next attempt out (1, 2, 4... minutes, at most an hour)."""
@@ -89,6 +92,8 @@ class Leases:
         now = _now()
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(lease_t.c.unit, lease_t.c.owner).where(lease_t.c.owner.is_not(None), lease_t.c.leased_until > now)
+                select(lease_t.c.unit, lease_t.c.owner).where(
+                    lease_t.c.owner.is_not(None), lease_t.c.leased_until > now
+                )
             ).all()
         return {u: o for u, o in rows}
