@@ -318,6 +318,96 @@ def demo(
     raise typer.Exit(run_demo(directory.resolve(), org, seed, out))
 
 
+tenants_app = typer.Typer(help="Per-tenant enhanced insights: list, enable, disable.", no_args_is_help=True)
+app.add_typer(tenants_app, name="tenants")
+
+
+@tenants_app.command("list")
+def tenants_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Tenants with enhanced insights on or off, sync status, mailboxes and messages."""
+    from relinsights.admin import list_tenants
+
+    with _cli_errors():
+        cfg = _load(config)
+        engine = _engine(cfg)
+    rows = list_tenants(engine, cfg)
+    if as_json:
+        out.print_json(json.dumps([r.to_json() for r in rows]))
+        return
+    table = RichTable(title="tenants")
+    for col in ("tenant", "enhanced insights", "status", "mailboxes", "messages", "last success", "last error"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        how = "on" if r.enabled else "off"
+        if r.override is not None and r.override != r.enabled_in_config:
+            how += " (set by admin)"
+        table.add_row(
+            r.name,
+            how,
+            r.status,
+            str(r.mailboxes),
+            str(r.messages),
+            r.last_success or "never",
+            (r.last_error or "")[:80],
+        )
+    out.print(table)
+
+
+def _toggle(config: Path | None, name: str, enabled: bool, purge: bool) -> None:
+    from relinsights.admin import set_tenant_enabled
+
+    with _cli_errors():
+        cfg = _load(config)
+        engine = _engine(cfg)
+        report = set_tenant_enabled(engine, cfg, name, enabled, purge)
+    state = "enabled: the next tick starts its sync" if enabled else "disabled: sync stops at the next tick"
+    out.print(f"tenant {name} {state}")
+    if report:
+        out.print(f"purged {report.mailboxes} mailboxes, {report.messages} messages, {report.events} events")
+
+
+@tenants_app.command("enable")
+def tenants_enable(name: Annotated[str, typer.Argument(help="Tenant name.")], config: ConfigOpt = None) -> None:
+    """Turn enhanced insights (Exchange sync) on for a tenant."""
+    _toggle(config, name, True, False)
+
+
+@tenants_app.command("disable")
+def tenants_disable(
+    name: Annotated[str, typer.Argument(help="Tenant name.")],
+    config: ConfigOpt = None,
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete the tenant's synced data.")] = False,
+) -> None:
+    """Turn enhanced insights off for a tenant (and with --purge remove its synced data)."""
+    _toggle(config, name, False, purge)
+
+
+@app.command()
+def purge(
+    config: ConfigOpt = None,
+    user: Annotated[str | None, typer.Option("--user", help="Delete everything stored about this address.")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Delete everything stored for this tenant.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete the data of one person (privacy request, opt-out) or of one tenant, and report it."""
+    from relinsights.admin import purge_tenant, purge_user
+
+    with _cli_errors():
+        if bool(user) == bool(tenant):
+            raise ConfigError("purge", ["give exactly one of --user ADDRESS or --tenant NAME"])
+        cfg = _load(config)
+        engine = _engine(cfg)
+        report = purge_user(engine, user) if user else purge_tenant(engine, cfg, tenant or "")
+    if as_json:
+        out.print_json(json.dumps(report.to_json()))
+        return
+    out.print(
+        f"purged {report.scope}: {report.mailboxes} mailboxes, {report.messages} messages, {report.events} events"
+    )
+    for note in report.notes:
+        out.print(f"  next: {note}")
+
+
 @app.command()
 def run(config: ConfigOpt = None) -> None:
     """The daemon: scheduled sync for every enabled tenant until SIGTERM (systemd Type=notify)."""

@@ -112,10 +112,9 @@ class Daemon:
     def _schedule(self, scheduler: AsyncIOScheduler) -> None:
         for job in scheduler.get_jobs():
             job.remove()
+        # Disabled tenants keep their timer: each tick reads the admin's enable/disable from the database,
+        # so `relinsights tenants enable` takes effect at the next tick without a reload.
         for tenant in self.cfg.tenants:
-            if not tenant.enabled:
-                log.info("daemon.tenant_disabled", tenant=tenant.name)
-                continue
             interval = tenant.sync.interval_minutes
             scheduler.add_job(
                 self._sync_tick,

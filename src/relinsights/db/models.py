@@ -25,7 +25,8 @@ class Tenant(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, max_length=63)
     directory_id: str = Field(max_length=255)
-    enabled: bool = True
+    # Set by `relinsights tenants enable|disable`; None: the config's `enabled` decides.
+    enabled_override: bool | None = None
     # JSON list of the tenant's verified domains, read from Graph (normalised, lower case).
     verified_domains: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
     status: str = Field(default="pending", max_length=32)

@@ -66,13 +66,18 @@ def ensure_tenant(engine: Engine, cfg: TenantConfig) -> Tenant:
     with Session(engine, expire_on_commit=False) as s:
         row = s.exec(sm_select(Tenant).where(Tenant.name == cfg.name)).first()
         if row is None:
-            row = Tenant(name=cfg.name, directory_id=cfg.tenant_id, enabled=cfg.enabled, created_at=_now())
+            row = Tenant(name=cfg.name, directory_id=cfg.tenant_id, created_at=_now())
             s.add(row)
         else:
             row.directory_id = cfg.tenant_id
         s.commit()
         s.refresh(row)
         return row
+
+
+def tenant_enabled(row: Tenant, cfg: TenantConfig) -> bool:
+    """Enhanced insights on? An admin's `tenants enable|disable` wins over the config's `enabled`."""
+    return cfg.enabled if row.enabled_override is None else row.enabled_override
 
 
 def set_tenant_status(engine: Engine, tenant_pk: int, status: str, error: str | None = None) -> None:
@@ -166,7 +171,7 @@ async def sync_tenant(
     tlog = log.bind(tenant=tenant.name)
     row = ensure_tenant(engine, tenant)
     assert row.id is not None
-    if not tenant.enabled:
+    if not tenant_enabled(row, tenant):
         report.status = "disabled"
         return report
     client = GraphClient(tenant, tokens or TokenSource(tenant, tenant.graph_token_scope), sleep=sleep)

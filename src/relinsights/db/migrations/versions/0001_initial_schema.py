@@ -24,7 +24,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=63), nullable=False),
         sa.Column("directory_id", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
-        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("enabled_override", sa.Boolean(), nullable=True),
         sa.Column("verified_domains", sa.Text(), nullable=False),
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
