@@ -201,9 +201,16 @@ class TokenSource:
         return self._app
 
     def _acquire_blocking(self) -> tuple[str, float]:
-        with self._thread_lock:
-            app = self._application()
-            result = app.acquire_token_for_client(scopes=[self.scope])
+        try:
+            with self._thread_lock:
+                app = self._application()
+                result = app.acquire_token_for_client(scopes=[self.scope])
+        except requests.RequestException as exc:
+            reason = type(exc).__name__
+            raise CredentialError(
+                f"cannot reach the token endpoint at {self.tenant.authority} ({reason})",
+                "check network access, proxy and the authority URL (and ca_bundle for a private CA)",
+            ) from None
         if "access_token" not in result:
             raise explain_msal_error(result, self.scope)
         lifetime = float(result.get("expires_in", 3599))

@@ -409,6 +409,30 @@ def purge(
 
 
 @app.command()
+def doctor(
+    config: ConfigOpt = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check config, database, credentials, tokens, Graph and Dataverse permissions, scoping, clock."""
+    from relinsights.doctor import run_doctor
+
+    with _cli_errors():
+        cfg = _load(config)
+        if tenant:
+            cfg.tenant(tenant)
+        engine = make_engine(cfg.database_url, cfg.database.pool_size)
+        checks = run_doctor(cfg, engine, tenant)
+    if as_json:
+        out.print_json(json.dumps([c.__dict__ for c in checks]))
+    else:
+        for c in checks:
+            color = {"ok": "green", "warn": "yellow", "fail": "red"}[c.level]
+            out.print(f"[{color}]{c.line()}[/]", highlight=False)
+    raise typer.Exit(1 if any(c.level == "fail" for c in checks) else 0)
+
+
+@app.command()
 def run(config: ConfigOpt = None) -> None:
     """The daemon: scheduled sync for every enabled tenant until SIGTERM (systemd Type=notify)."""
     from relinsights.daemon import DaemonError, run_daemon
