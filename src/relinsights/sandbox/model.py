@@ -328,7 +328,7 @@ class Mailbox:
     event_log: list[tuple[int, str]] = field(default_factory=list)
 
 
-# ---------------------------------------------------------------- CRM seeds (for the later Dataverse part)
+# ---------------------------------------------------------------- CRM seeds (what the Dataverse tables start from)
 
 
 @dataclass(slots=True, eq=False)
@@ -404,6 +404,9 @@ class CrmSeeds:
     opportunities: dict[str, Opportunity] = field(default_factory=dict)
     leads: dict[str, Lead] = field(default_factory=dict)
     phone_calls: list[PhoneCall] = field(default_factory=list)
+    # The live Dataverse tables (crm_store.CrmStore) built from these seeds by `crm_seed.attach_crm`, once a
+    # sandbox serves Dataverse; from then on `Org.advance` also changes CRM records.
+    dataverse: Any = None
 
 
 # ---------------------------------------------------------------- the org
