@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -56,6 +57,10 @@ def receive(sock: socket.socket, want: str, timeout: float) -> list[str]:
 
 def test_daemon_reports_ready_syncs_pings_watchdog_and_stops_on_sigterm(sandbox: SandboxServer, tmp_path: Path) -> None:
     config = sandbox.write_daemon_config(tmp_path / "state", credential="secret")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config.write_text(config.read_text().replace("[service]\n", f'[service]\nhttp_listen = "127.0.0.1:{port}"\n', 1))
     notify = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(notify))
@@ -74,6 +79,11 @@ def test_daemon_reports_ready_syncs_pings_watchdog_and_stops_on_sigterm(sandbox:
                 break
             time.sleep(0.5)
         assert done >= 8, "the daemon did not sync the sandbox's mailboxes"
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'relinsights_mailboxes{status="ok",tenant="sandbox"}' in metrics
+        assert "relinsights_sync_lag_seconds{" in metrics and 'relinsights_requests_total{service="graph"' in metrics
         # A second daemon on the same SQLite database refuses to start, saying why.
         second = start(config, None)
         out, _ = second.communicate(timeout=30)

@@ -105,7 +105,7 @@ def init(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(example_config_text())
     os.chmod(path, 0o640)
-    out.print(f"wrote {path}; edit the [[tenant]] table, then try it with `relinsights sync --once --config {path}`")
+    out.print(f"wrote {path}; edit the [[tenant]] table, then check it with `relinsights doctor --config {path}`")
 
 
 def _progress_factory(progress: Progress | None) -> Callable[[Any], Callable[[int], None]] | None:

@@ -297,6 +297,15 @@ class LoggingConfig(_Strict):
 
 class ServiceConfig(_Strict):
     state_dir: Path = Path("/var/lib/relinsights")
+    # host:port of /healthz and /metrics (Prometheus); "" turns the endpoint off. Loopback by default.
+    http_listen: str = "127.0.0.1:9464"
+
+    @field_validator("http_listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        if v and (":" not in v or not v.rsplit(":", 1)[1].isdigit()):
+            raise ValueError(f"expected host:port such as 127.0.0.1:9464, or \"\" to turn it off; got {v!r}")
+        return v
 
 
 class Config(_Strict):

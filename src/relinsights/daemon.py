@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import structlog
+import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
@@ -30,6 +31,7 @@ from sqlalchemy.engine import make_url
 from relinsights.config import Config, ConfigError, TenantConfig, load_config
 from relinsights.db import make_engine, migrate
 from relinsights.graph.sync import sync_tenant
+from relinsights.observability import Metrics, http_app
 from relinsights.scheduling.leases import Leases
 
 log = structlog.get_logger(__name__)
@@ -98,6 +100,7 @@ class Daemon:
     stopping: asyncio.Event = field(init=False)
     running: set[asyncio.Task[Any]] = field(default_factory=set)
     ticks: int = 0
+    last_beat: float = field(default_factory=time.monotonic)
     _lock: IO[str] | None = None
 
     def __post_init__(self) -> None:
@@ -106,6 +109,7 @@ class Daemon:
         self.engine = make_engine(self.cfg.database_url, self.cfg.database.pool_size)
         migrate(self.engine)
         self.leases = Leases(self.engine)
+        self.metrics = Metrics(self.engine)
 
     # ---- jobs -----------------------------------------------------------------------------------
 
@@ -146,6 +150,9 @@ class Daemon:
                 lease_ttl=timedelta(seconds=tenant.sync.lease_seconds),
             )
             self.ticks += 1
+            self.metrics.requests.labels("graph", tenant.name).inc(report.requests)
+            self.metrics.throttled.labels("graph", tenant.name).inc(report.throttled)
+            self.metrics.job_seconds.labels("sync", tenant.name).observe(time.monotonic() - started)
             log.info(
                 "daemon.sync_tick",
                 tenant=tenant.name,
@@ -155,6 +162,7 @@ class Daemon:
                 seconds=round(time.monotonic() - started, 2),
             )
         except Exception:  # a job that fails is logged and retried at its next tick, never a crash
+            self.metrics.job_failures.labels("sync", tenant.name).inc()
             log.exception("daemon.sync_tick_failed", tenant=tenant.name)
         finally:
             if task:
@@ -162,6 +170,36 @@ class Daemon:
             sd_notify(f"STATUS=idle; {self.ticks} sync ticks done")
 
     # ---- lifecycle ------------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        while True:
+            self.last_beat = time.monotonic()
+            await asyncio.sleep(1)
+
+    async def _start_http(self) -> uvicorn.Server | None:
+        """/healthz and /metrics on service.http_listen (loopback by default); off when empty."""
+        listen = self.cfg.service.http_listen
+        if not listen:
+            return None
+        host, port = listen.rsplit(":", 1)
+        app = http_app(self.engine, self.metrics, lambda: self.last_beat, max_silence=30)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app, host=host.strip("[]"), port=int(port), log_level="warning", access_log=False, lifespan="off"
+            )
+        )
+        async def serve() -> None:
+            with contextlib.suppress(SystemExit):  # uvicorn exits the process when it cannot bind
+                await server.serve()
+
+        task = asyncio.create_task(serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.05)
+        if task.done():
+            log.error("daemon.http_failed", listen=listen, fix='choose a free port in service.http_listen, or ""')
+            return None
+        log.info("daemon.http", listen=listen)
+        return server
 
     def reload(self, scheduler: AsyncIOScheduler) -> None:
         try:
@@ -186,6 +224,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload, scheduler)
         self._schedule(scheduler)
         scheduler.start()
+        http = await self._start_http()
+        beat = asyncio.create_task(self._heartbeat())
         log.info("daemon.started", owner=self.leases.owner, tenants=[t.name for t in self.cfg.tenants])
         sd_notify("READY=1")
         sd_notify("STATUS=started")
@@ -198,6 +238,9 @@ class Daemon:
         sd_notify("STOPPING=1")
         log.info("daemon.stopping", running=len(self.running))
         scheduler.shutdown(wait=False)
+        beat.cancel()
+        if http is not None:
+            http.should_exit = True
         if self.running:
             # Running ticks see `stopping` between pages, commit the page in hand, and return.
             _done, pending = await asyncio.wait(list(self.running), timeout=STOP_GRACE_S)
