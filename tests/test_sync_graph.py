@@ -303,3 +303,20 @@ def test_opted_out_user_is_not_synced_and_their_data_is_removed(sqlite_engine: E
     assert count(sqlite_engine, Message) == 0 and count(sqlite_engine, Event) == 0
     mb = obj(sqlite_engine, Mailbox)
     assert (mb.in_scope, mb.status, mb.status_detail) == (False, "out_of_scope", "opted out")
+
+
+def test_initial_rounds_ask_only_for_the_lookback_window_and_retention_prunes(sqlite_engine: Engine) -> None:
+    from datetime import UTC, datetime
+
+    from relinsights.retention import prune
+
+    fg = FakeGraph()
+    seed(fg)
+    run(sqlite_engine, fg)
+    first = next(r for r in fg.requests if "inbox-id/messages/delta" in str(r.url))
+    assert first.url.params["$filter"].startswith("receivedDateTime ge ")
+    # As of 2027-03-10 with a 365-day lookback, everything from early March 2026 is out of the window.
+    pruned = prune(sqlite_engine, tenant_config(), datetime(2027, 3, 10, tzinfo=UTC))
+    assert (pruned.messages, pruned.events) == (33, 1)
+    assert count(sqlite_engine, Message) == 0 and count(sqlite_engine, MessageParticipant) == 0
+    assert prune(sqlite_engine, tenant_config(), datetime(2026, 3, 2, tzinfo=UTC)).messages == 0

@@ -32,6 +32,7 @@ from relinsights.config import Config, ConfigError, TenantConfig, load_config
 from relinsights.db import make_engine, migrate
 from relinsights.graph.sync import sync_tenant
 from relinsights.observability import Metrics, http_app
+from relinsights.retention import prune
 from relinsights.scheduling.leases import Leases
 
 log = structlog.get_logger(__name__)
@@ -132,6 +133,29 @@ class Daemon:
                 max_instances=1,
                 misfire_grace_time=int(interval * 60),
             )
+            scheduler.add_job(
+                self._retention_tick,
+                IntervalTrigger(hours=24, jitter=600),
+                args=[tenant],
+                id=f"retention:{tenant.name}",
+                name=f"retention {tenant.name}",
+                next_run_time=datetime.now(UTC) + timedelta(minutes=random.uniform(1, 10)),
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=3600,
+            )
+
+    async def _retention_tick(self, tenant: TenantConfig) -> None:
+        unit = f"retention:{tenant.name}"
+        if self.stopping.is_set() or not await asyncio.to_thread(self.leases.claim, unit, timedelta(hours=1)):
+            return
+        try:
+            pruned = await asyncio.to_thread(prune, self.engine, tenant, datetime.now(UTC))
+            log.info("daemon.retention", tenant=tenant.name, messages=pruned.messages, events=pruned.events)
+            await asyncio.to_thread(self.leases.release, unit)
+        except Exception as exc:  # retried with backoff through the lease, reported in the log
+            log.exception("daemon.retention_failed", tenant=tenant.name)
+            await asyncio.to_thread(self.leases.release, unit, repr(exc))
 
     async def _sync_tick(self, tenant: TenantConfig) -> None:
         if self.stopping.is_set():

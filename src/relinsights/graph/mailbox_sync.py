@@ -238,7 +238,12 @@ class MailboxSync:
     async def sync_messages(self, folder_id: str) -> None:
         def initial() -> RequestInformation:
             builder = self._users.mail_folders.by_mail_folder_id(folder_id).messages.delta
-            q = builder.DeltaRequestBuilderGetQueryParameters(select=MESSAGE_SELECT)
+            # Only the lookback window: the filter lives in the delta token, so later rounds keep it, and
+            # mail older than the window (pruned daily) does not come back on a full resync.
+            since = self.now() - timedelta(days=self.tenant.sync.lookback_days)
+            q = builder.DeltaRequestBuilderGetQueryParameters(
+                select=MESSAGE_SELECT, filter=f"receivedDateTime ge {since.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+            )
             info: RequestInformation = builder.to_get_request_information(RequestConfiguration(query_parameters=q))
             for k, v in self._headers.items():
                 info.headers.try_add(k, v)
