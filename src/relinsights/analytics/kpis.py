@@ -1,0 +1,294 @@
+"""The KPIs of one record as of T (kpis.md section 5), from its links.
+
+Decisions where kpis.md is silent:
+
+- Counts, time spent, ratios, responses, last interaction and top contacts use the record's completed
+  linked activities whose time is in [T - lookback_days, T]. The 60-day series uses completed
+  activities by their tenant-local day, whatever the lookback.
+- The sent/received ratios are over all kinds: (emails sent + meetings sent + calls made) against
+  (emails received + meetings received + calls received); not rounded (the writer rounds to the
+  column's precision). Empty (None) when the divisor is 0.
+- Time spent is rounded half up to whole minutes, once at the end. Only attending people count for a
+  meeting (the organizer always); an email's sender is never also one of its readers.
+- "Internal party" of an interaction: the internal sender / organizer / calling user when it is ours,
+  else the first internal recipient / attendee / called user; None when none is known.
+- Next interaction: the earliest linked meeting or call that starts after T (no upper bound; the
+  calendar sync window bounds it). Ties on time go to the smaller activity key.
+- Top contacts count the completed activities a person took part in (sender, To/Cc, organizer,
+  attending attendee, call party); a declined attendee did not take part. "Theirs" are the link's
+  members (the record's external set); a contact's several addresses and calls are one person.
+  Order: most activities, then most recent, then person key. Each carries the addresses seen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from relinsights.analytics.activities import Activity, Direction, Kind, Participant, Role
+from relinsights.analytics.health import Health, compute_health
+from relinsights.analytics.matching import Link, MatchResult
+from relinsights.analytics.records import RecordRef
+from relinsights.analytics.responses import ResponseKpis, assign_threads, build_turns, summarise_turns
+from relinsights.analytics.settings import Settings
+from relinsights.analytics.timeutil import local_date, start_of_local_day
+
+SERIES_DAYS = 60
+TOP_CONTACTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    emails_sent: int = 0
+    emails_received: int = 0
+    meetings_sent: int = 0
+    meetings_received: int = 0
+    calls_made: int = 0
+    calls_received: int = 0
+
+    @property
+    def sent(self) -> int:
+        return self.emails_sent + self.meetings_sent + self.calls_made
+
+    @property
+    def received(self) -> int:
+        return self.emails_received + self.meetings_received + self.calls_received
+
+    @property
+    def total(self) -> int:
+        return self.sent + self.received
+
+
+_COUNT_FIELD = {
+    (Kind.EMAIL, Direction.OUTGOING): "emails_sent",
+    (Kind.EMAIL, Direction.INCOMING): "emails_received",
+    (Kind.MEETING, Direction.OUTGOING): "meetings_sent",
+    (Kind.MEETING, Direction.INCOMING): "meetings_received",
+    (Kind.CALL, Direction.OUTGOING): "calls_made",
+    (Kind.CALL, Direction.INCOMING): "calls_received",
+}
+
+
+_NO_COUNTS = Counts()
+_SLOT = {key: i for i, key in enumerate(_COUNT_FIELD)}
+
+
+def count_activities(activities: Iterable[Activity]) -> Counts:
+    tally = [0] * len(_SLOT)
+    for a in activities:
+        tally[_SLOT[(a.kind, a.direction)]] += 1
+    return Counts(*tally)
+
+
+@dataclass(frozen=True, slots=True)
+class DailyCounts:
+    day: date
+    counts: Counts
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    time: datetime
+    kind: Kind
+    direction: Direction
+    activity_key: str
+    internal_party: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TopContact:
+    person: str  # internal: primary address; external: "contact:<id>" or the address
+    addresses: tuple[str, ...]
+    emails: int
+    meetings: int
+    calls: int
+    last_contacted: datetime
+
+    @property
+    def total(self) -> int:
+        return self.emails + self.meetings + self.calls
+
+
+@dataclass(frozen=True, slots=True)
+class RecordKpis:
+    record: RecordRef
+    as_of: datetime
+    counts: Counts
+    time_spent_by_team_minutes: int
+    time_spent_by_customer_minutes: int
+    ratio_by_us: float | None  # sent / received
+    ratio_by_them: float | None  # received / sent
+    responses: ResponseKpis
+    last_interaction: Interaction | None
+    next_interaction: Interaction | None
+    top_contacts_ours: tuple[TopContact, ...]
+    top_contacts_theirs: tuple[TopContact, ...]
+    daily: tuple[DailyCounts, ...]  # SERIES_DAYS entries, oldest first
+    health: Health | None = None
+    reasons: Mapping[str, int] = field(default_factory=dict)  # link reasons over the counted activities
+
+
+def compute_record_kpis(
+    record: RecordRef,
+    links: Sequence[Link],
+    as_of: datetime,
+    settings: Settings,
+    *,
+    threads: Mapping[str, str] | None = None,
+    identities: Mapping[str, str] | None = None,
+    with_health: bool = True,
+) -> RecordKpis:
+    """Every KPI of section 5 for one record. `threads` (from `assign_threads` over all activities)
+    lets In-Reply-To chains run through emails not linked to this record; `identities` merges a
+    contact's addresses in the top contacts."""
+    identities = identities or {}
+    start = as_of - timedelta(days=settings.lookback_days)
+    counted = [lk for lk in links if lk.activity.completed(as_of) and lk.activity.time >= start]
+    acts = [lk.activity for lk in counted]
+    counts = count_activities(acts)
+    team, customer = _time_spent(counted, settings)
+
+    emails = [a for a in acts if a.kind is Kind.EMAIL]
+    turns = build_turns(emails, as_of=as_of, kpi=settings.kpi, zone=settings.zone, threads=threads)
+    health = None
+    if with_health:
+        health = compute_health([lk.activity for lk in links], as_of, settings, threads=threads, turns=turns)
+
+    last = max(acts, key=lambda a: (a.time, a.key), default=None)
+    upcoming = [lk.activity for lk in links if lk.activity.scheduled(as_of)]
+    nxt = min(upcoming, key=lambda a: (a.time, a.key), default=None)
+    return RecordKpis(
+        record=record,
+        as_of=as_of,
+        counts=counts,
+        time_spent_by_team_minutes=_round_minutes(team),
+        time_spent_by_customer_minutes=_round_minutes(customer),
+        ratio_by_us=counts.sent / counts.received if counts.received else None,
+        ratio_by_them=counts.received / counts.sent if counts.sent else None,
+        responses=summarise_turns(turns),
+        last_interaction=_interaction(last),
+        next_interaction=_interaction(nxt),
+        top_contacts_ours=_top(counted, lambda lk, p: p.internal, lambda p: p.person),
+        top_contacts_theirs=_top(
+            counted, lambda lk, p: p.person in lk.members, lambda p: identities.get(p.person, p.person)
+        ),
+        daily=daily_series(links, as_of, settings),
+        health=health,
+        reasons=dict(sorted(Counter(r for lk in counted for r in lk.reasons).items())),
+    )
+
+
+def compute_all(
+    match: MatchResult,
+    as_of: datetime,
+    settings: Settings,
+    *,
+    health_for: Iterable[RecordRef] | None = None,
+    threads: Mapping[str, str] | None = None,
+) -> dict[RecordRef, RecordKpis]:
+    """KPIs of every linked record. Health only for `health_for` (e.g. CrmRecords.health_refs()), or all."""
+    if threads is None:
+        seen = {lk.activity.key: lk.activity for links in match.links.values() for lk in links}
+        threads = assign_threads(seen.values())
+    wanted = set(health_for) if health_for is not None else None
+    return {
+        ref: compute_record_kpis(
+            ref,
+            links,
+            as_of,
+            settings,
+            threads=threads,
+            identities=match.identities,
+            with_health=wanted is None or ref in wanted,
+        )
+        for ref, links in sorted(match.links.items())
+    }
+
+
+def daily_series(links: Sequence[Link], as_of: datetime, settings: Settings) -> tuple[DailyCounts, ...]:
+    """The six counts per tenant-local day, for the SERIES_DAYS days ending on T's local date."""
+    last_day = local_date(as_of, settings.zone)
+    first_day = last_day - timedelta(days=SERIES_DAYS - 1)
+    since = start_of_local_day(first_day, settings.zone)
+    per_day: dict[date, list[Activity]] = {}
+    for lk in links:
+        a = lk.activity
+        if a.time >= since and a.completed(as_of):
+            d = local_date(a.time, settings.zone)
+            if first_day <= d <= last_day:
+                per_day.setdefault(d, []).append(a)
+    days = [first_day + timedelta(days=i) for i in range(SERIES_DAYS)]
+    return tuple(DailyCounts(d, count_activities(per_day[d]) if d in per_day else _NO_COUNTS) for d in days)
+
+
+def _time_spent(links: Iterable[Link], settings: Settings) -> tuple[float, float]:
+    write, read = settings.kpi.email_write_minutes, settings.kpi.email_read_minutes
+    team = customer = 0.0
+    for lk in links:
+        a = lk.activity
+        if a.kind is Kind.MEETING:
+            if not a.all_day:
+                team += a.duration_minutes * sum(1 for p in a.participants if p.internal and p.attended)
+                customer += a.duration_minutes * sum(1 for p in a.participants if p.person in lk.members and p.attended)
+        elif a.kind is Kind.CALL:
+            team += a.duration_minutes
+            customer += a.duration_minutes
+        else:
+            for p in a.participants:
+                minutes = write if p.role is Role.FROM else read
+                if p.internal:
+                    team += minutes
+                if p.person in lk.members:
+                    customer += minutes
+    return team, customer
+
+
+def _round_minutes(value: float) -> int:
+    return math.floor(value + 0.5 + 1e-9)
+
+
+def _interaction(a: Activity | None) -> Interaction | None:
+    if a is None:
+        return None
+    init = a.initiator
+    party = init if init is not None and init.internal else next((p for p in a.participants if p.internal), None)
+    return Interaction(a.time, a.kind, a.direction, a.key, party.person if party else None)
+
+
+def _top(
+    links: Sequence[Link],
+    include: Callable[[Link, Participant], bool],
+    identity: Callable[[Participant], str],
+) -> tuple[TopContact, ...]:
+    kinds: dict[str, Counter[Kind]] = {}
+    last: dict[str, datetime] = {}
+    addresses: dict[str, set[str]] = {}
+    for lk in links:
+        a = lk.activity
+        people: set[str] = set()
+        for p in a.participants:
+            if not p.attended or not include(lk, p):
+                continue
+            who = identity(p)
+            if p.address:
+                addresses.setdefault(who, set()).add(p.address)
+            people.add(who)
+        for who in people:  # one activity counts once per person, whatever their roles in it
+            kinds.setdefault(who, Counter())[a.kind] += 1
+            if who not in last or a.time > last[who]:
+                last[who] = a.time
+    ranked = sorted(kinds, key=lambda w: (-sum(kinds[w].values()), -last[w].timestamp(), w))
+    return tuple(
+        TopContact(
+            person=w,
+            addresses=tuple(sorted(addresses.get(w, ()))),
+            emails=kinds[w][Kind.EMAIL],
+            meetings=kinds[w][Kind.MEETING],
+            calls=kinds[w][Kind.CALL],
+            last_contacted=last[w],
+        )
+        for w in ranked[:TOP_CONTACTS]
+    )

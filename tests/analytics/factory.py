@@ -1,0 +1,174 @@
+"""Small builders for analytics tests: rows, rules and a one-call pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import count
+
+from relinsights.analytics import (
+    ActivitySet,
+    Attendee,
+    CalendarEvent,
+    CrmAppointment,
+    CrmEmail,
+    CrmRecords,
+    InternalUser,
+    MailMessage,
+    MatchResult,
+    PartyRules,
+    PhoneCall,
+    RecordIndex,
+    RecordKpis,
+    RecordRef,
+    Settings,
+    Tier,
+    build_activities,
+    compute_all,
+    match_activities,
+)
+from relinsights.config import KpiConfig
+
+_ids = count(1)
+
+
+def at(text: str) -> datetime:
+    """'2026-03-01 09:00' -> aware UTC datetime."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def rules(
+    *,
+    domains: Sequence[str] = ("contoso.com",),
+    users: Iterable[InternalUser] = (),
+    kpi: KpiConfig | None = None,
+) -> PartyRules:
+    return PartyRules(internal_domains=domains, users=users, kpi=kpi or KpiConfig())
+
+
+def mail(
+    sender: str,
+    to: Sequence[str],
+    when: str,
+    *,
+    cc: Sequence[str] = (),
+    bcc: Sequence[str] = (),
+    conv: str | None = None,
+    mid: str | None = "auto",
+    mailbox: str | None = None,
+    in_reply_to: str | None = None,
+    draft: bool = False,
+) -> MailMessage:
+    n = next(_ids)
+    return MailMessage(
+        graph_id=f"g{n}",
+        mailbox=mailbox or sender,
+        sent_at=at(when),
+        from_address=sender,
+        to=tuple(to),
+        cc=tuple(cc),
+        bcc=tuple(bcc),
+        internet_message_id=f"<m{n}@test>" if mid == "auto" else mid,
+        conversation_id=conv or f"conv{n}",
+        in_reply_to=in_reply_to,
+        is_draft=draft,
+    )
+
+
+def copies(message: MailMessage, *mailboxes: str) -> list[MailMessage]:
+    """The same message as stored in several mailboxes (each copy has its own Graph id)."""
+    out = [message]
+    for i, box in enumerate(mailboxes):
+        out.append(
+            MailMessage(
+                graph_id=f"{message.graph_id}-{i}",
+                mailbox=box,
+                sent_at=message.sent_at,
+                from_address=message.from_address,
+                to=message.to,
+                cc=message.cc,
+                bcc=(),  # only the sender's copy has Bcc
+                internet_message_id=message.internet_message_id,
+                conversation_id=message.conversation_id,
+                in_reply_to=message.in_reply_to,
+            )
+        )
+    return out
+
+
+def meeting(
+    organizer: str,
+    attendees: Mapping[str, str | None],
+    start: str,
+    end: str,
+    *,
+    mailbox: str | None = None,
+    uid: str | None = "auto",
+    all_day: bool = False,
+    cancelled: bool = False,
+    own_response: str | None = None,
+    event_type: str | None = "singleInstance",
+    resources: Sequence[str] = (),
+) -> CalendarEvent:
+    n = next(_ids)
+    atts = tuple(Attendee(a, "required", r) for a, r in attendees.items())
+    atts += tuple(Attendee(r, "resource", "accepted") for r in resources)
+    return CalendarEvent(
+        graph_id=f"e{n}",
+        mailbox=mailbox or organizer,
+        start=at(start),
+        end=at(end),
+        organizer=organizer,
+        attendees=atts,
+        ical_uid=f"UID{n}" if uid == "auto" else uid,
+        is_all_day=all_day,
+        is_cancelled=cancelled,
+        event_type=event_type,
+        own_response=own_response,
+    )
+
+
+def event_copy(event: CalendarEvent, mailbox: str, **changes: object) -> CalendarEvent:
+    from dataclasses import replace
+
+    return replace(event, graph_id=f"{event.graph_id}-{mailbox}", mailbox=mailbox, **changes)  # type: ignore[arg-type]
+
+
+@dataclass
+class Run:
+    activities: ActivitySet
+    match: MatchResult
+    kpis: dict[RecordRef, RecordKpis]
+
+    def of(self, ref: RecordRef) -> RecordKpis:
+        return self.kpis[ref]
+
+
+def run(
+    records: CrmRecords,
+    as_of: datetime,
+    *,
+    messages: Iterable[MailMessage] = (),
+    events: Iterable[CalendarEvent] = (),
+    crm_emails: Iterable[CrmEmail] = (),
+    crm_appointments: Iterable[CrmAppointment] = (),
+    calls: Iterable[PhoneCall] = (),
+    party_rules: PartyRules | None = None,
+    settings: Settings | None = None,
+    tier: Tier = Tier.ENHANCED,
+) -> Run:
+    settings = settings or Settings()
+    party_rules = party_rules or rules(kpi=settings.kpi)
+    acts = build_activities(
+        rules=party_rules,
+        tier=tier,
+        messages=messages,
+        events=events,
+        crm_emails=crm_emails,
+        crm_appointments=crm_appointments,
+        phone_calls=calls,
+    )
+    index = RecordIndex(records, party_rules, kpi=settings.kpi, zone=settings.zone)
+    match = match_activities(acts.activities, index)
+    return Run(acts, match, compute_all(match, as_of, settings, health_for=records.health_refs()))
