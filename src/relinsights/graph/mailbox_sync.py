@@ -23,7 +23,7 @@ from kiota_abstractions.request_information import RequestInformation
 from sqlalchemy import Engine, delete, insert, select, update
 
 from relinsights.config import TenantConfig
-from relinsights.db.models import Mailbox
+from relinsights.db.models import Mailbox, SyncCursor
 from relinsights.graph.client import (
     AuthFailed,
     CursorExpired,
@@ -161,15 +161,16 @@ class MailboxSync:
 
     # ---- delta stream driver ---------------------------------------------------------------------
 
-    async def _run_stream(
+    async def _follow(
         self,
-        kind: ItemKind,
         cursor_kind: str,
         key: str,
         initial: Callable[[], RequestInformation],
-        container: str | None,
+        store: Callable[[list[Any], SyncCursor, str, bool], None],
+        context: str,
         window: tuple[datetime, datetime] | None = None,
     ) -> None:
+        """Drive one delta stream to its delta link: resume from the stored link, restart a full round on 410."""
         cursor = get_or_create_cursor(self.engine, self._pk, cursor_kind, key)
         if cursor.round == 0 or (window is not None and self._needs_new_window(cursor, window)):
             cursor = start_full_round(self.engine, cursor, window=window)
@@ -179,7 +180,7 @@ class MailboxSync:
                 raise Stopping()
             request = self.client.link_request(cursor.link, self._headers) if cursor.link else initial()
             try:
-                page = await self.client.get_json(request, context=f"{kind.name} delta {key}")
+                page = await self.client.get_json(request, context=context)
             except CursorExpired:
                 if resyncs >= MAX_RESYNCS_PER_ROUND:
                     raise
@@ -188,32 +189,32 @@ class MailboxSync:
                 self._log.warning("sync.cursor_expired", stream=cursor_kind, key=key, action="full resync")
                 cursor = start_full_round(self.engine, cursor, window=self._window() if window else None, resync=True)
                 continue
-            next_link = page.get("@odata.nextLink")
-            delta_link = page.get("@odata.deltaLink")
+            next_link, delta_link = page.get("@odata.nextLink"), page.get("@odata.deltaLink")
             if not next_link and not delta_link:
-                raise GraphError(f"Graph page without nextLink or deltaLink for {kind.name} delta {key}")
-            advance = CursorAdvance(
-                cursor_id=cursor.id or 0,
-                link=str(next_link or delta_link),
-                is_delta=not next_link,
-                round=cursor.round,
-                full_round=cursor.full_round,
+                raise GraphError(f"Graph page without nextLink or deltaLink ({context})")
+            items = page.get("value")
+            link, is_delta = str(next_link or delta_link), not next_link
+            await asyncio.to_thread(
+                self._locked, store, items if isinstance(items, list) else [], cursor, link, is_delta
             )
-            items = page.get("value") or []
-            res: PageResult = await asyncio.to_thread(
-                self._locked,
-                apply_page,
-                self.engine,
-                kind,
-                self._pk,
-                container,
-                items if isinstance(items, list) else [],
-                advance,
-            )
-            self._count(kind, res)
-            if advance.is_delta:
+            if is_delta:
                 return
-            cursor = cursor.model_copy(update={"link": advance.link, "is_delta": False})
+            cursor = cursor.model_copy(update={"link": link, "is_delta": False})
+
+    async def _run_stream(
+        self,
+        kind: ItemKind,
+        cursor_kind: str,
+        key: str,
+        initial: Callable[[], RequestInformation],
+        container: str | None,
+        window: tuple[datetime, datetime] | None = None,
+    ) -> None:
+        def store(items: list[Any], cursor: SyncCursor, link: str, is_delta: bool) -> None:
+            advance = CursorAdvance(cursor.id or 0, link, is_delta, cursor.round, cursor.full_round)
+            self._count(kind, apply_page(self.engine, kind, self._pk, container, items, advance))
+
+        await self._follow(cursor_kind, key, initial, store, f"{kind.name} delta {key}", window)
 
     def _locked(self, fn: Callable[..., Any], *args: Any) -> Any:
         with self._write_lock:
@@ -345,36 +346,19 @@ class MailboxSync:
                 self._upsert_folders([item], well_known=name)
 
     async def _folder_stream(self, parent: str) -> None:
-        cursor = get_or_create_cursor(self.engine, self._pk, "folders", parent)
-        if cursor.round == 0:
-            cursor = start_full_round(self.engine, cursor)
-        resyncs = 0
-        while True:
-            if cursor.link:
-                request = self.client.link_request(cursor.link, {"Prefer": 'IdType="ImmutableId"'})
-            else:
-                mf = self._users.mail_folders
-                builder = mf.delta if parent == "" else mf.by_mail_folder_id(parent).child_folders.delta
-                q = builder.DeltaRequestBuilderGetQueryParameters(select=FOLDER_SELECT)
-                request = builder.to_get_request_information(RequestConfiguration(query_parameters=q))
-                request.headers.try_add("Prefer", 'IdType="ImmutableId"')
-            try:
-                page = await self.client.get_json(request, context=f"folder delta {parent or 'top'}")
-            except CursorExpired:
-                if resyncs >= MAX_RESYNCS_PER_ROUND:
-                    raise
-                resyncs += 1
-                cursor = start_full_round(self.engine, cursor, resync=True)
-                continue
-            next_link, delta_link = page.get("@odata.nextLink"), page.get("@odata.deltaLink")
-            if not next_link and not delta_link:
-                raise GraphError(f"Graph page without nextLink or deltaLink for folder delta {parent or 'top'}")
-            items = [i for i in page.get("value") or [] if isinstance(i, dict) and i.get("id")]
-            link = str(next_link or delta_link)
-            await asyncio.to_thread(self._locked, self._store_folder_page, parent, items, cursor, link, not next_link)
-            if not next_link:
-                return
-            cursor = cursor.model_copy(update={"link": link})
+        def initial() -> RequestInformation:
+            mf = self._users.mail_folders
+            builder = mf.delta if parent == "" else mf.by_mail_folder_id(parent).child_folders.delta
+            q = builder.DeltaRequestBuilderGetQueryParameters(select=FOLDER_SELECT)
+            info: RequestInformation = builder.to_get_request_information(RequestConfiguration(query_parameters=q))
+            info.headers.try_add("Prefer", 'IdType="ImmutableId"')
+            return info
+
+        def store(items: list[Any], cursor: SyncCursor, link: str, is_delta: bool) -> None:
+            live = [i for i in items if isinstance(i, dict) and i.get("id")]
+            self._store_folder_page(parent, live, cursor, link, is_delta)
+
+        await self._follow("folders", parent, initial, store, f"folder delta {parent or 'top'}")
 
     def _store_folder_page(
         self, parent: str, items: list[dict[str, Any]], cursor: Any, link: str, is_delta: bool
