@@ -83,6 +83,16 @@ def _load(config: Path | None) -> Config:
     return cfg
 
 
+def _load_for(config: Path | None, tenant: str | None) -> Config:
+    """The config, checked to name `tenant` (when given) and to have at least one tenant."""
+    cfg = _load(config)
+    if tenant:
+        cfg.tenant(tenant)
+    if not cfg.tenants:
+        raise ConfigError(cfg.source, ["tenant: no [[tenant]] table; add one (see `relinsights init`)"])
+    return cfg
+
+
 def _engine(cfg: Config) -> Any:
     engine = make_engine(cfg.database_url, cfg.database.pool_size)
     migrate(engine)
@@ -170,11 +180,7 @@ def sync(
 ) -> None:
     """Sync mail and calendar metadata from Exchange Online (delta, resumable)."""
     with _cli_errors():
-        cfg = _load(config)
-        if tenant:
-            cfg.tenant(tenant)
-        if not cfg.tenants:
-            raise ConfigError(cfg.source, ["tenant: no [[tenant]] table; add one (see `relinsights init`)"])
+        cfg = _load_for(config, tenant)
         engine = _engine(cfg)
     should_stop = _stop_flag()
     interval = min(t.sync.interval_minutes for t in cfg.tenants) * 60
@@ -418,9 +424,7 @@ def doctor(
     from relinsights.doctor import run_doctor
 
     with _cli_errors():
-        cfg = _load(config)
-        if tenant:
-            cfg.tenant(tenant)
+        cfg = _load_for(config, tenant)
         engine = make_engine(cfg.database_url, cfg.database.pool_size)
         checks = run_doctor(cfg, engine, tenant)
     if as_json:
@@ -438,9 +442,7 @@ def run(config: ConfigOpt = None) -> None:
     from relinsights.daemon import DaemonError, run_daemon
 
     with _cli_errors():
-        cfg = _load(config)
-        if not cfg.tenants:
-            raise ConfigError(cfg.source, ["tenant: no [[tenant]] table; add one (see `relinsights init`)"])
+        _load_for(config, None)
     try:
         code = run_daemon(config)
     except DaemonError as exc:

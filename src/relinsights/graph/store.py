@@ -232,31 +232,12 @@ def _drop_unseen(conn: Connection, kind: ItemKind, mailbox_pk: int, container: s
 
 
 def get_or_create_cursor(engine: Engine, mailbox_pk: int, kind: str, key: str) -> SyncCursor:
+    where = (cursor_t.c.mailbox_pk == mailbox_pk, cursor_t.c.kind == kind, cursor_t.c.key == key)
     with engine.begin() as conn:
-        row = (
-            conn.execute(
-                select(cursor_t).where(
-                    cursor_t.c.mailbox_pk == mailbox_pk, cursor_t.c.kind == kind, cursor_t.c.key == key
-                )
-            )
-            .mappings()
-            .first()
-        )
+        row = conn.execute(select(cursor_t).where(*where)).mappings().first()
         if row is None:
-            conn.execute(
-                insert(cursor_t).values(
-                    mailbox_pk=mailbox_pk, kind=kind, key=key, round=0, full_round=True, is_delta=False
-                )
-            )
-            row = (
-                conn.execute(
-                    select(cursor_t).where(
-                        cursor_t.c.mailbox_pk == mailbox_pk, cursor_t.c.kind == kind, cursor_t.c.key == key
-                    )
-                )
-                .mappings()
-                .one()
-            )
+            conn.execute(insert(cursor_t).values(mailbox_pk=mailbox_pk, kind=kind, key=key, round=0, full_round=True))
+            row = conn.execute(select(cursor_t).where(*where)).mappings().one()
     return SyncCursor.model_validate(dict(row))
 
 

@@ -30,12 +30,16 @@ from starlette.routing import Mount, Router
 
 from . import ids
 from .admin import Admin
+from .crm_seed import attach_crm
+from .dataverse_api import DataverseApi
+from .dataverse_limits import DataverseSettings
 from .faults import FaultInjector, FaultSpec
 from .graph_api import CanonicalPaths, GraphApi, GraphSettings
 from .identity import DATAVERSE_AUDIENCE, GRAPH_AUDIENCE, Identity, generate_app
 from .model import Org
 
 GRAPH_PATH = "/graph/v1.0"
+DATAVERSE_PATH = "/dataverse"  # the organisation root; the Web API is under /api/data/v9.2
 CONFIG_NAME = "relinsights.toml"
 
 
@@ -61,6 +65,7 @@ class SandboxServer:
         token_lifetime: int = 3599,
         granted_permissions: set[str] | None = None,
         graph_settings: GraphSettings | None = None,
+        dataverse_settings: DataverseSettings | None = None,
     ) -> None:
         if org is None:
             from .generator import generate_org
@@ -88,11 +93,21 @@ class SandboxServer:
             outage=lambda: self.faults.roll("token_outage"),
         )
         self.graph = GraphApi(org, self.identity, self.faults, graph_settings)
+        # The CRM tables live on the org (org.crm.dataverse) and change with Org.advance.
+        self.crm = attach_crm(
+            org,
+            app_client_id=self.app_registration.client_id,
+            app_object_id=self.app_registration.service_principal_id,
+            app_name=self.app_registration.display_name,
+        )
+        self.dataverse = DataverseApi(org, self.identity, self.faults, self.crm, dataverse_settings)
         self.admin = Admin(org, self.faults)
         self.app = Starlette(
             routes=[
                 *self.admin.routes(),
+                *self.dataverse.admin_routes(),
                 Mount(GRAPH_PATH, app=CanonicalPaths(Router(self.graph.routes()))),
+                Mount(DATAVERSE_PATH, app=Router(self.dataverse.routes())),
                 *self.identity.routes(),
             ]
         )
@@ -206,7 +221,17 @@ class SandboxServer:
 
     @property
     def dataverse_url(self) -> str:
-        return DATAVERSE_AUDIENCE
+        """The organisation URL (a tenant's https://ORG.crm.dynamics.com); the Web API is below it."""
+        return f"{self.base_url}{DATAVERSE_PATH}"
+
+    @property
+    def dataverse_api_url(self) -> str:
+        return f"{self.dataverse_url}/api/data/v9.2"
+
+    @property
+    def dataverse_scope(self) -> str:
+        """Tokens for Dataverse name the organisation as their audience, not the sandbox's address."""
+        return f"{DATAVERSE_AUDIENCE}/.default"
 
     @property
     def token_url(self) -> str:
@@ -259,6 +284,7 @@ class SandboxServer:
             "graph_url": self.graph_url,
             "graph_scope": self.graph_scope,
             "dataverse_url": self.dataverse_url,
+            "dataverse_scope": self.dataverse_scope,
             "ca_bundle": str(ca),
             "secret_file": str(secret),
             "certificate": str(cert),
@@ -295,6 +321,8 @@ class SandboxServer:
                 f"authority = {_toml(files['authority'])}",
                 f"graph_url = {_toml(files['graph_url'])}",
                 f"graph_scope = {_toml(files['graph_scope'])}",
+                f"dataverse_url = {_toml(files['dataverse_url'])}",
+                f"dataverse_scope = {_toml(files['dataverse_scope'])}",
                 f"ca_bundle = {_toml(files['ca_bundle'])}",
                 "internal_domains = [" + ", ".join(_toml(x) for x in files["internal_domains"]) + "]",
                 "",
