@@ -4,6 +4,7 @@
         app = msal.ConfidentialClientApplication(sb.client_id, authority=sb.authority,
                   client_credential=sb.client_secret, verify=str(sb.ca_path), instance_discovery=False)
         ...  # Graph at sb.graph_url, truth in sb.org
+        ...  # Dataverse at sb.dataverse_api_url (tokens for sb.dataverse_scope), its tables in sb.crm
 
 Works from sync tests and from asyncio (`async with`), since the server has its own thread and loop.
 """
