@@ -324,6 +324,56 @@ def demo(
     raise typer.Exit(run_demo(directory.resolve(), org, seed, out))
 
 
+crm_app = typer.Typer(help="The CRM mirror (Dataverse).", no_args_is_help=True)
+app.add_typer(crm_app, name="crm")
+
+
+@crm_app.command("sync")
+def crm_sync(
+    config: ConfigOpt = None,
+    once: Annotated[bool, typer.Option("--once", help="One round (the daemon runs it every 15 minutes).")] = True,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mirror contacts, accounts, leads, opportunities, users and activities from Dataverse (incremental)."""
+    from relinsights.crm.client import DataverseError
+    from relinsights.crm.mirror import mirror_tenant
+
+    with _cli_errors():
+        cfg = _load_for(config, tenant)
+        engine = _engine(cfg)
+    failed = False
+    rows: list[dict[str, Any]] = []
+    for t in [cfg.tenant(tenant)] if tenant else cfg.tenants:
+        try:
+            report = asyncio.run(mirror_tenant(engine, t))
+            rows.append(
+                {
+                    "tenant": t.name,
+                    "upserted": report.upserted,
+                    "deleted": report.deleted,
+                    "parties": report.parties,
+                    "full_reads": report.full_reads,
+                }
+            )
+        except DataverseError as exc:
+            failed = True
+            rows.append({"tenant": t.name, "error": f"{exc}; {exc.fix}"})
+    if as_json:
+        out.print_json(json.dumps(rows))
+    else:
+        for r in rows:
+            if "error" in r:
+                out.print(f"[bold]{r['tenant']}[/]: [red]error[/] {r['error']}", highlight=False)
+            else:
+                ups = sum(r["upserted"].values())
+                out.print(
+                    f"[bold]{r['tenant']}[/]: {ups} rows upserted, {sum(r['deleted'].values())} deleted, "
+                    f"{r['parties']} activity parties; full reads: {', '.join(r['full_reads']) or 'none'}"
+                )
+    raise typer.Exit(1 if failed else 0)
+
+
 tenants_app = typer.Typer(help="Per-tenant enhanced insights: list, enable, disable.", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants")
 

@@ -16,6 +16,7 @@ import random
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from relinsights.config import Config, ConfigError, TenantConfig, load_config
+from relinsights.crm.mirror import mirror_tenant
 from relinsights.db import make_engine, migrate
 from relinsights.graph.sync import sync_tenant
 from relinsights.observability import Metrics, http_app
@@ -134,6 +136,17 @@ class Daemon:
                 misfire_grace_time=int(interval * 60),
             )
             scheduler.add_job(
+                self._crm_tick,
+                IntervalTrigger(minutes=15, jitter=60),
+                args=[tenant],
+                id=f"crm:{tenant.name}",
+                name=f"crm mirror {tenant.name}",
+                next_run_time=datetime.now(UTC) + timedelta(seconds=random.uniform(0, 10)),
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=900,
+            )
+            scheduler.add_job(
                 self._retention_tick,
                 IntervalTrigger(hours=24, jitter=600),
                 args=[tenant],
@@ -145,17 +158,32 @@ class Daemon:
                 misfire_grace_time=3600,
             )
 
-    async def _retention_tick(self, tenant: TenantConfig) -> None:
-        unit = f"retention:{tenant.name}"
-        if self.stopping.is_set() or not await asyncio.to_thread(self.leases.claim, unit, timedelta(hours=1)):
+    async def _leased(self, job: str, tenant: TenantConfig, ttl: timedelta, work: Callable[[], Awaitable[Any]]) -> None:
+        """Run `work` if this daemon claims the tenant's unit for `job`; failures back off through the lease."""
+        unit = f"{job}:{tenant.name}"
+        if self.stopping.is_set() or not await asyncio.to_thread(self.leases.claim, unit, ttl):
             return
+        started = time.monotonic()
         try:
+            await work()
+            await asyncio.to_thread(self.leases.release, unit)
+        except Exception as exc:  # retried with backoff through the lease, reported in the log and metrics
+            self.metrics.job_failures.labels(job, tenant.name).inc()
+            log.exception(f"daemon.{job}_failed", tenant=tenant.name)
+            await asyncio.to_thread(self.leases.release, unit, repr(exc))
+        finally:
+            self.metrics.job_seconds.labels(job, tenant.name).observe(time.monotonic() - started)
+
+    async def _crm_tick(self, tenant: TenantConfig) -> None:
+        if tenant.dataverse_url:
+            await self._leased("crm", tenant, timedelta(hours=1), lambda: mirror_tenant(self.engine, tenant))
+
+    async def _retention_tick(self, tenant: TenantConfig) -> None:
+        async def work() -> None:
             pruned = await asyncio.to_thread(prune, self.engine, tenant, datetime.now(UTC))
             log.info("daemon.retention", tenant=tenant.name, messages=pruned.messages, events=pruned.events)
-            await asyncio.to_thread(self.leases.release, unit)
-        except Exception as exc:  # retried with backoff through the lease, reported in the log
-            log.exception("daemon.retention_failed", tenant=tenant.name)
-            await asyncio.to_thread(self.leases.release, unit, repr(exc))
+
+        await self._leased("retention", tenant, timedelta(hours=1), work)
 
     async def _sync_tick(self, tenant: TenantConfig) -> None:
         if self.stopping.is_set():
@@ -212,6 +240,7 @@ class Daemon:
                 app, host=host.strip("[]"), port=int(port), log_level="warning", access_log=False, lifespan="off"
             )
         )
+
         async def serve() -> None:
             with contextlib.suppress(SystemExit):  # uvicorn exits the process when it cannot bind
                 await server.serve()

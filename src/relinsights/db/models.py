@@ -204,3 +204,33 @@ class WorkLease(SQLModel, table=True):
     last_started_at: datetime | None = None
     last_finished_at: datetime | None = None
     last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class CrmRecord(SQLModel, table=True):
+    """One mirrored Dataverse row, kept as the JSON Dataverse returned (a new column needs no migration)."""
+
+    __tablename__ = "crm_record"
+    __table_args__ = (
+        UniqueConstraint("tenant_pk", "entity_set", "record_id"),
+        Index("ix_crm_record_parent", "tenant_pk", "entity_set", "parent_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_pk: int = Field(sa_column=Column(Integer, ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False))
+    entity_set: str = Field(max_length=100)
+    record_id: str = Field(max_length=64)
+    # The owning row for child tables: the activity of an activity party, the team of a membership.
+    parent_id: str | None = Field(default=None, max_length=64)
+    data: str = Field(sa_column=Column(Text, nullable=False))
+    synced_at: datetime
+
+
+class CrmCursor(SQLModel, table=True):
+    """Per tenant and table: the change-tracking delta link (empty for tables read in full each time)."""
+
+    __tablename__ = "crm_cursor"
+    __table_args__ = (UniqueConstraint("tenant_pk", "entity_set"),)
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_pk: int = Field(sa_column=Column(Integer, ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False))
+    entity_set: str = Field(max_length=100)
+    delta_link: str | None = Field(default=None, sa_column=Column(Text))
+    completed_at: datetime | None = None
