@@ -44,7 +44,8 @@ def replica_config(sandbox: SandboxServer, directory: Path) -> Path:
     path = sandbox.write_daemon_config(directory, credential="secret")
     text = path.read_text()
     lines = [f"url = {json.dumps(PG_URL)}" if line.startswith("url = ") else line for line in text.splitlines()]
-    path.write_text("\n".join(lines) + "\n[tenant.sync]\ninterval_minutes = 0.1\nlease_seconds = 6\n")
+    # The daemons count their lookback from the wall clock; the sandbox lives in its own time: reach back.
+    path.write_text("\n".join(lines) + "\n[tenant.sync]\ninterval_minutes = 0.1\nlease_seconds = 6\nlookback_days = 1700\n")
     return path
 
 
