@@ -93,7 +93,7 @@ def test_first_sync_and_incremental_rounds_equal_the_sandbox_truth(
 def test_faults_never_corrupt_the_database(sandbox: SandboxServer, sqlite_engine: Engine, tmp_path: Path) -> None:
     sync(sandbox, sqlite_engine, tmp_path)
     sandbox.org.advance(timedelta(days=1))
-    sandbox.faults.set("429=0.15,503=0.1,drop=0.05,410=0.05,token_outage=0.05", seed=3)
+    sandbox.faults.set("429=0.15,503=0.1,slow=0.05:0.2,drop=0.05,410=0.05,token_outage=0.05", seed=3)
     try:
         for _ in range(3):
             sync(sandbox, sqlite_engine, tmp_path)
