@@ -104,3 +104,33 @@ def test_token_cached_refreshed_early_and_dropped_on_401() -> None:
     asyncio.run(ts2.token())
     assert short.calls == 2
     assert "at-" not in repr(ts)
+
+
+class FlakyApp(FakeApp):
+    """A token endpoint that answers 503 (MSAL raises for it) a few times, then recovers."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def acquire_token_for_client(self, scopes: list[str]) -> dict[str, Any]:
+        import msal.exceptions
+
+        if self.failures:
+            self.failures -= 1
+            raise msal.exceptions.MsalServiceError(error="http_error", error_description="HTTP Error: 503")
+        return super().acquire_token_for_client(scopes)
+
+
+def test_token_endpoint_outage_is_retried_then_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from relinsights import auth
+
+    monkeypatch.setattr(auth, "TOKEN_RETRY_BASE_S", 0.0)
+    recovering = FlakyApp(failures=2)
+    ts = TokenSource(tenant_config(), "https://graph.microsoft.com/.default", app=recovering)  # type: ignore[arg-type]
+    assert asyncio.run(ts.token()) == "at-1"
+    down = FlakyApp(failures=99)
+    ts = TokenSource(tenant_config(), "https://graph.microsoft.com/.default", app=down)  # type: ignore[arg-type]
+    with pytest.raises(auth.TokenEndpointUnavailable, match="cannot get a token"):
+        asyncio.run(ts.token())
+    assert down.failures == 99 - auth.TOKEN_ATTEMPTS

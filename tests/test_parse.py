@@ -54,8 +54,8 @@ def test_documented_event_delta_pages_parse() -> None:
     first = parse_event(example("graph-delta-query-events-1.json")["value"][0])
     assert first.row["start"] == datetime(2016, 12, 9, 20, 30, tzinfo=UTC)
     assert first.participants == [
-        {"role": "organizer", "address": "samanthab@contoso.onmicrosoft.com", "raw_address":
-         "samanthab@contoso.onmicrosoft.com", "name": "Samantha Booth", "response": "organizer"}
+        ("organizer", "samanthab@contoso.onmicrosoft.com", "samanthab@contoso.onmicrosoft.com", "Samantha Booth",
+         "organizer")
     ]
 
 
@@ -97,7 +97,7 @@ def test_event_attendees_roles_and_responses() -> None:
         ],
         "isAllDay": True, "isCancelled": "false",
     })
-    assert [(x["role"], x["address"], x["response"]) for x in p.participants or []] == [
+    assert [(x[0], x[1], x[4]) for x in p.participants or []] == [
         ("organizer", "bob@contoso.com", "organizer"),
         ("required", "ann@fabrikam.com", "accepted"),
         ("optional", "carl@contoso.com", "declined"),

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msal
+import msal.exceptions
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -26,6 +27,8 @@ from relinsights.config import TenantConfig
 
 # Refresh this long before expiry, so no request ever leaves with a token about to lapse.
 REFRESH_MARGIN_S = 300
+TOKEN_ATTEMPTS = 4
+TOKEN_RETRY_BASE_S = 0.5
 _MICROSOFT_AUTHORITY_HOSTS = {
     "login.microsoftonline.com",
     "login.microsoftonline.us",
@@ -40,6 +43,10 @@ class CredentialError(Exception):
     def __init__(self, message: str, fix: str):
         self.fix = fix
         super().__init__(f"{message}; {fix}")
+
+
+class TokenEndpointUnavailable(CredentialError):
+    """The token endpoint did not answer usefully (network, 5xx, 429): transient, retried."""
 
 
 @dataclass(frozen=True)
@@ -205,10 +212,11 @@ class TokenSource:
             with self._thread_lock:
                 app = self._application()
                 result = app.acquire_token_for_client(scopes=[self.scope])
-        except requests.RequestException as exc:
-            reason = type(exc).__name__
-            raise CredentialError(
-                f"cannot reach the token endpoint at {self.tenant.authority} ({reason})",
+        except (requests.RequestException, msal.exceptions.MsalServiceError) as exc:
+            # No answer, or a 5xx/429 from the token endpoint (MSAL raises for those): worth retrying.
+            reason = type(exc).__name__ if isinstance(exc, requests.RequestException) else str(exc)[:120]
+            raise TokenEndpointUnavailable(
+                f"cannot get a token from {self.tenant.authority} ({reason})",
                 "check network access, proxy and the authority URL (and ca_bundle for a private CA)",
             ) from None
         if "access_token" not in result:
@@ -225,7 +233,14 @@ class TokenSource:
             if self._token and self._app is not None:
                 # MSAL would hand back its cached token until expiry; we want a fresh one now.
                 self._drop_msal_cache()
-            token, self._expires_at = await asyncio.to_thread(self._acquire_blocking)
+            for attempt in range(TOKEN_ATTEMPTS):
+                try:
+                    token, self._expires_at = await asyncio.to_thread(self._acquire_blocking)
+                    break
+                except TokenEndpointUnavailable:
+                    if attempt == TOKEN_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(TOKEN_RETRY_BASE_S * 2**attempt)
             self._token = token
             return token
 

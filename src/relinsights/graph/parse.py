@@ -34,6 +34,8 @@ MESSAGE_SELECT = [
 FOLDER_SELECT = ["id", "displayName", "parentFolderId", "childFolderCount"]
 USER_SELECT = ["id", "displayName", "mail", "userPrincipalName", "proxyAddresses", "accountEnabled"]
 
+MESSAGE_PARTY_COLUMNS = ("role", "address", "raw_address", "name")
+EVENT_PARTY_COLUMNS = ("role", "address", "raw_address", "name", "response")
 MAX_ADDRESS = 320
 MAX_NAME = 256
 MAX_MESSAGE_ID = 998
@@ -54,13 +56,18 @@ def _domain(domain: str) -> str:
 
 def canonical_address(raw: Any) -> str | None:
     """Trimmed, lower case, IDNA domain; None when it is not an SMTP address at all."""
-    if not isinstance(raw, str):
+    if type(raw) is not str:
         return None
-    value = raw.strip().strip("<>").strip().lower()
+    value = raw.strip().lower()
+    if value[:1] == "<" or value[-1:] == ">":
+        value = value.strip("<>").strip()
     at = value.rfind("@")
     if at <= 0 or at == len(value) - 1 or " " in value:
         return None
-    return value[: at + 1] + _domain(value[at + 1 :].rstrip("."))
+    domain = value[at + 1 :]
+    if domain.isascii() and domain[-1] != ".":
+        return value  # the common case, without a call per address (this runs for every participant)
+    return value[: at + 1] + _domain(domain.rstrip("."))
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -105,21 +112,25 @@ def _trim(value: Any, limit: int) -> str | None:
 
 def _email_address(obj: Any) -> tuple[str | None, str | None, str | None]:
     """(canonical, raw, name) of a Graph recipient {"emailAddress": {"address", "name"}}."""
-    if not isinstance(obj, dict):
-        return None, None, None
-    ea = obj.get("emailAddress")
-    if not isinstance(ea, dict):
+    ea = obj.get("emailAddress") if type(obj) is dict else None
+    if type(ea) is not dict:
         return None, None, None
     raw = ea.get("address")
-    return canonical_address(raw), _trim(raw, MAX_ADDRESS), _trim(ea.get("name"), MAX_NAME)
+    name = ea.get("name")
+    return (
+        canonical_address(raw),
+        raw[:MAX_ADDRESS] if type(raw) is str else None,
+        name[:MAX_NAME] if type(name) is str else None,
+    )
 
 
 @dataclass(slots=True)
 class ParsedItem:
     graph_id: str
     row: dict[str, Any]
+    # Tuples in the participant table's column order (MESSAGE_PARTY_COLUMNS / EVENT_PARTY_COLUMNS).
     # None: the item did not carry these keys (a partial update); keep what is stored.
-    participants: list[dict[str, Any]] | None
+    participants: list[tuple[Any, ...]] | None
     problems: list[str] = field(default_factory=list)
     # The participant roles this item speaks for; stored participants of other roles are kept.
     roles: frozenset[str] = frozenset()
@@ -153,7 +164,7 @@ def parse_message(item: dict[str, Any]) -> ParsedItem:
             if isinstance(h, dict) and str(h.get("name", "")).lower() == "in-reply-to":
                 row["in_reply_to"] = _trim(h.get("value"), MAX_MESSAGE_ID)
 
-    participants: list[dict[str, Any]] | None = None
+    participants: list[tuple[Any, ...]] | None = None
     if any(k in item for k in ("from", "sender", "toRecipients", "ccRecipients", "bccRecipients")):
         participants = []
         for key in ("from", "sender"):
@@ -161,7 +172,7 @@ def parse_message(item: dict[str, Any]) -> ParsedItem:
                 addr, raw, name = _email_address(g(key))
                 row[f"{key}_address"] = addr
                 if addr:
-                    participants.append({"role": key, "address": addr, "raw_address": raw, "name": name})
+                    participants.append((key, addr, raw, name))
                 elif g(key) is not None:
                     problems.append(f"{key}: no usable address ({str(raw)[:60]!r})")
         for key, role in _RECIPIENT_ROLES:
@@ -174,7 +185,7 @@ def parse_message(item: dict[str, Any]) -> ParsedItem:
             for rec in value:
                 addr, raw, name = _email_address(rec)
                 if addr:
-                    participants.append({"role": role, "address": addr, "raw_address": raw, "name": name})
+                    participants.append((role, addr, raw, name))
                 else:
                     problems.append(f"{key}: no usable address ({str(raw)[:60]!r})")
     roles = frozenset(role for key, role in _MESSAGE_ROLE_KEYS if key in item)
@@ -206,7 +217,7 @@ def parse_event(item: dict[str, Any]) -> ParsedItem:
         if key in item:
             row[col] = _as_bool(g(key), False)
 
-    participants: list[dict[str, Any]] | None = None
+    participants: list[tuple[Any, ...]] | None = None
     if "organizer" in item or "attendees" in item:
         participants = []
         organizer = None
@@ -214,15 +225,7 @@ def parse_event(item: dict[str, Any]) -> ParsedItem:
             organizer, raw, name = _email_address(g("organizer"))
             row["organizer_address"] = organizer
             if organizer:
-                participants.append(
-                    {
-                        "role": "organizer",
-                        "address": organizer,
-                        "raw_address": raw,
-                        "name": name,
-                        "response": "organizer",
-                    }
-                )
+                participants.append(("organizer", organizer, raw, name, "organizer"))
         attendees = g("attendees")
         if isinstance(attendees, list):
             for att in attendees:
@@ -235,15 +238,8 @@ def parse_event(item: dict[str, Any]) -> ParsedItem:
                 kind = att.get("type") if isinstance(att.get("type"), str) else "required"
                 status = att.get("status")
                 response = status.get("response") if isinstance(status, dict) else None
-                participants.append(
-                    {
-                        "role": kind if kind in _ATTENDEE_TYPES else "required",
-                        "address": addr,
-                        "raw_address": raw,
-                        "name": name,
-                        "response": _trim(response, 32),
-                    }
-                )
+                role = kind if kind in _ATTENDEE_TYPES else "required"
+                participants.append((role, addr, raw, name, _trim(response, 32)))
         elif attendees is not None:
             problems.append("attendees is not a list")
     roles = (frozenset({"organizer"}) if "organizer" in item else frozenset()) | (

@@ -15,7 +15,13 @@ import structlog
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
 
 from relinsights.db.models import Event, EventAttendee, MailFolder, Message, MessageParticipant, SyncCursor, table_of
-from relinsights.graph.parse import ParsedItem, parse_event, parse_message
+from relinsights.graph.parse import (
+    EVENT_PARTY_COLUMNS,
+    MESSAGE_PARTY_COLUMNS,
+    ParsedItem,
+    parse_event,
+    parse_message,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -39,8 +45,9 @@ class ItemKind:
     child_fk: str
     parse: Callable[[dict[str, Any]], ParsedItem]
     defaults: dict[str, Any]
-    child_defaults: dict[str, Any]
+    child_columns: tuple[str, ...]  # the order of the participant tuples the parser builds
     container_column: str | None  # rows belong to a folder (messages) or to the whole mailbox (events)
+    datetime_columns: frozenset[str] = frozenset()
 
 
 MESSAGES = ItemKind(
@@ -62,8 +69,9 @@ MESSAGES = ItemKind(
         "is_read": None,
         "in_reply_to": None,
     },
-    child_defaults={"raw_address": None, "name": None},
+    child_columns=MESSAGE_PARTY_COLUMNS,
     container_column="folder_graph_id",
+    datetime_columns=frozenset({"sent_at", "received_at"}),
 )
 EVENTS = ItemKind(
     name="event",
@@ -83,8 +91,9 @@ EVENTS = ItemKind(
         "is_online_meeting": False,
         "organizer_address": None,
     },
-    child_defaults={"raw_address": None, "name": None, "response": None},
+    child_columns=EVENT_PARTY_COLUMNS,
     container_column=None,
+    datetime_columns=frozenset({"start", "end"}),
 )
 
 
@@ -158,25 +167,7 @@ def apply_page(
         old = [p for p in parsed if p.graph_id in existing]
         place = {kind.container_column: container} if kind.container_column else {}
         if new:
-            params = [
-                {
-                    **kind.defaults,
-                    **p.row,
-                    **place,
-                    "mailbox_pk": mailbox_pk,
-                    "graph_id": p.graph_id,
-                    "seen_round": advance.round,
-                }
-                for p in new
-            ]
-            ids = conn.execute(insert(t).returning(t.c.id, sort_by_parameter_order=True), params).scalars().all()
-            children = [
-                {**kind.child_defaults, **part, kind.child_fk: row_id}
-                for row_id, p in zip(ids, new, strict=True)
-                for part in p.participants or ()
-            ]
-            if children:
-                conn.execute(insert(kind.child), children)
+            _insert_new(conn, kind, mailbox_pk, container, advance.round, new)
         for p in old:
             row_id = existing[p.graph_id]
             conn.execute(update(t).where(t.c.id == row_id).values(**p.row, **place, seen_round=advance.round))
@@ -185,10 +176,7 @@ def apply_page(
                     delete(kind.child).where(kind.child.c[kind.child_fk] == row_id, kind.child.c.role.in_(p.roles))
                 )
                 if p.participants:
-                    conn.execute(
-                        insert(kind.child),
-                        [{**kind.child_defaults, **part, kind.child_fk: row_id} for part in p.participants],
-                    )
+                    _insert_children(conn, kind, [(row_id, *part) for part in p.participants])
         for chunk in _chunks(removed, _IN_CHUNK):
             cond = [t.c.mailbox_pk == mailbox_pk, t.c.graph_id.in_(chunk)]
             if kind.container_column:
@@ -212,6 +200,56 @@ def apply_page(
     for p in parsed:
         result.problems.extend((p.graph_id, msg) for msg in p.problems)
     return result
+
+
+def _insert_new(
+    conn: Connection, kind: ItemKind, mailbox_pk: int, container: str | None, round_no: int, new: list[ParsedItem]
+) -> None:
+    """The bulk path: plain DBAPI executemany, because SQLAlchemy's per-row parameter processing cost more
+    than the inserts themselves (scripts/bench_sync.py). Ids are read back with one indexed query."""
+    sqlite = conn.dialect.name == "sqlite"
+    ph = "?" if sqlite else "%s"
+    cols = list(kind.defaults)
+    fixed = ["mailbox_pk", "graph_id", "seen_round", *([kind.container_column] if kind.container_column else [])]
+    to_db = _sqlite_time if sqlite else _pass
+    dt_cols = kind.datetime_columns
+    rows = []
+    for p in new:
+        r = p.row
+        values: list[Any] = [mailbox_pk, p.graph_id, round_no, *([container] if kind.container_column else [])]
+        for c in cols:
+            v = r.get(c, kind.defaults[c])
+            values.append(to_db(v) if c in dt_cols and v is not None else v)
+        rows.append(tuple(values))
+    names = ", ".join(_q(c) for c in (*fixed, *cols))
+    conn.exec_driver_sql(
+        f"INSERT INTO {kind.table.name} ({names}) VALUES ({', '.join([ph] * (len(fixed) + len(cols)))})", rows
+    )
+    ids = _existing_ids(conn, kind.table, mailbox_pk, [p.graph_id for p in new])
+    children = [(ids[p.graph_id], *part) for p in new for part in p.participants or ()]
+    if children:
+        _insert_children(conn, kind, children)
+
+
+def _insert_children(conn: Connection, kind: ItemKind, rows: list[tuple[Any, ...]]) -> None:
+    ph = "?" if conn.dialect.name == "sqlite" else "%s"
+    names = ", ".join((kind.child_fk, *kind.child_columns))
+    conn.exec_driver_sql(
+        f"INSERT INTO {kind.child.name} ({names}) VALUES ({', '.join([ph] * (len(kind.child_columns) + 1))})", rows
+    )
+
+
+def _q(column: str) -> str:
+    return f'"{column}"' if column in ("end", "start") else column  # "end" is a keyword in SQL
+
+
+def _sqlite_time(value: datetime) -> str:
+    # The text form SQLAlchemy's SQLite DateTime stores (UTC), so both paths read back alike.
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _pass(value: Any) -> Any:
+    return value
 
 
 def _existing_ids(conn: Connection, t: Table, mailbox_pk: int, graph_ids: list[str]) -> dict[str, int]:
