@@ -25,7 +25,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
 from relinsights import __version__
-from relinsights.config import EX_CONFIG, Config, ConfigError, load_config
+from relinsights.config import EX_CONFIG, Config, ConfigError, TenantConfig, load_config
 from relinsights.db import make_engine, migrate
 from relinsights.log import setup_logging
 from relinsights.status import mailbox_statuses
@@ -372,6 +372,164 @@ def crm_sync(
                     f"{r['parties']} activity parties; full reads: {', '.join(r['full_reads']) or 'none'}"
                 )
     raise typer.Exit(1 if failed else 0)
+
+
+def _parse_as_of(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO 8601 time: {value!r} (for example 2026-03-10T12:00:00Z)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)  # a time without offset is UTC
+
+
+@app.command()
+def compute(
+    config: ConfigOpt = None,
+    once: Annotated[bool, typer.Option("--once", help="One run (the daemon runs it daily at kpi.compute_at).")] = True,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Compute as of this ISO 8601 time (default: now; no offset = UTC).")
+    ] = None,
+    full: Annotated[bool, typer.Option("--full", help="Recompute every record (default: only what changed).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compute every CRM record's relationship KPIs and store them as dated snapshots."""
+    from relinsights.compute import compute_tenant
+
+    when = _parse_as_of(as_of)
+    with _cli_errors():
+        cfg = _load_for(config, tenant)
+        engine = _engine(cfg)
+    failed = False
+    rows: list[dict[str, Any]] = []
+    for t in [cfg.tenant(tenant)] if tenant else cfg.tenants:
+        try:
+            rows.append(compute_tenant(engine, t, as_of=when, full=full).to_json())
+        except Exception as exc:  # one tenant failing must not hide the others' results
+            failed = True
+            log.exception("compute.failed", tenant=t.name)
+            rows.append({"tenant": t.name, "error": f"{type(exc).__name__}: {exc}"})
+    if as_json:
+        out.print_json(json.dumps(rows))
+    else:
+        for r in rows:
+            if "error" in r:
+                out.print(f"[bold]{r['tenant']}[/]: [red]error[/] {r['error']}", highlight=False)
+                continue
+            out.print(
+                f"[bold]{r['tenant']}[/]: {r['records']} records as of {r['as_of']} "
+                f"({r['computed']} computed, {r['reused']} unchanged and reused; {r['mode']}) from "
+                f"{r['activities']} activities and {r['links']} links; {r['tier']} tier, accuracy {r['accuracy']}; "
+                f"{r['seconds']:.1f} s",
+                highlight=False,
+            )
+            if r["failed_mailboxes"]:
+                out.print(f"  partial: mailboxes failing to sync: {', '.join(r['failed_mailboxes'])}")
+            for a in r["ambiguous_domains"]:
+                out.print(
+                    f"  ambiguous domain {a['domain']}: owned by accounts {', '.join(a['account_ids'])} "
+                    f"({a['activities']} activities); map it in kpi.account_domains",
+                    highlight=False,
+                )
+    raise typer.Exit(1 if failed else 0)
+
+
+kpis_app = typer.Typer(help="Relationship KPIs: one record's widgets, or the records needing attention.")
+app.add_typer(kpis_app, name="kpis")
+
+
+def _tenant_rows(cfg: Config, engine: Any, tenant: str | None) -> list[tuple[TenantConfig, int]]:
+    from relinsights.graph.sync import ensure_tenant
+
+    rows = []
+    for t in [cfg.tenant(tenant)] if tenant else cfg.tenants:
+        row = ensure_tenant(engine, t)
+        assert row.id is not None
+        rows.append((t, row.id))
+    return rows
+
+
+@kpis_app.command("show")
+def kpis_show(
+    record: Annotated[str, typer.Argument(help="A contact or lead address, an account domain, or a record id.")],
+    config: ConfigOpt = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One record's latest KPIs: counts, time, responses, ratios, interactions, top contacts, health, 60 days."""
+    from relinsights.compute.views import find_records, show_view
+    from relinsights.compute.widgets import render_show
+
+    with _cli_errors():
+        cfg = _load_for(config, tenant)
+        engine = _engine(cfg)
+    found = [(t, pk, hit) for t, pk in _tenant_rows(cfg, engine, tenant) for hit in find_records(engine, t, pk, record)]
+    if not found:
+        err.print(f"no contact, lead, account or opportunity matches {record!r}")
+        raise typer.Exit(1)
+    if len(found) > 1:
+        err.print(f"{record!r} matches {len(found)} records; name one by its id:")
+        for t, _pk, hit in found:
+            err.print(f"  {hit.entity}:{hit.record_id}  {hit.name or ''}  (tenant {t.name}, by {hit.why})")
+        raise typer.Exit(1)
+    t, pk, hit = found[0]
+    view = show_view(engine, t, pk, hit)
+    if view is None:
+        err.print(f"no KPIs computed yet for tenant {t.name}: run `relinsights compute --once`")
+        raise typer.Exit(1)
+    if as_json:
+        out.print_json(json.dumps(view))
+    else:
+        render_show(out, view)
+
+
+@kpis_app.command("list")
+def kpis_list(
+    config: ConfigOpt = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    state: Annotated[str | None, typer.Option("--state", help="good, fair, poor or not-enough-info.")] = None,
+    trend: Annotated[
+        str | None, typer.Option("--trend", help="improving, steady, declining or not-enough-info.")
+    ] = None,
+    entity: Annotated[str | None, typer.Option("--entity", help="contact, lead, account or opportunity.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many records (0: all).", min=0)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Records ranked by relationship health, the ones needing attention first."""
+    from relinsights.compute.views import ENTITY_SETS, STATES, TRENDS, list_view
+    from relinsights.compute.widgets import render_list
+
+    for value, allowed, name in (
+        (state, STATES, "--state"),
+        (trend, TRENDS, "--trend"),
+        (entity, ENTITY_SETS, "--entity"),
+    ):
+        if value is not None and value.lower() not in allowed:
+            raise typer.BadParameter(f"use one of {', '.join(allowed)}", param_hint=name)
+    with _cli_errors():
+        cfg = _load_for(config, tenant)
+        engine = _engine(cfg)
+    rows = [
+        r
+        for t, pk in _tenant_rows(cfg, engine, tenant)
+        for r in list_view(
+            engine,
+            t,
+            pk,
+            state=state.lower() if state else None,
+            trend=trend.lower() if trend else None,
+            entity=entity.lower() if entity else None,
+            limit=limit or None,
+        )
+    ]
+    if as_json:
+        out.print_json(json.dumps(rows))
+    elif not rows:
+        out.print("no records with a health score: run `relinsights compute --once` first, or widen the filters")
+    else:
+        render_list(out, rows)
 
 
 tenants_app = typer.Typer(help="Per-tenant enhanced insights: list, enable, disable.", no_args_is_help=True)

@@ -194,6 +194,7 @@ class KpiConfig(_Strict):
         default={}, description="account id -> extra domains mapped to that account"
     )
     similar_won_count: Annotated[int, Field(ge=1, le=50)] = 5
+    compute_at: time = Field(default=time(2, 0), description="tenant-local time of the daemon's daily computation")
     health: HealthConfig = HealthConfig()
 
     _norm_addr = field_validator("excluded_addresses")(_addresses)

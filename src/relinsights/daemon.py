@@ -29,16 +29,20 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
+from relinsights.compute.job import compute_tenant
+from relinsights.compute.schedule import compute_due
 from relinsights.config import Config, ConfigError, TenantConfig, load_config
 from relinsights.crm.mirror import mirror_tenant
 from relinsights.db import make_engine, migrate
-from relinsights.graph.sync import sync_tenant
+from relinsights.graph.sync import ensure_tenant, sync_tenant
 from relinsights.observability import Metrics, http_app
 from relinsights.retention import prune
 from relinsights.scheduling.leases import Leases
 
 log = structlog.get_logger(__name__)
 STOP_GRACE_S = 25.0  # systemd's TimeoutStopSec is 30 s
+COMPUTE_CHECK_MINUTES = 10
+COMPUTE_LEASE = timedelta(hours=2)
 
 
 class DaemonError(Exception):
@@ -102,6 +106,8 @@ class Daemon:
     leases: Leases = field(init=False)
     stopping: asyncio.Event = field(init=False)
     running: set[asyncio.Task[Any]] = field(default_factory=set)
+    _side_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _computing: set[str] = field(default_factory=set)  # tenants whose computation this daemon is running
     ticks: int = 0
     last_beat: float = field(default_factory=time.monotonic)
     _lock: IO[str] | None = None
@@ -147,6 +153,18 @@ class Daemon:
                 misfire_grace_time=900,
             )
             scheduler.add_job(
+                self._compute_tick,
+                # Cheap when nothing is due (one query): due daily at kpi.compute_at, or first after the data.
+                IntervalTrigger(minutes=COMPUTE_CHECK_MINUTES, jitter=60),
+                args=[tenant],
+                id=f"compute:{tenant.name}",
+                name=f"compute {tenant.name}",
+                next_run_time=datetime.now(UTC) + timedelta(seconds=random.uniform(30, 60)),
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=COMPUTE_CHECK_MINUTES * 60,
+            )
+            scheduler.add_job(
                 self._retention_tick,
                 IntervalTrigger(hours=24, jitter=600),
                 args=[tenant],
@@ -177,6 +195,36 @@ class Daemon:
     async def _crm_tick(self, tenant: TenantConfig) -> None:
         if tenant.dataverse_url:
             await self._leased("crm", tenant, timedelta(hours=1), lambda: mirror_tenant(self.engine, tenant))
+            self._spawn_compute(tenant)  # the first computation starts as soon as its data is there
+
+    def _spawn_compute(self, tenant: TenantConfig) -> None:
+        """Check (and maybe run) the computation in a task of its own: a sync tick never waits for it."""
+        task = asyncio.get_running_loop().create_task(self._compute_tick(tenant))
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    def _compute_due(self, tenant: TenantConfig) -> bool:
+        return compute_due(self.engine, tenant, ensure_tenant(self.engine, tenant), datetime.now(UTC))
+
+    async def _compute_tick(self, tenant: TenantConfig) -> None:
+        """The daily KPI computation (incremental), once per day and tenant across every replica."""
+        # Leases stop other replicas; this stops the timer, the sync and the CRM ticks of this one racing.
+        if self.stopping.is_set() or tenant.name in self._computing:
+            return
+        self._computing.add(tenant.name)
+        try:
+            if not await asyncio.to_thread(self._compute_due, tenant):
+                return
+
+            async def work() -> None:
+                # Checked again under the lease: another replica may have computed since the check above.
+                if await asyncio.to_thread(self._compute_due, tenant):
+                    report = await asyncio.to_thread(compute_tenant, self.engine, tenant)
+                    log.info("daemon.compute", tenant=tenant.name, records=report.records, computed=report.computed)
+
+            await self._leased("compute", tenant, COMPUTE_LEASE, work)
+        finally:
+            self._computing.discard(tenant.name)
 
     async def _retention_tick(self, tenant: TenantConfig) -> None:
         async def work() -> None:
@@ -202,6 +250,8 @@ class Daemon:
                 lease_ttl=timedelta(seconds=tenant.sync.lease_seconds),
             )
             self.ticks += 1
+            if report.status == "ok":
+                self._spawn_compute(tenant)  # right after the first full sync, when that was it
             self.metrics.requests.labels("graph", tenant.name).inc(report.requests)
             self.metrics.throttled.labels("graph", tenant.name).inc(report.throttled)
             self.metrics.job_seconds.labels("sync", tenant.name).observe(time.monotonic() - started)

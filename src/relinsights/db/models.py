@@ -234,3 +234,74 @@ class CrmCursor(SQLModel, table=True):
     entity_set: str = Field(max_length=100)
     delta_link: str | None = Field(default=None, sa_column=Column(Text))
     completed_at: datetime | None = None
+
+
+class KpiRun(SQLModel, table=True):
+    """One KPI computation of a tenant as of a moment: what it read, what it computed, what it reused."""
+
+    __tablename__ = "kpi_run"
+    __table_args__ = (Index("ix_kpi_run_tenant_as_of", "tenant_pk", "as_of"),)
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_pk: int = Field(sa_column=Column(Integer, ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False))
+    as_of: datetime
+    started_at: datetime
+    finished_at: datetime | None = None
+    mode: str = Field(max_length=16)  # full | incremental
+    tier: str = Field(max_length=16)  # enhanced | basic
+    accuracy: str = Field(max_length=16)  # Complete | Partial
+    activities: int = 0
+    links: int = 0
+    records: int = 0
+    computed: int = 0
+    reused: int = 0
+    # JSON: ambiguous domains, skipped rows by reason, mailboxes that made the run Partial.
+    details: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+
+
+class KpiSnapshot(SQLModel, table=True):
+    """The KPIs of one CRM record as of a moment (docs: kpis.md section 5), one row per record and run.
+
+    `payload` holds every KPI under stable keys named after kpis.md; the health columns beside it are
+    copies for ranking and filtering. `fingerprint` and `stable_until` let the next run reuse the row when
+    neither the record's inputs changed nor time moved its values.
+    """
+
+    __tablename__ = "kpi_snapshot"
+    __table_args__ = (
+        UniqueConstraint("tenant_pk", "entity", "record_id", "as_of"),
+        Index("ix_kpi_snapshot_tenant_as_of", "tenant_pk", "as_of"),
+        Index("ix_kpi_snapshot_record", "tenant_pk", "record_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_pk: int = Field(sa_column=Column(Integer, ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False))
+    run_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("kpi_run.id", ondelete="SET NULL"), nullable=True)
+    )
+    entity: str = Field(max_length=16)  # contact | lead | account | opportunity
+    record_id: str = Field(max_length=64)
+    as_of: datetime
+    computed_at: datetime  # when these values were computed (a reused row keeps the original time)
+    accuracy: str = Field(max_length=16)
+    activities: int = 0  # counted activities in the lookback window
+    last_interaction_at: datetime | None = None
+    health_score: int | None = None
+    health_state: str | None = Field(default=None, max_length=32)
+    health_trend: str | None = Field(default=None, max_length=32)
+    fingerprint: str = Field(max_length=64)
+    stable_until: datetime | None = None  # the values hold for as-of times before this (None: for ever)
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class SimilarWonSnapshot(SQLModel, table=True):
+    """Similar won opportunities of one open opportunity (kpis.md 5.4), refreshed weekly."""
+
+    __tablename__ = "similar_won"
+    __table_args__ = (UniqueConstraint("tenant_pk", "opportunity_id", "as_of"),)
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_pk: int = Field(sa_column=Column(Integer, ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False))
+    opportunity_id: str = Field(max_length=64)
+    as_of: datetime
+    computed_at: datetime
+    fallback: bool = False
+    eligible_won: int = 0
+    matches: str = Field(sa_column=Column(Text, nullable=False))  # JSON list

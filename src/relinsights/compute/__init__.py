@@ -1,0 +1,16 @@
+"""The KPI computation over the database: the pure analytics core fed from synced rows, stored as snapshots.
+
+Modules, in pipeline order:
+
+- `load`, `dataverse_rows`: database rows -> typed sources, CRM records and party rules for one tenant;
+- `job`: build activities -> match -> KPIs per record -> store (`compute_tenant`);
+- `fingerprint`: the incremental rule, which stored values are still exact as of a later T;
+- `payload`, `store`: a record's KPIs as JSON under stable keys; the run and snapshot tables;
+- `similar`: similar won opportunities, weekly;
+- `schedule`: when the daemon's daily computation is due;
+- `views`, `widgets`: `relinsights kpis show|list`, finding a record and rendering its KPIs.
+"""
+
+from relinsights.compute.job import ComputeReport, compute_payloads, compute_tenant, prepare
+
+__all__ = ["ComputeReport", "compute_payloads", "compute_tenant", "prepare"]

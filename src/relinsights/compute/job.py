@@ -1,0 +1,259 @@
+"""The KPI job of one tenant: load -> build activities -> match -> KPIs per record -> dated snapshots.
+
+`compute_tenant` runs it as of T (default now). Incremental by default: a record whose fingerprint is
+unchanged since the previous run and whose values time cannot have moved keeps its previous values,
+copied forward to T (the rule and why it equals a full computation: `fingerprint.py`). `full=True`
+recomputes every record. Loading, activity building and matching always run over the whole window:
+they are what tells which records changed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine
+
+from relinsights.analytics import (
+    ActivitySet,
+    Link,
+    MatchResult,
+    OpportunityState,
+    RecordIndex,
+    RecordRef,
+    Settings,
+    Tier,
+    assign_threads,
+    build_activities,
+    compute_record_kpis,
+    match_activities,
+)
+from relinsights.analytics.timeutil import as_utc
+from relinsights.compute.fingerprint import Fingerprints, stable_until
+from relinsights.compute.load import TenantInputs, load_inputs
+from relinsights.compute.payload import kpi_payload
+from relinsights.compute.similar import compute_similar, similar_due, similar_json
+from relinsights.compute.store import (
+    RunRecord,
+    SnapshotRow,
+    last_similar_as_of,
+    payloads_of,
+    previous_snapshots,
+    write_run,
+    write_similar,
+)
+from relinsights.config import TenantConfig
+from relinsights.graph.sync import ensure_tenant, tenant_enabled
+
+log = structlog.get_logger(__name__)
+COMPLETE, PARTIAL = "Complete", "Partial"
+
+
+@dataclass
+class ComputeReport:
+    tenant: str
+    as_of: datetime
+    mode: str  # full | incremental
+    tier: str  # enhanced | basic
+    accuracy: str  # Complete | Partial
+    source_rows: int = 0
+    activities: int = 0
+    skipped_rows: dict[str, int] = field(default_factory=dict)
+    links: int = 0
+    records: int = 0
+    computed: int = 0
+    reused: int = 0
+    ambiguous_domains: list[dict[str, Any]] = field(default_factory=list)
+    failed_mailboxes: list[str] = field(default_factory=list)
+    similar_won: int | None = None  # open opportunities refreshed; None when the weekly refresh was not due
+    run_id: int | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant,
+            "as_of": self.as_of.isoformat(),
+            "mode": self.mode,
+            "tier": self.tier,
+            "accuracy": self.accuracy,
+            "source_rows": self.source_rows,
+            "activities": self.activities,
+            "skipped_rows": self.skipped_rows,
+            "links": self.links,
+            "records": self.records,
+            "computed": self.computed,
+            "reused": self.reused,
+            "ambiguous_domains": self.ambiguous_domains,
+            "failed_mailboxes": self.failed_mailboxes,
+            "similar_won": self.similar_won,
+            "run_id": self.run_id,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class Prepared:
+    """One tenant's activities and links as of T: everything but the per-record KPIs."""
+
+    tenant_pk: int
+    as_of: datetime
+    settings: Settings
+    inputs: TenantInputs
+    activities: ActivitySet
+    match: MatchResult
+    threads: dict[str, str]
+    health_refs: set[RecordRef]
+
+    @property
+    def accuracy(self) -> str:
+        return PARTIAL if self.inputs.failed_mailboxes else COMPLETE
+
+    def fingerprints(self) -> Fingerprints:
+        return Fingerprints(self.settings, self.threads, self.match.identities)
+
+    def snapshot(self, ref: RecordRef, links: tuple[Link, ...], fingerprint: str) -> SnapshotRow:
+        """Compute one record's KPIs as of T (exactly what `compute_all` would)."""
+        k = compute_record_kpis(
+            ref,
+            links,
+            self.as_of,
+            self.settings,
+            threads=self.threads,
+            identities=self.match.identities,
+            with_health=ref in self.health_refs,
+        )
+        return SnapshotRow(
+            entity=str(ref.entity),
+            record_id=ref.id,
+            payload=kpi_payload(k),
+            fingerprint=fingerprint,
+            stable_until=stable_until(links, self.as_of, self.settings, k.health),
+            activities=k.counts.total,
+            last_interaction_at=k.last_interaction.time if k.last_interaction else None,
+            health_score=k.health.score if k.health else None,
+            health_state=str(k.health.state) if k.health else None,
+            health_trend=str(k.health.trend) if k.health else None,
+        )
+
+
+def normalise_as_of(as_of: datetime | None) -> datetime:
+    return as_utc(as_of) if as_of is not None else datetime.now(UTC).replace(microsecond=0)
+
+
+def prepare(engine: Engine, tenant: TenantConfig, as_of: datetime) -> Prepared:
+    """Load the tenant's rows, build its activities and link them to its CRM records."""
+    row = ensure_tenant(engine, tenant)
+    assert row.id is not None
+    tier = Tier.ENHANCED if tenant_enabled(row, tenant) else Tier.BASIC
+    settings = Settings.for_tenant(tenant)
+    verified = [d for d in json.loads(row.verified_domains or "[]") if isinstance(d, str)]
+    inputs = load_inputs(engine, tenant, row.id, verified, as_of, tier)
+    activities = build_activities(
+        rules=inputs.rules,
+        tier=tier,
+        messages=inputs.messages,
+        events=inputs.events,
+        crm_emails=inputs.crm_emails,
+        crm_appointments=inputs.crm_appointments,
+        phone_calls=inputs.phone_calls,
+    )
+    index = RecordIndex(inputs.records, inputs.rules, kpi=settings.kpi, zone=settings.zone)
+    match = match_activities(activities.activities, index)
+    threads = assign_threads(activities.activities)
+    return Prepared(row.id, as_of, settings, inputs, activities, match, threads, inputs.records.health_refs())
+
+
+def compute_payloads(engine: Engine, tenant: TenantConfig, as_of: datetime) -> dict[RecordRef, dict[str, Any]]:
+    """Every record's payload as of T, computed in full and stored nowhere (checks and tests)."""
+    p = prepare(engine, tenant, as_of)
+    fps = p.fingerprints()
+    return {
+        ref: p.snapshot(ref, links, fps.record(ref, links, ref in p.health_refs)).payload
+        for ref, links in sorted(p.match.links.items())
+    }
+
+
+def compute_tenant(
+    engine: Engine, tenant: TenantConfig, as_of: datetime | None = None, full: bool = False
+) -> ComputeReport:
+    """Compute and store the KPI snapshots of every linked record of `tenant` as of `as_of` (default now)."""
+    started_wall, started = datetime.now(UTC), time.monotonic()
+    as_of = normalise_as_of(as_of)
+    p = prepare(engine, tenant, as_of)
+    report = ComputeReport(
+        tenant=tenant.name,
+        as_of=as_of,
+        mode="full" if full else "incremental",
+        tier=str(p.inputs.tier),
+        accuracy=p.accuracy,
+        source_rows=p.inputs.source_rows,
+        activities=len(p.activities.activities),
+        skipped_rows=dict(p.activities.skipped),
+        links=sum(len(v) for v in p.match.links.values()),
+        records=len(p.match.links),
+        ambiguous_domains=[
+            {"domain": a.domain, "account_ids": list(a.account_ids), "activities": a.activities}
+            for a in p.match.ambiguous_domains
+        ],
+        failed_mailboxes=list(p.inputs.failed_mailboxes),
+    )
+    previous = {} if full else previous_snapshots(engine, p.tenant_pk, as_of)
+    fps = p.fingerprints()
+    computed: list[SnapshotRow] = []
+    reused: list[int] = []
+    for ref, links in sorted(p.match.links.items()):
+        fingerprint = fps.record(ref, links, ref in p.health_refs)
+        prev = previous.get((str(ref.entity), ref.id))
+        if prev is not None and prev.fingerprint == fingerprint and prev.still_valid(as_of):
+            reused.append(prev.id)
+        else:
+            computed.append(p.snapshot(ref, links, fingerprint))
+    report.computed, report.reused = len(computed), len(reused)
+    run = RunRecord(
+        tenant_pk=p.tenant_pk,
+        as_of=as_of,
+        started_at=started_wall,
+        finished_at=datetime.now(UTC),
+        mode=report.mode,
+        tier=report.tier,
+        accuracy=report.accuracy,
+        activities=report.activities,
+        links=report.links,
+        records=report.records,
+        details={
+            "skipped_rows": report.skipped_rows,
+            "ambiguous_domains": report.ambiguous_domains,
+            "failed_mailboxes": report.failed_mailboxes,
+        },
+    )
+    report.run_id = write_run(engine, run, computed, reused)
+    if similar_due(last_similar_as_of(engine, p.tenant_pk), as_of):
+        report.similar_won = _refresh_similar(engine, p)
+    report.seconds = time.monotonic() - started
+    for a in report.ambiguous_domains:
+        log.warning(
+            "compute.ambiguous_domain",
+            tenant=tenant.name,
+            domain=a["domain"],
+            accounts=a["account_ids"],
+            fix="map the domain to one account in kpi.account_domains",
+        )
+    log.info("compute.done", **{k: v for k, v in report.to_json().items() if k not in ("ambiguous_domains",)})
+    return report
+
+
+def _refresh_similar(engine: Engine, p: Prepared) -> int:
+    won = [o.id for o in p.inputs.records.opportunities if o.state is OpportunityState.WON]
+    payloads = payloads_of(engine, p.tenant_pk, p.as_of, won)
+    results = compute_similar(
+        p.inputs.records,
+        p.inputs.users,
+        {rid: payload for (entity, rid), payload in payloads.items() if entity == "opportunity"},
+        p.as_of,
+        p.settings.kpi.similar_won_count,
+    )
+    return write_similar(engine, p.tenant_pk, p.as_of, datetime.now(UTC), [similar_json(r) for r in results])

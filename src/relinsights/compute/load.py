@@ -1,0 +1,347 @@
+"""Database rows -> the analytics' inputs for one tenant as of T: one query per table, dicts keyed by id.
+
+Only the rows a computation as of T can use are read: activities from T - lookback_days - 14 days on
+(the health trend looks 14 days back; scheduled ones have no upper bound), CRM records in full.
+
+Decisions:
+
+- Enhanced tier (`tenant_enabled`): Graph mail and calendar of the in-scope mailboxes, plus the CRM's
+  tracked emails, appointments and phone calls (merged with their Graph copies by the activity
+  builder). Basic tier: the CRM's activities only; Graph rows are not even read.
+- Mail of a mailbox that left the sync scope (not opted out, just no longer configured) is not read:
+  the admin narrowed the scope on purpose. Its user stays an internal user.
+- Internal users are the mailbox users (primary address and every alias) merged with the Dataverse
+  system users by address (`internalemailaddress`, `domainname`); a system user without a mailbox is a
+  user of its own (its business unit still matters for similar won opportunities).
+- Opted-out users: mailboxes marked "opted out" by the sync and the config's `scope.exclude_users`.
+- The mailbox owner's own meeting response is read from their row in their own copy's attendee list,
+  when it holds a decided answer (Graph's attendee copies often say "none").
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, and_, select
+
+from relinsights.analytics import (
+    Attendee,
+    CalendarEvent,
+    CrmAppointment,
+    CrmEmail,
+    CrmRecords,
+    InternalUser,
+    MailMessage,
+    PartyRules,
+    PhoneCall,
+    Tier,
+)
+from relinsights.analytics.health import TREND_DAYS
+from relinsights.analytics.parties import canonical_address
+from relinsights.compute.dataverse_rows import (
+    CrmIds,
+    Row,
+    activity_time,
+    crm_appointment,
+    crm_email,
+    crm_ids,
+    crm_records,
+    parties_by_activity,
+    phone_call,
+)
+from relinsights.config import TenantConfig
+from relinsights.db.models import CrmRecord, Event, EventAttendee, Mailbox, Message, MessageParticipant, table_of
+
+FAILED_MAILBOX_STATUSES = ("error", "throttled")
+RECORD_SETS = (
+    "systemusers",
+    "contacts",
+    "accounts",
+    "leads",
+    "opportunities",
+    "teams",
+    "teammemberships",
+    "connections",
+    "connectionroles",
+)
+ACTIVITY_SETS = ("emails", "appointments", "phonecalls")
+_DECIDED = frozenset({"accepted", "tentativelyaccepted", "declined"})
+_mb, _msg, _mp = table_of(Mailbox), table_of(Message), table_of(MessageParticipant)
+_ev, _att, _crm = table_of(Event), table_of(EventAttendee), table_of(CrmRecord)
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxInfo:
+    pk: int
+    address: str
+    aliases: tuple[str, ...]
+    in_scope: bool
+    status: str
+    opted_out: bool
+    name: str | None
+
+
+@dataclass(slots=True)
+class TenantInputs:
+    """Everything one computation as of T reads, typed for the analytics core."""
+
+    tier: Tier
+    since: datetime  # activities before this were not read
+    rules: PartyRules
+    users: tuple[InternalUser, ...]
+    records: CrmRecords
+    ids: CrmIds
+    messages: list[MailMessage] = field(default_factory=list)
+    events: list[CalendarEvent] = field(default_factory=list)
+    crm_emails: list[CrmEmail] = field(default_factory=list)
+    crm_appointments: list[CrmAppointment] = field(default_factory=list)
+    phone_calls: list[PhoneCall] = field(default_factory=list)
+    failed_mailboxes: tuple[str, ...] = ()  # in scope, in error or throttled: the computation is Partial
+
+    @property
+    def source_rows(self) -> int:
+        return (
+            len(self.messages)
+            + len(self.events)
+            + len(self.crm_emails)
+            + len(self.crm_appointments)
+            + len(self.phone_calls)
+        )
+
+
+def load_inputs(
+    engine: Engine,
+    tenant: TenantConfig,
+    tenant_pk: int,
+    verified_domains: Iterable[str],
+    as_of: datetime,
+    tier: Tier,
+) -> TenantInputs:
+    since = as_of - timedelta(days=tenant.sync.lookback_days + TREND_DAYS)
+    with engine.connect() as conn:
+        mailboxes = _mailboxes(conn, tenant_pk, tenant)
+        crm = {s: list(_crm_rows(conn, tenant_pk, s)) for s in RECORD_SETS}
+        ids = crm_ids(crm)
+        users = internal_users(mailboxes, crm["systemusers"], tenant)
+        rules = PartyRules.for_tenant(tenant, verified_domains=verified_domains, users=users)
+        inputs = TenantInputs(tier, since, rules, tuple(users), crm_records(crm, ids), ids)
+        _crm_activities(conn, tenant_pk, since, inputs)
+        if tier is Tier.ENHANCED:
+            scoped = {m.pk: m for m in mailboxes if m.in_scope}
+            inputs.messages = _messages(conn, tenant_pk, since, scoped)
+            inputs.events = _events(conn, tenant_pk, since, scoped)
+            inputs.failed_mailboxes = tuple(
+                sorted(m.address for m in scoped.values() if m.status in FAILED_MAILBOX_STATUSES)
+            )
+    return inputs
+
+
+# ---------------------------------------------------------------- users
+
+
+def _mailboxes(conn: Any, tenant_pk: int, tenant: TenantConfig) -> list[MailboxInfo]:
+    excluded = set(tenant.scope.exclude_users)
+    out = []
+    for pk, address, aliases, in_scope, status, detail, name in conn.execute(
+        select(
+            _mb.c.id,
+            _mb.c.address,
+            _mb.c.aliases,
+            _mb.c.in_scope,
+            _mb.c.status,
+            _mb.c.status_detail,
+            _mb.c.display_name,
+        )
+        .where(_mb.c.tenant_pk == tenant_pk)
+        .order_by(_mb.c.id)
+    ):
+        names = tuple(a for a in json.loads(aliases or "[]") if isinstance(a, str))
+        opted_out = (not in_scope and detail == "opted out") or bool({address, *names} & excluded)
+        out.append(MailboxInfo(pk, address, names, bool(in_scope), status, opted_out, name))
+    return out
+
+
+def internal_users(
+    mailboxes: Iterable[MailboxInfo], systemusers: Iterable[Row], tenant: TenantConfig
+) -> list[InternalUser]:
+    """Mailbox users merged with Dataverse system users by address (see the module docstring)."""
+    excluded = set(tenant.scope.exclude_users)
+    users: list[InternalUser] = []
+    index: dict[str, int] = {}
+    for mb in mailboxes:
+        index.update({a: len(users) for a in (mb.address, *mb.aliases) if a})
+        users.append(InternalUser(mb.address, mb.aliases, opted_out=mb.opted_out, name=mb.name))
+    for row in sorted(systemusers, key=lambda r: str(r.get("systemuserid"))):
+        sid = str(row.get("systemuserid") or "").lower()
+        if not sid:
+            continue
+        bu = str(row["_businessunitid_value"]).lower() if row.get("_businessunitid_value") else None
+        addresses = [
+            a
+            for a in (canonical_address(row.get("internalemailaddress")), canonical_address(row.get("domainname")))
+            if a
+        ]
+        at = next((index[a] for a in addresses if a in index), None)
+        if at is not None and users[at].systemuser_id is None:
+            users[at] = replace(users[at], systemuser_id=sid, business_unit_id=bu)
+            continue
+        primary = addresses[0] if addresses and addresses[0] not in index else ""
+        users.append(
+            InternalUser(
+                primary,
+                tuple(a for a in addresses[1:] if a not in index),
+                systemuser_id=sid,
+                business_unit_id=bu,
+                opted_out=bool(set(addresses) & excluded),
+                name=row.get("fullname"),
+            )
+        )
+    return users
+
+
+# ---------------------------------------------------------------- CRM
+
+
+def _crm_rows(conn: Any, tenant_pk: int, entity_set: str) -> Iterator[dict[str, Any]]:
+    result = conn.execution_options(yield_per=2000).execute(
+        select(_crm.c.data).where(_crm.c.tenant_pk == tenant_pk, _crm.c.entity_set == entity_set)
+    )
+    for (data,) in result:
+        yield orjson.loads(data)
+
+
+def _crm_activities(conn: Any, tenant_pk: int, since: datetime, inputs: TenantInputs) -> None:
+    rows: dict[str, list[dict[str, Any]]] = {}
+    wanted: set[str] = set()
+    for entity_set in ACTIVITY_SETS:
+        kept = []
+        for row in _crm_rows(conn, tenant_pk, entity_set):
+            when = activity_time(entity_set, row)
+            if when is None or when >= since:  # undated rows go through: the builder reports them
+                kept.append(row)
+                wanted.add(str(row.get("activityid") or "").lower())
+        rows[entity_set] = kept
+    parties = parties_by_activity(
+        (p for p in _crm_rows(conn, tenant_pk, "activityparties") if str(p.get("_activityid_value")).lower() in wanted),
+        inputs.ids,
+    )
+
+    def of(row: Row) -> list[Any]:
+        return parties.get(str(row.get("activityid") or "").lower(), [])
+
+    inputs.crm_emails = [e for r in rows["emails"] if (e := crm_email(r, of(r), inputs.ids))]
+    inputs.crm_appointments = [a for r in rows["appointments"] if (a := crm_appointment(r, of(r), inputs.ids))]
+    inputs.phone_calls = [c for r in rows["phonecalls"] if (c := phone_call(r, of(r), inputs.ids))]
+
+
+# ---------------------------------------------------------------- Graph
+
+
+def _messages(conn: Any, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]) -> list[MailMessage]:
+    window = and_(
+        _mb.c.tenant_pk == tenant_pk,
+        _mb.c.in_scope.is_(True),
+        _msg.c.sent_at >= since,
+        _msg.c.is_draft.is_(False),
+    )
+    recipients: dict[int, dict[str, list[str]]] = defaultdict(lambda: {"to": [], "cc": [], "bcc": []})
+    result = conn.execution_options(yield_per=5000).execute(
+        select(_mp.c.message_id, _mp.c.role, _mp.c.address)
+        .select_from(_mp.join(_msg, _msg.c.id == _mp.c.message_id).join(_mb, _mb.c.id == _msg.c.mailbox_pk))
+        .where(window, _mp.c.role.in_(("to", "cc", "bcc")))
+        .order_by(_mp.c.id)
+    )
+    for message_id, role, address in result:
+        recipients[message_id][role].append(address)
+    out = []
+    result = conn.execution_options(yield_per=5000).execute(
+        select(
+            _msg.c.id,
+            _msg.c.graph_id,
+            _msg.c.mailbox_pk,
+            _msg.c.sent_at,
+            _msg.c.from_address,
+            _msg.c.sender_address,
+            _msg.c.internet_message_id,
+            _msg.c.conversation_id,
+            _msg.c.in_reply_to,
+        )
+        .select_from(_msg.join(_mb, _mb.c.id == _msg.c.mailbox_pk))
+        .where(window)
+    )
+    none: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
+    for pk, graph_id, mailbox_pk, sent_at, from_, sender, imid, conv, reply in result:
+        r = recipients.get(pk, none)
+        out.append(
+            MailMessage(
+                graph_id=graph_id,
+                mailbox=scoped[mailbox_pk].address,
+                sent_at=sent_at,
+                from_address=from_,
+                sender_address=sender,
+                to=tuple(r["to"]),
+                cc=tuple(r["cc"]),
+                bcc=tuple(r["bcc"]),
+                internet_message_id=imid,
+                conversation_id=conv,
+                in_reply_to=reply,
+            )
+        )
+    return out
+
+
+def _events(conn: Any, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]) -> list[CalendarEvent]:
+    window = and_(_mb.c.tenant_pk == tenant_pk, _mb.c.in_scope.is_(True), _ev.c.start >= since)
+    attendees: dict[int, list[Attendee]] = defaultdict(list)
+    result = conn.execution_options(yield_per=5000).execute(
+        select(_att.c.event_id, _att.c.role, _att.c.address, _att.c.response)
+        .select_from(_att.join(_ev, _ev.c.id == _att.c.event_id).join(_mb, _mb.c.id == _ev.c.mailbox_pk))
+        .where(window)
+        .order_by(_att.c.id)
+    )
+    for event_id, role, address, response in result:
+        attendees[event_id].append(Attendee(address, role, response))
+    out = []
+    result = conn.execution_options(yield_per=5000).execute(
+        select(
+            _ev.c.id,
+            _ev.c.graph_id,
+            _ev.c.mailbox_pk,
+            _ev.c.start,
+            _ev.c.end,
+            _ev.c.organizer_address,
+            _ev.c.ical_uid,
+            _ev.c.is_all_day,
+            _ev.c.is_cancelled,
+            _ev.c.event_type,
+        )
+        .select_from(_ev.join(_mb, _mb.c.id == _ev.c.mailbox_pk))
+        .where(window)
+    )
+    for pk, graph_id, mailbox_pk, start, end, organizer, uid, all_day, cancelled, event_type in result:
+        owner = scoped[mailbox_pk]
+        mine = {owner.address, *owner.aliases}
+        people = tuple(a for a in attendees.get(pk, ()) if a.role != "organizer")
+        own = next((a.response for a in people if a.address in mine and (a.response or "").lower() in _DECIDED), None)
+        out.append(
+            CalendarEvent(
+                graph_id=graph_id,
+                mailbox=owner.address,
+                start=start,
+                end=end,
+                organizer=organizer,
+                attendees=people,
+                ical_uid=uid,
+                is_all_day=bool(all_day),
+                is_cancelled=bool(cancelled),
+                event_type=event_type,
+                own_response=own,
+            )
+        )
+    return out

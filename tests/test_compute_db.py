@@ -1,0 +1,376 @@
+"""The KPI job over database rows: kpis.md's worked example stored as Graph and Dataverse would leave it,
+computed by `compute_tenant`, stored, and read back by `relinsights kpis show|list` (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, insert, select
+from typer.testing import CliRunner
+
+from conftest import tenant_config
+from relinsights.cli import app
+from relinsights.compute import compute_payloads, compute_tenant
+from relinsights.compute.schedule import compute_due, daily_slot
+from relinsights.compute.store import payloads_of
+from relinsights.config import TenantConfig
+from relinsights.db.models import (
+    CrmCursor,
+    CrmRecord,
+    Event,
+    EventAttendee,
+    KpiRun,
+    KpiSnapshot,
+    Mailbox,
+    Message,
+    MessageParticipant,
+    table_of,
+)
+from relinsights.graph.sync import ensure_tenant
+
+T = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+ANN, BOB, CARL, DAN = "ann@fabrikam.com", "bob@contoso.com", "carl@contoso.com", "dan@contoso.com"
+ANN_ID = "0a0a0a0a-0000-4000-8000-00000000a001"
+LEAD_ID = "0b0b0b0b-0000-4000-8000-00000000b001"
+runner = CliRunner()
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+class Rows:
+    """Writes rows the way the Graph sync and the CRM mirror store them."""
+
+    def __init__(self, engine: Engine, tenant: TenantConfig) -> None:
+        self.engine = engine
+        self.tenant_pk = ensure_tenant(engine, tenant).id
+        self.mailbox: dict[str, int] = {}
+        self.n = 0
+
+    def insert(self, model: Any, **values: Any) -> int:
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(insert(table_of(model)).values(**values).returning(table_of(model).c.id)).scalar_one()
+            )
+
+    def mailboxes(self, *addresses: str, status: str = "ok") -> None:
+        for a in addresses:
+            local = a.split("@")[0]
+            self.mailbox[a] = self.insert(
+                Mailbox,
+                tenant_pk=self.tenant_pk,
+                user_id=f"user-{local}",
+                address=a,
+                aliases=json.dumps([a, f"{local}@contoso.eu"]),
+                status=status,
+                in_scope=True,
+                error_count=0,
+            )
+
+    def mail(self, key: str, sender: str, to: list[str], when: str, conv: str, *, copies: list[str], **kw: Any) -> None:
+        for box in copies:
+            self.n += 1
+            pk = self.insert(
+                Message,
+                mailbox_pk=self.mailbox[box],
+                graph_id=f"g{self.n}",
+                internet_message_id=f"<{key}@fabrikam.com>",
+                conversation_id=conv,
+                from_address=sender,
+                sender_address=sender,
+                sent_at=at(when),
+                received_at=at(when),
+                is_draft=False,
+                seen_round=1,
+                **kw,
+            )
+            for role, address in [("from", sender), ("sender", sender), *(("to", a) for a in to)]:
+                self.insert(MessageParticipant, message_id=pk, role=role, address=address, raw_address=address)
+
+    def meeting(
+        self, uid: str, organizer: str, responses: dict[str, str], start: str, end: str, *, copies: list[str]
+    ) -> None:
+        for box in copies:
+            self.n += 1
+            pk = self.insert(
+                Event,
+                mailbox_pk=self.mailbox[box],
+                graph_id=f"e{self.n}",
+                ical_uid=uid,
+                event_type="singleInstance",
+                start=at(start),
+                end=at(end),
+                is_all_day=False,
+                is_cancelled=False,
+                is_online_meeting=True,
+                organizer_address=organizer,
+                seen_round=1,
+            )
+            self.insert(EventAttendee, event_id=pk, role="organizer", address=organizer, response="organizer")
+            for address, response in responses.items():
+                # Exchange keeps responses on the organizer's copy; attendees' copies say "none".
+                shown = response if box == organizer else "none"
+                self.insert(EventAttendee, event_id=pk, role="required", address=address, response=shown)
+
+    def crm(self, entity_set: str, record_id: str, data: dict[str, Any], parent: str | None = None) -> None:
+        self.insert(
+            CrmRecord,
+            tenant_pk=self.tenant_pk,
+            entity_set=entity_set,
+            record_id=record_id,
+            parent_id=parent,
+            data=json.dumps(data),
+            synced_at=T,
+        )
+
+
+def worked_example(engine: Engine, tenant: TenantConfig) -> Rows:
+    """kpis.md section 6: every copy a real mailbox would hold, and Ann's contact row in the CRM mirror."""
+    rows = Rows(engine, tenant)
+    rows.mailboxes(BOB, CARL, DAN)
+    rows.mail("m1", ANN, [BOB, CARL], "2026-03-01 09:00", "X", copies=[BOB, CARL])
+    rows.mail("m2", BOB, [ANN], "2026-03-01 13:30", "X", copies=[BOB], in_reply_to="<m1@fabrikam.com>")
+    rows.mail("m3", BOB, [ANN], "2026-03-02 10:00", "Y", copies=[BOB])
+    people = {ANN: "accepted", CARL: "declined", DAN: "accepted"}
+    rows.meeting("uid-4", BOB, people, "2026-03-05 10:00", "2026-03-05 11:00", copies=[BOB, CARL, DAN])
+    rows.meeting("uid-5", ANN, {BOB: "none"}, "2026-03-12 15:00", "2026-03-12 15:30", copies=[BOB])
+    rows.crm("contacts", ANN_ID, {"contactid": ANN_ID, "fullname": "Ann Smith", "emailaddress1": "Ann@Fabrikam.com"})
+    return rows
+
+
+@pytest.fixture
+def tenant() -> TenantConfig:
+    return tenant_config(dataverse_url="https://crm.test")
+
+
+def stored(engine: Engine, as_of: datetime = T) -> dict[tuple[str, str], dict[str, Any]]:
+    with engine.connect() as conn:
+        pk = conn.execute(select(func.min(table_of(KpiRun).c.tenant_pk))).scalar_one()
+    return payloads_of(engine, pk, as_of)
+
+
+def test_the_worked_example_from_database_rows(engine: Engine, tenant: TenantConfig) -> None:
+    worked_example(engine, tenant)
+    report = compute_tenant(engine, tenant, as_of=T)
+    assert (report.activities, report.records, report.computed, report.reused) == (5, 1, 1, 0)
+    assert (report.tier, report.accuracy, report.mode) == ("enhanced", "Complete", "incremental")
+    ann = stored(engine)[("contact", ANN_ID)]
+    assert (ann["emails_sent"], ann["emails_received"], ann["meetings_sent"], ann["meetings_received"]) == (2, 1, 1, 0)
+    assert (ann["calls_made"], ann["calls_received"], ann["activities"]) == (0, 0, 4)
+    assert (ann["time_spent_by_team_minutes"], ann["time_spent_by_customer_minutes"]) == (135, 70)
+    assert ann["average_first_response_time_by_us_hours"] == 4.5 and ann["response_rate_by_us"] == 1.0
+    assert ann["median_first_response_time_by_us_hours"] == 4.5
+    assert ann["average_first_response_time_by_them_hours"] is None and ann["response_rate_by_them"] == 0.0
+    assert ann["turns"] == {
+        "customer": {"turns": 1, "judged": 1, "answered": 1},
+        "ours": {"turns": 2, "judged": 2, "answered": 0},
+    }
+    assert ann["last_interaction"] == {
+        "time": "2026-03-05T10:00:00+00:00",
+        "kind": "meeting",
+        "direction": "outgoing",
+        "activity_key": "meeting:uid-4",
+        "internal_party": BOB,
+    }
+    assert ann["next_interaction"]["time"] == "2026-03-12T15:00:00+00:00"
+    assert ann["next_interaction"]["direction"] == "incoming"
+    health = ann["health"]
+    assert (health["score"], health["state"], health["trend"]) == (80, "Good", "Not enough info")
+    assert health["parts"] == {"engagement": 1.0, "recency": 1.0, "reciprocity": 0.5, "responsiveness": 0.5}
+    assert round(health["measures"]["volume"], 2) == 4.28 and round(health["measures"]["expected_volume"], 2) == 3.41
+    assert round(health["measures"]["days_since_last"], 2) == 5.08
+    assert ann["relationship_activities"] == {
+        "2026-03-01": {k: int(k == "emails_sent") + int(k == "emails_received") for k in _COUNT_KEYS},
+        "2026-03-02": {k: int(k == "emails_sent") for k in _COUNT_KEYS},
+        "2026-03-05": {k: int(k == "meetings_sent") for k in _COUNT_KEYS},
+    }
+    assert [p["person"] for p in ann["top_contacts_theirs"]] == [f"contact:{ANN_ID}"]
+    assert ann["top_contacts_ours"][0]["person"] == BOB and ann["link_reasons"] == {"contact-email": 4}
+
+
+_COUNT_KEYS = ("emails_sent", "emails_received", "meetings_sent", "meetings_received", "calls_made", "calls_received")
+
+
+def write_config(tmp_path: Path, engine: Engine, **tenant: str) -> Path:
+    url = engine.url.render_as_string(hide_password=False)
+    extra = "".join(f'{k} = "{v}"\n' for k, v in tenant.items())
+    path = tmp_path / "relinsights.toml"
+    path.write_text(
+        f'[database]\nurl = "{url}"\n'
+        '[[tenant]]\nname = "contoso"\ntenant_id = "11111111-2222-3333-4444-555555555555"\n'
+        'client_id = "66666666-7777-8888-9999-000000000000"\ngraph_url = "https://graph.test/v1.0"\n'
+        f'dataverse_url = "https://crm.test"\ninternal_domains = ["contoso.com"]\n{extra}'
+        '[tenant.credential]\nsecret_env = "RELINSIGHTS_TEST_SECRET"\n'
+    )
+    return path
+
+
+def test_compute_and_kpis_commands(engine: Engine, tenant: TenantConfig, tmp_path: Path) -> None:
+    rows = worked_example(engine, tenant)
+    rows.crm(
+        "leads",
+        LEAD_ID,
+        {"leadid": LEAD_ID, "fullname": "Lee", "emailaddress1": "lee@northwind.example", "statecode": 0},
+    )
+    cfg = str(write_config(tmp_path, engine))
+    res = runner.invoke(app, ["kpis", "show", ANN, "--config", cfg])
+    assert res.exit_code == 1 and "relinsights compute --once" in res.stderr  # nothing computed yet
+
+    res = runner.invoke(app, ["compute", "--once", "--as-of", "2026-03-10T12:00:00Z", "--json", "--config", cfg])
+    assert res.exit_code == 0, res.output
+    [report] = json.loads(res.stdout)
+    assert (report["tenant"], report["records"], report["computed"]) == ("contoso", 1, 1)
+
+    # --json prints every stored value under the payload's own keys, plus where and when it comes from.
+    show = json.loads(runner.invoke(app, ["kpis", "show", " Ann@Fabrikam.com", "--json", "--config", cfg]).stdout)
+    payload = stored(engine)[("contact", ANN_ID)]
+    assert {k: show[k] for k in payload} == payload
+    assert show["record"] == {"entity": "contact", "id": ANN_ID, "name": "Ann Smith"}
+    assert (show["as_of"], show["accuracy"], show["linked"]) == ("2026-03-10T12:00:00+00:00", "Complete", True)
+    assert (show["series_first_day"], show["series_last_day"]) == ("2026-01-10", "2026-03-10")
+    by_id = json.loads(runner.invoke(app, ["kpis", "show", f"contact:{ANN_ID[:8]}", "--json", "--config", cfg]).stdout)
+    assert by_id == show
+
+    text = runner.invoke(app, ["kpis", "show", ANN_ID, "--config", cfg], env={"COLUMNS": "200"})
+    assert text.exit_code == 0
+    for widget in (
+        "Contact Ann Smith",
+        "health 80 Good",
+        "time invested: team 135 min",
+        "responses by us: mean 4.50 h, median 4.50 h, rate 100% (1/1 customer turns)",
+        "responses by them: mean -, median -, rate 0% (0/2 of our turns)",
+        "last interaction: 2026-03-05 10:00 UTC meeting sent (bob@contoso.com)",
+        "next interaction: 2026-03-12 15:00 UTC meeting received",
+        "top contacts (theirs): ann@fabrikam.com 4",
+        "E 1.00 R 1.00 P 0.50 Q 0.50",
+        "last 60 days: 2026-01-10 │",
+    ):
+        assert widget in text.stdout, widget
+
+    lee = runner.invoke(app, ["kpis", "show", "lee@northwind.example", "--config", cfg])
+    assert lee.exit_code == 0 and "no activity linked to this record" in lee.stdout
+    missing = runner.invoke(app, ["kpis", "show", "nobody@nowhere.example", "--config", cfg])
+    assert missing.exit_code == 1 and "no contact, lead, account or opportunity" in missing.stderr
+
+    good = json.loads(runner.invoke(app, ["kpis", "list", "--state", "good", "--json", "--config", cfg]).stdout)
+    assert [(r["id"], r["health_score"], r["name"]) for r in good] == [(ANN_ID, 80, "Ann Smith")]
+    assert good[0]["reason"] == show["health"]["reason"]
+    assert (
+        json.loads(runner.invoke(app, ["kpis", "list", "--trend", "declining", "--json", "--config", cfg]).stdout) == []
+    )
+    bad = runner.invoke(app, ["kpis", "list", "--state", "great", "--config", cfg])
+    assert bad.exit_code == 2
+
+
+def test_rerunning_an_as_of_replaces_it_and_time_moves_the_values(engine: Engine, tenant: TenantConfig) -> None:
+    worked_example(engine, tenant)
+    first = compute_tenant(engine, tenant, as_of=T)
+    again = compute_tenant(engine, tenant, as_of=T)
+    assert (first.computed, again.computed, again.reused) == (1, 1, 0)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(table_of(KpiSnapshot))).scalar_one() == 1
+    # A day later the health decays and #5 is still scheduled: recomputed, and equal to a full computation.
+    later = compute_tenant(engine, tenant, as_of=T + timedelta(days=1))
+    assert (later.computed, later.reused) == (1, 0)
+    full = compute_payloads(engine, tenant, T + timedelta(days=1))
+    assert {(str(r.entity), r.id): p for r, p in full.items()} == stored(engine, T + timedelta(days=1))
+
+
+def test_a_quiet_record_is_reused_until_time_moves_one_of_its_values(engine: Engine, tenant: TenantConfig) -> None:
+    """A closed lead gets no health score: its values only step at breakpoints (here, the 60-day series)."""
+    rows = Rows(engine, tenant)
+    rows.mailboxes(BOB)
+    rows.crm("leads", LEAD_ID, {"leadid": LEAD_ID, "emailaddress1": "lee@northwind.example", "statecode": 2})
+    rows.mail("l1", BOB, ["lee@northwind.example"], "2026-02-01 09:00", "L", copies=[BOB])
+    rows.mail("l2", "lee@northwind.example", [BOB], "2026-02-01 11:00", "L", copies=[BOB])
+    runs = [compute_tenant(engine, tenant, as_of=T + timedelta(days=d)) for d in (0, 1, 2, 25)]
+    assert [(r.computed, r.reused) for r in runs] == [(1, 0), (0, 1), (0, 1), (1, 0)]  # 02-01 left the series
+    for d in (2, 25):
+        full = compute_payloads(engine, tenant, T + timedelta(days=d))
+        assert {(str(r.entity), r.id): p for r, p in full.items()} == stored(engine, T + timedelta(days=d))
+    assert stored(engine, T + timedelta(days=25))[("lead", LEAD_ID)]["relationship_activities"] == {}
+    # An input change (a new email) is seen at once.
+    rows.mail("l3", BOB, ["lee@northwind.example"], "2026-04-05 09:00", "L", copies=[BOB])
+    assert compute_tenant(engine, tenant, as_of=T + timedelta(days=26)).computed == 1
+
+
+def test_a_failing_mailbox_makes_the_computation_partial(engine: Engine, tenant: TenantConfig) -> None:
+    rows = worked_example(engine, tenant)
+    rows.mailboxes("erin@contoso.com", status="throttled")
+    report = compute_tenant(engine, tenant, as_of=T)
+    assert report.accuracy == "Partial" and report.failed_mailboxes == ["erin@contoso.com"]
+    with engine.connect() as conn:
+        assert conn.execute(select(table_of(KpiSnapshot).c.accuracy)).scalars().all() == ["Partial"]
+
+
+def test_the_daily_computation_is_due_once_per_day_after_the_data_is_there(
+    engine: Engine, tenant: TenantConfig
+) -> None:
+    rows = worked_example(engine, tenant)
+    row = ensure_tenant(engine, tenant)
+    now = at("2026-03-10 01:00")
+    assert daily_slot(now, tenant) == at("2026-03-09 02:00")
+    assert daily_slot(at("2026-03-10 02:00"), tenant) == at("2026-03-10 02:00")
+    assert not compute_due(engine, tenant, row, now)  # the CRM was never mirrored
+    from relinsights.crm.mirror import SETS
+
+    for spec in SETS:
+        rows.insert(CrmCursor, tenant_pk=rows.tenant_pk, entity_set=spec.entity_set, delta_link="", completed_at=now)
+    assert compute_due(engine, tenant, row, now)  # the first run: as soon as the data is there
+    compute_tenant(engine, tenant, as_of=T)  # started_at is the wall clock, later than any slot below
+    assert not compute_due(engine, tenant, row, datetime.now(UTC))
+    assert compute_due(engine, tenant, row, datetime.now(UTC) + timedelta(days=1))
+    paris = tenant.model_copy(update={"timezone": "Europe/Paris"})
+    assert daily_slot(at("2026-03-10 01:30"), paris) == at("2026-03-10 01:00")  # 02:00 in Paris
+    assert not compute_due(engine, tenant.model_copy(update={"dataverse_url": None}), row, now)
+
+
+def test_the_daemon_schedules_the_computation_and_runs_it_once_when_due(
+    sqlite_engine: Engine, tenant: TenantConfig, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from relinsights.crm.mirror import SETS
+    from relinsights.daemon import Daemon
+
+    rows = worked_example(sqlite_engine, tenant)
+    daemon = Daemon(write_config(tmp_path, sqlite_engine))
+    scheduler = AsyncIOScheduler()
+    daemon._schedule(scheduler)
+    assert "compute:contoso" in {job.id for job in scheduler.get_jobs()}
+    configured = daemon.cfg.tenants[0]
+
+    async def tick() -> None:
+        daemon.stopping = asyncio.Event()
+        await daemon._compute_tick(configured)
+
+    def runs() -> int:
+        with sqlite_engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(table_of(KpiRun))).scalar_one())
+
+    asyncio.run(tick())
+    assert runs() == 0  # the CRM mirror has not run yet: nothing to compute
+    for spec in SETS:
+        rows.insert(CrmCursor, tenant_pk=rows.tenant_pk, entity_set=spec.entity_set, delta_link="", completed_at=T)
+    asyncio.run(tick())
+    asyncio.run(tick())
+    assert runs() == 1  # the first run, then nothing until tomorrow's kpi.compute_at
+    daemon.engine.dispose()
+    if daemon._lock is not None:
+        daemon._lock.close()
+
+
+def test_the_migrations_create_the_kpi_tables_exactly_as_the_models_say(engine: Engine) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
