@@ -13,7 +13,9 @@ def test_demo_syncs_the_sandbox_and_leaves_a_usable_directory(tmp_path: Path) ->
     runner = CliRunner()
     res = runner.invoke(app, ["demo", "--dir", str(tmp_path / "d"), "--seed", "3"])
     assert res.exit_code == 0, res.output
-    assert "synced" in res.output and "not built yet, so skipped" in res.output
+    assert "synced" in res.output and "not built yet, so skipped: Dataverse write-back" in res.output
+    assert "coldest relationships" in res.output and "healthiest relationships" in res.output
+    assert "mirrored" in res.output and "computed the KPIs of" in res.output
     config = tmp_path / "d" / "relinsights.toml"
     assert config.exists() and (tmp_path / "d" / "relinsights.db").exists()
     status = runner.invoke(app, ["status", "--json", "--config", str(config)])

@@ -14,13 +14,16 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine, func, or_, select
 
-from relinsights.config import load_config
+from relinsights.compute.job import compute_tenant
+from relinsights.compute.views import STATES, list_view
+from relinsights.config import TenantConfig, load_config
+from relinsights.crm.mirror import mirror_tenant
 from relinsights.db import make_engine, migrate
 from relinsights.db.models import Event, Mailbox, Message, MessageParticipant, table_of
-from relinsights.graph.sync import sync_tenant
+from relinsights.graph.sync import ensure_tenant, sync_tenant
 from relinsights.status import mailbox_statuses
 
-NOT_YET = ["CRM mirror and KPI computation", "Dataverse write-back", "the HTML report"]
+NOT_YET = ["Dataverse write-back", "the HTML report"]
 
 
 def run_demo(directory: Path, size: str, seed: int, out: Console) -> int:
@@ -34,16 +37,24 @@ def run_demo(directory: Path, size: str, seed: int, out: Console) -> int:
         cfg = load_config(config_path)
         engine = make_engine(cfg.database_url)
         migrate(engine)
-        out.print(f"sandbox tenant at {server.base_url} (token endpoint, Graph); syncing with MSAL over TLS...")
-        report = asyncio.run(sync_tenant(engine, cfg.tenants[0], now=server.org.now))
-    _summary(engine, out, internal=set(cfg.tenants[0].internal_domains))
+        tenant = cfg.tenants[0]
+        out.print(f"sandbox tenant at {server.base_url} (token endpoint, Graph, Dataverse); syncing over TLS...")
+        report = asyncio.run(sync_tenant(engine, tenant, now=server.org.now))
+        out.print("mirroring the CRM from Dataverse...")
+        mirror = asyncio.run(mirror_tenant(engine, tenant))
+        out.print("computing the relationship KPIs...")
+        computed = compute_tenant(engine, tenant, as_of=server.org.now(), full=True)
+    _summary(engine, out, internal=set(tenant.internal_domains))
+    _relationships(engine, tenant, out)
     out.print(
         f"\nsynced {report.messages_added} messages and {report.events_added} events from "
         f"{sum(1 for s in report.mailboxes.values() if s == 'ok')} mailboxes in {time.monotonic() - started:.1f} s "
-        f"({report.requests} Graph requests)."
+        f"({report.requests} Graph requests); mirrored {sum(mirror.upserted.values())} CRM rows; computed the KPIs "
+        f"of {computed.computed} records from {computed.activities} activities as of {computed.as_of:%Y-%m-%d %H:%M}."
     )
     out.print(f"not built yet, so skipped: {', '.join(NOT_YET)}.")
     out.print(f"\ndatabase and config: {directory}\nnext: relinsights status --config {config_path}")
+    out.print(f"      relinsights kpis list --config {config_path}")
     return 0 if report.status == "ok" else 1
 
 
@@ -89,3 +100,23 @@ def _summary(engine: Engine, out: Console, internal: set[str]) -> None:
         top.add_row(domain, str(n))
     out.print(top)
     out.print(f"{events} calendar event copies in the window.")
+
+
+def _relationships(engine: Engine, tenant: TenantConfig, out: Console) -> None:
+    """The healthiest and the coldest relationships, as a manager would want to see them first."""
+    row = ensure_tenant(engine, tenant)
+    scored = [r for r in list_view(engine, tenant, row.id or 0) if r["health_state"] != STATES["not-enough-info"]]
+    healthiest = sorted(scored, key=lambda r: (-r["health_score"], -r["activities"]))
+    for title, rows in (("coldest relationships", scored[:5]), ("healthiest relationships", healthiest[:5])):
+        table = Table(title=title)
+        for heading in ("record", "score", "state", "trend", "why"):
+            table.add_column(heading)
+        for r in rows:
+            table.add_row(
+                f"{r['entity']} {r['name'] or r['id'][:8]}",
+                str(r["health_score"]),
+                r["health_state"],
+                r["health_trend"],
+                r["reason"] or "",
+            )
+        out.print(table)
