@@ -13,7 +13,7 @@ from relinsights.db.engine import schema_status
 def test_migrations_are_idempotent_and_complete(engine: Engine) -> None:
     migrate(engine)  # a second start must not fail or change anything
     current, head = schema_status(engine)
-    assert current == head == "0004"
+    assert current == head == "0005"
     tables = set(inspect(engine).get_table_names())
     assert {
         "tenant",

@@ -6,6 +6,7 @@ Exit status: 0 success, 78 (EX_CONFIG) configuration error, 1 any other failure.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -183,6 +184,7 @@ def sync(
         cfg = _load_for(config, tenant)
         engine = _engine(cfg)
     should_stop = _stop_flag()
+    gc.freeze()  # long-lived library objects out of every GC sweep (see daemon.py)
     interval = min(t.sync.interval_minutes for t in cfg.tenants) * 60
     while True:
         show_bar = sys.stderr.isatty() and not as_json

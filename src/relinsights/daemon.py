@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import os
 import random
 import signal
@@ -327,6 +328,9 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload, scheduler)
         self._schedule(scheduler)
         scheduler.start()
+        # The SDK and SQLAlchemy leave ~100k long-lived objects; without freezing them every full GC sweep
+        # (about one per delta page) walks them all again.
+        gc.freeze()
         http = await self._start_http()
         beat = asyncio.create_task(self._heartbeat())
         log.info("daemon.started", owner=self.leases.owner, tenants=[t.name for t in self.cfg.tenants])

@@ -36,6 +36,9 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             # 64 MiB of page cache: index inserts of a large first sync stay in memory (the default is 2 MiB).
             cur.execute("PRAGMA cache_size=-65536")
+            # Checkpoint the WAL every ~40 MiB, not every 4 MiB: with one commit per delta page, the default
+            # made nearly every commit of a large first sync pay a checkpoint (scripts/bench_sync.py).
+            cur.execute("PRAGMA wal_autocheckpoint=10000")
             cur.close()
 
         if parsed.database and parsed.database != ":memory:":

@@ -110,8 +110,8 @@ class Message(SQLModel, table=True):
         UniqueConstraint("mailbox_pk", "graph_id"),
         Index("ix_message_mailbox_folder", "mailbox_pk", "folder_graph_id"),
         Index("ix_message_sent_at", "sent_at"),
-        Index("ix_message_internet_message_id", "internet_message_id"),
-        Index("ix_message_conversation", "conversation_id"),
+        # No indexes on internet_message_id / conversation_id: analytics dedups and threads in memory over
+        # the window it loads, and each extra index costs the first sync of a large mailbox dearly.
     )
     id: int | None = Field(default=None, primary_key=True)
     mailbox_pk: int = Field(sa_column=Column(Integer, ForeignKey("mailbox.id", ondelete="CASCADE"), nullable=False))
