@@ -130,52 +130,26 @@ class Daemon:
         # so `relinsights tenants enable` takes effect at the next tick without a reload.
         for tenant in self.cfg.tenants:
             interval = tenant.sync.interval_minutes
-            scheduler.add_job(
-                self._sync_tick,
-                # Jitter spreads tenants (and replicas) so they do not all hit Graph in the same second.
-                IntervalTrigger(minutes=interval, jitter=int(min(60, interval * 10))),
-                args=[tenant],
-                id=f"sync:{tenant.name}",
-                name=f"sync {tenant.name}",
-                next_run_time=datetime.now(UTC) + timedelta(seconds=random.uniform(0, 5)),
-                coalesce=True,
-                max_instances=1,
-                misfire_grace_time=int(interval * 60),
-            )
-            scheduler.add_job(
-                self._crm_tick,
-                IntervalTrigger(minutes=15, jitter=60),
-                args=[tenant],
-                id=f"crm:{tenant.name}",
-                name=f"crm mirror {tenant.name}",
-                next_run_time=datetime.now(UTC) + timedelta(seconds=random.uniform(0, 10)),
-                coalesce=True,
-                max_instances=1,
-                misfire_grace_time=900,
-            )
-            scheduler.add_job(
-                self._compute_tick,
-                # Cheap when nothing is due (one query): due daily at kpi.compute_at, or first after the data.
-                IntervalTrigger(minutes=COMPUTE_CHECK_MINUTES, jitter=60),
-                args=[tenant],
-                id=f"compute:{tenant.name}",
-                name=f"compute {tenant.name}",
-                next_run_time=datetime.now(UTC) + timedelta(seconds=random.uniform(30, 60)),
-                coalesce=True,
-                max_instances=1,
-                misfire_grace_time=COMPUTE_CHECK_MINUTES * 60,
-            )
-            scheduler.add_job(
-                self._retention_tick,
-                IntervalTrigger(hours=24, jitter=600),
-                args=[tenant],
-                id=f"retention:{tenant.name}",
-                name=f"retention {tenant.name}",
-                next_run_time=datetime.now(UTC) + timedelta(minutes=random.uniform(1, 10)),
-                coalesce=True,
-                max_instances=1,
-                misfire_grace_time=3600,
-            )
+            # (job, tick, period in minutes, jitter s, first run after s): jitter spreads tenants and replicas
+            # so they do not all hit Graph at once; compute is a cheap check (one query) when nothing is due.
+            jobs: list[tuple[str, Callable[[TenantConfig], Awaitable[None]], float, int, tuple[float, float]]] = [
+                ("sync", self._sync_tick, interval, int(min(60, interval * 10)), (0, 5)),
+                ("crm", self._crm_tick, 15, 60, (0, 10)),
+                ("compute", self._compute_tick, COMPUTE_CHECK_MINUTES, 60, (30, 60)),
+                ("retention", self._retention_tick, 24 * 60, 600, (60, 600)),
+            ]
+            for name, tick, minutes, jitter, first in jobs:
+                scheduler.add_job(
+                    tick,
+                    IntervalTrigger(minutes=minutes, jitter=jitter),
+                    args=[tenant],
+                    id=f"{name}:{tenant.name}",
+                    name=f"{name} {tenant.name}",
+                    next_run_time=datetime.now(UTC) + timedelta(seconds=random.uniform(*first)),
+                    coalesce=True,
+                    max_instances=1,
+                    misfire_grace_time=int(min(minutes, 60) * 60),
+                )
 
     async def _leased(self, job: str, tenant: TenantConfig, ttl: timedelta, work: Callable[[], Awaitable[Any]]) -> None:
         """Run `work` if this daemon claims the tenant's unit for `job`; failures back off through the lease."""
