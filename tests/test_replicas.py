@@ -45,7 +45,7 @@ def replica_config(sandbox: SandboxServer, directory: Path) -> Path:
     text = path.read_text()
     lines = [f"url = {json.dumps(PG_URL)}" if line.startswith("url = ") else line for line in text.splitlines()]
     # The daemons count their lookback from the wall clock; the sandbox lives in its own time: reach back.
-    path.write_text("\n".join(lines) + "\n[tenant.sync]\ninterval_minutes = 0.1\nlease_seconds = 6\nlookback_days = 1700\n")
+    path.write_text("\n".join(lines) + "\n[tenant.sync]\ninterval_minutes = 0.1\nlease_seconds = 12\nlookback_days = 1700\n")
     return path
 
 

@@ -216,8 +216,10 @@ async def sync_tenant(
                     keeper.cancel()
                 report.mailboxes[mb.address] = status
                 failed = status in ("error", "throttled")
-                await asyncio.to_thread(leases.release, unit, f"mailbox {status}" if failed else None)
+                # Logged before the release (and the claim after the claim), so the log's intervals of
+                # different daemons never overlap when the leases did not.
                 log.info("sync.mailbox_released", tenant=tenant.name, mailbox=mb.address, owner=leases.owner)
+                await asyncio.to_thread(leases.release, unit, f"mailbox {status}" if failed else None)
 
         await asyncio.gather(*(one(m) for m in mailboxes))
     except CredentialError as exc:
