@@ -374,3 +374,23 @@ def test_the_migrations_create_the_kpi_tables_exactly_as_the_models_say(engine: 
 
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
+
+
+def test_retention_prunes_old_snapshots_but_keeps_the_latest(engine: Engine, tenant: TenantConfig) -> None:
+    from relinsights.retention import prune
+
+    worked_example(engine, tenant)
+    for d in (0, 1, 2):
+        compute_tenant(engine, tenant, as_of=T + timedelta(days=d))
+
+    def as_ofs() -> list[datetime]:
+        with engine.connect() as conn:
+            return sorted(conn.execute(select(KpiSnapshot.as_of)).scalars())  # type: ignore[arg-type]
+
+    assert len(as_ofs()) == 3
+    # A year and a day after the first run, the first snapshot is out of the lookback window.
+    pruned = prune(engine, tenant, T + timedelta(days=tenant.sync.lookback_days + 1, hours=1))
+    assert pruned.snapshots >= 1 and len(as_ofs()) == 2  # (plus any weekly similar-won rows as old)
+    # Years later everything is old, but the latest snapshot stays: incremental runs and `kpis show` need it.
+    prune(engine, tenant, T + timedelta(days=3000))
+    assert [a.date() for a in as_ofs()] == [(T + timedelta(days=2)).date()]

@@ -204,7 +204,13 @@ class Daemon:
     async def _retention_tick(self, tenant: TenantConfig) -> None:
         async def work() -> None:
             pruned = await asyncio.to_thread(prune, self.engine, tenant, datetime.now(UTC))
-            log.info("daemon.retention", tenant=tenant.name, messages=pruned.messages, events=pruned.events)
+            log.info(
+                "daemon.retention",
+                tenant=tenant.name,
+                messages=pruned.messages,
+                events=pruned.events,
+                snapshots=pruned.snapshots,
+            )
 
         await self._leased("retention", tenant, timedelta(hours=1), work)
 
