@@ -388,8 +388,8 @@ def test_retention_prunes_old_snapshots_but_keeps_the_latest(engine: Engine, ten
             return sorted(conn.execute(select(KpiSnapshot.as_of)).scalars())  # type: ignore[arg-type]
 
     assert len(as_ofs()) == 3
-    # A year and a day after the first run, the first snapshot is out of the lookback window.
-    pruned = prune(engine, tenant, T + timedelta(days=tenant.sync.lookback_days + 1, hours=1))
+    # A year and half a day after the first run, only the first snapshot is out of the lookback window.
+    pruned = prune(engine, tenant, T + timedelta(days=tenant.sync.lookback_days, hours=12))
     assert pruned.snapshots >= 1 and len(as_ofs()) == 2  # (plus any weekly similar-won rows as old)
     # Years later everything is old, but the latest snapshot stays: incremental runs and `kpis show` need it.
     prune(engine, tenant, T + timedelta(days=3000))
