@@ -15,7 +15,7 @@ from relinsights.sandbox import SandboxServer
 from relinsights.sandbox.identity import DATAVERSE_AUDIENCE
 
 from .conftest import EXAMPLES
-from .shapes import kind
+from .shapes import shape_problems
 
 ODATA = {"Accept": "application/json", "OData-MaxVersion": "4.0", "OData-Version": "4.0"}
 
@@ -164,29 +164,5 @@ def documented_response(name: str) -> tuple[int, list[BatchPart]]:
 
 
 def dv_shape_problems(doc: Any, got: Any, path: str = "$", ignore: frozenset[str] = frozenset()) -> list[str]:
-    """Keys, nesting and JSON types of `doc` present in `got` (null matches anything); documented array
-    items are compared with sandbox items of the same sort (a `$deletedEntity` entry or a row)."""
-    if path in ignore:
-        return []
-    kd, kg = kind(doc), kind(got)
-    if "null" in (kd, kg):
-        return []
-    if kd != kg:
-        return [f"{path}: documented {kd}, sandbox {kg}"]
-    out: list[str] = []
-    if kd == "object":
-        for k, v in doc.items():
-            if f"{path}.{k}" in ignore:
-                continue
-            if k not in got:
-                out.append(f"{path}.{k}: missing")
-            else:
-                out += dv_shape_problems(v, got[k], f"{path}.{k}", ignore)
-    elif kd == "array" and doc and got:
-        for d in doc:
-            same = [g for g in got if kind(g) != "object" or ("reason" in g) == ("reason" in d)]
-            if not same:
-                out.append(f"{path}[]: no sandbox item like {sorted(d)}")
-            else:
-                out += dv_shape_problems(d, same[0], f"{path}[]", ignore)
-    return out
+    """The Graph shape comparison with Dataverse's removal marker (`$deletedEntity` rows carry `reason`)."""
+    return shape_problems(doc, got, path, ignore, marker="reason", strict_items=True)

@@ -17,9 +17,18 @@ def kind(v: Any) -> str:
     return "array" if isinstance(v, list) else "object"
 
 
-def shape_problems(doc: Any, got: Any, path: str = "$", ignore: frozenset[str] = frozenset()) -> list[str]:
+def shape_problems(
+    doc: Any,
+    got: Any,
+    path: str = "$",
+    ignore: frozenset[str] = frozenset(),
+    marker: str = "@removed",
+    strict_items: bool = False,
+) -> list[str]:
     """Where `got` lacks something `doc` has, or has it with another JSON type. Extra keys are fine
-    (checked separately against msgraph-sdk's models)."""
+    (checked separately against msgraph-sdk's models). Documented array items are compared with the
+    sandbox item of the same sort: with `marker` (a removal: Graph's `@removed`, Dataverse's `reason`)
+    or without; `strict_items` reports a documented sort the sandbox did not return."""
     if path in ignore:
         return []
     kd, kg = kind(doc), kind(got)
@@ -35,11 +44,12 @@ def shape_problems(doc: Any, got: Any, path: str = "$", ignore: frozenset[str] =
             if k not in got:
                 out.append(f"{path}.{k}: missing")
             else:
-                out += shape_problems(v, got[k], f"{path}.{k}", ignore)
+                out += shape_problems(v, got[k], f"{path}.{k}", ignore, marker, strict_items)
     elif kd == "array" and doc and got:
-        # compare each documented element with the sandbox element of the same kind (@removed or not)
         for d in doc:
-            same = [g for g in got if kind(g) != "object" or ("@removed" in g) == ("@removed" in d)]
+            same = [g for g in got if kind(g) != "object" or (marker in g) == (marker in d)]
             if same:
-                out += shape_problems(d, same[0], f"{path}[]", ignore)
+                out += shape_problems(d, same[0], f"{path}[]", ignore, marker, strict_items)
+            elif strict_items:
+                out.append(f"{path}[]: no sandbox item like {sorted(d)}")
     return out

@@ -25,6 +25,7 @@ from msgraph.generated.models.organization import Organization
 from msgraph.generated.models.user import User
 
 from relinsights.sandbox import SandboxServer
+from relinsights.sandbox.representations import USER_PROPERTIES
 
 from .conftest import graph_client, pages
 
@@ -66,33 +67,7 @@ def test_every_response_kind_parses_with_msgraph_models(sandbox: SandboxServer) 
     with graph_client(sb, Prefer='IdType="ImmutableId", odata.maxpagesize=50') as c:
         users = c.get(
             f"{sb.graph_url}/users",
-            params={
-                "$select": ",".join(
-                    sorted(
-                        [
-                            "id",
-                            "accountEnabled",
-                            "businessPhones",
-                            "createdDateTime",
-                            "department",
-                            "displayName",
-                            "givenName",
-                            "jobTitle",
-                            "mail",
-                            "mailNickname",
-                            "mobilePhone",
-                            "officeLocation",
-                            "otherMails",
-                            "preferredLanguage",
-                            "proxyAddresses",
-                            "surname",
-                            "usageLocation",
-                            "userPrincipalName",
-                            "userType",
-                        ]
-                    )
-                )
-            },
+            params={"$select": ",".join(sorted(USER_PROPERTIES))},  # every property the sandbox serves
         ).json()["value"]
         check(User, users, "users")
         check(User, [c.get(f"{sb.graph_url}/users/{u.user_principal_name}").json()], "user")
