@@ -48,6 +48,7 @@ ConfigOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print data as JSON.")]
+TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")]
 out = Console()
 err = Console(stderr=True)
 log = structlog.get_logger("relinsights.cli")
@@ -175,7 +176,7 @@ async def _sync_round(
 def sync(
     config: ConfigOpt = None,
     once: Annotated[bool, typer.Option("--once", help="Run one round and exit (otherwise: every interval).")] = False,
-    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    tenant: TenantOpt = None,
     mailbox: Annotated[str | None, typer.Option("--mailbox", help="Only this mailbox (an address).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -266,7 +267,7 @@ def _age(seconds: float | None) -> str:
 @app.command()
 def status(
     config: ConfigOpt = None,
-    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    tenant: TenantOpt = None,
     all_: Annotated[bool, typer.Option("--all", help="Include mailboxes out of scope (opted out).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -334,7 +335,7 @@ app.add_typer(crm_app, name="crm")
 def crm_sync(
     config: ConfigOpt = None,
     once: Annotated[bool, typer.Option("--once", help="One round (the daemon runs it every 15 minutes).")] = True,
-    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    tenant: TenantOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Mirror contacts, accounts, leads, opportunities, users and activities from Dataverse (incremental)."""
@@ -390,7 +391,7 @@ def _parse_as_of(value: str | None) -> datetime | None:
 def compute(
     config: ConfigOpt = None,
     once: Annotated[bool, typer.Option("--once", help="One run (the daemon runs it daily at kpi.compute_at).")] = True,
-    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    tenant: TenantOpt = None,
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="Compute as of this ISO 8601 time (default: now; no offset = UTC).")
     ] = None,
@@ -457,7 +458,7 @@ def _tenant_rows(cfg: Config, engine: Any, tenant: str | None) -> list[tuple[Ten
 def kpis_show(
     record: Annotated[str, typer.Argument(help="A contact or lead address, an account domain, or a record id.")],
     config: ConfigOpt = None,
-    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    tenant: TenantOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """One record's latest KPIs: counts, time, responses, ratios, interactions, top contacts, health, 60 days."""
@@ -490,7 +491,7 @@ def kpis_show(
 @kpis_app.command("list")
 def kpis_list(
     config: ConfigOpt = None,
-    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    tenant: TenantOpt = None,
     state: Annotated[str | None, typer.Option("--state", help="good, fair, poor or not-enough-info.")] = None,
     trend: Annotated[
         str | None, typer.Option("--trend", help="improving, steady, declining or not-enough-info.")
@@ -627,7 +628,7 @@ def purge(
 @app.command()
 def doctor(
     config: ConfigOpt = None,
-    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
+    tenant: TenantOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check config, database, credentials, tokens, Graph and Dataverse permissions, scoping, clock."""

@@ -40,25 +40,9 @@ def file_copy(
     would give it), 1, 2, ... for further copies in other folders of the same mailbox.
     """
     with org.lock:
-        if ordinal == 0:
-            # The model's own path: identical ids and bookkeeping to a delivered message.
-            return org._add_copy(user_id, content, folder_id, received, is_read=is_read, sender_copy=sender_copy)
-        mb = org.mailboxes[user_id]
-        mid = ids.immutable_id(user_id, "msg", content.internet_message_id, sender_copy, False, ordinal)
-        m = Message(
-            id=mid,
-            mailbox=user_id,
-            content=content,
-            received=received,
-            created=received,
-            modified=received,
-            is_read=is_read,
-            is_sender_copy=sender_copy,
+        return org._add_copy(
+            user_id, content, folder_id, received, is_read=is_read, sender_copy=sender_copy, ordinal=ordinal
         )
-        mb.messages[mid] = m
-        org._copies.setdefault(content.internet_message_id, []).append(m)
-        org._place_message(mb, m, folder_id)
-        return m
 
 
 MAX_THREAD_DEPTH = 30  # the conversation index grows 5 bytes per reply; no real thread is deeper

@@ -755,10 +755,14 @@ class Org:
         is_read: bool,
         sender_copy: bool = False,
         is_draft: bool = False,
+        ordinal: int = 0,
     ) -> Message:
+        """One mailbox copy of a message. `ordinal` > 0 files further copies of it in the same mailbox
+        (an archive that held the email in several folders); 0 keeps the ids a delivery gives."""
         mb = self.mailboxes[user_id]
         fid = self.ensure_folder_path(user_id, folder) if "/" in folder else self.folder_id(user_id, folder)
-        mid = ids.immutable_id(user_id, "msg", content.internet_message_id, sender_copy, is_draft)
+        extra = (ordinal,) if ordinal else ()
+        mid = ids.immutable_id(user_id, "msg", content.internet_message_id, sender_copy, is_draft, *extra)
         if mid in mb.messages and not mb.messages[mid].deleted:
             return mb.messages[mid]  # same message delivered twice to one mailbox: Exchange dedupes
         m = Message(
