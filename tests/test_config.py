@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,9 @@ def test_every_problem_is_reported_with_its_key_path() -> None:
     ],
 )
 def test_single_problems(patch: dict, expected: str) -> None:
-    assert any(expected in p for p in problems({"tenant": [{**GOOD, **patch}]})), problems({"tenant": [{**GOOD, **patch}]})
+    assert any(expected in p for p in problems({"tenant": [{**GOOD, **patch}]})), problems(
+        {"tenant": [{**GOOD, **patch}]}
+    )
 
 
 def test_duplicate_tenant_names_and_missing_keys() -> None:
@@ -123,5 +126,7 @@ def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("RELINSIGHTS_CONFIG", str(f))
     res = CliRunner().invoke(app, ["status", "--json"])
     assert res.exit_code == 0, res.output
-    assert res.output.strip() == "[]"
-    assert (tmp_path / "relinsights.db").exists() and oct((tmp_path / "relinsights.db").stat().st_mode & 0o777) == "0o600"
+    assert json.loads(res.output) == {"tenants": [], "mailboxes": []}
+    assert (tmp_path / "relinsights.db").exists() and oct(
+        (tmp_path / "relinsights.db").stat().st_mode & 0o777
+    ) == "0o600"

@@ -29,7 +29,7 @@ from relinsights import __version__
 from relinsights.config import EX_CONFIG, Config, ConfigError, TenantConfig, load_config
 from relinsights.db import make_engine, migrate
 from relinsights.log import setup_logging
-from relinsights.status import mailbox_statuses
+from relinsights.status import mailbox_statuses, tenant_statuses
 
 app = typer.Typer(
     name="relinsights",
@@ -271,14 +271,28 @@ def status(
     all_: Annotated[bool, typer.Option("--all", help="Include mailboxes out of scope (opted out).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Per mailbox: sync status, messages, events, cursor age, last success, last error."""
+    """Per tenant: last computation and write-back; per mailbox: sync status, counts, cursor age, errors."""
     with _cli_errors():
         cfg = _load(config)
         engine = _engine(cfg)
     rows = mailbox_statuses(engine, tenant, include_out_of_scope=all_)
+    tenants = tenant_statuses(engine, tenant)
     if as_json:
-        out.print_json(json.dumps([r.to_json() for r in rows]))
+        out.print_json(
+            json.dumps({"tenants": [t.to_json() for t in tenants], "mailboxes": [r.to_json() for r in rows]})
+        )
         return
+    for t in tenants:
+        wb = (
+            f"write-back {t.writeback_status} at {t.writeback_at}: {t.rows_written} rows written, "
+            f"{t.rows_skipped} unchanged, {t.rows_failed} failed, {t.rows_pending} pending"
+            if t.writeback_status
+            else "no write-back yet"
+        )
+        computed = f"KPIs of {t.records} records as of {t.as_of} ({t.accuracy})" if t.computed_at else "no KPIs yet"
+        out.print(f"[bold]{t.tenant}[/]: {computed}; {wb}", highlight=False)
+        if t.writeback_error:
+            out.print(f"  [red]write-back error[/] {t.writeback_error}", highlight=False)
     if not rows:
         out.print("no mailboxes yet: run `relinsights sync --once`")
         return
@@ -436,6 +450,64 @@ def compute(
                     f"({a['activities']} activities); map it in kpi.account_domains",
                     highlight=False,
                 )
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def writeback(
+    config: ConfigOpt = None,
+    once: Annotated[bool, typer.Option("--once", help="One run (the daemon runs it after each computation).")] = True,
+    tenant: TenantOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the exact requests, grouped by table; change nothing.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the latest KPI snapshots to the Dataverse KPI tables (changed rows only)."""
+    from relinsights.crm.client import DataverseError
+    from relinsights.crm.writeback import render_requests, requests_json, writeback_tenant
+
+    with _cli_errors():
+        cfg = _load_for(config, tenant)
+        engine = _engine(cfg)
+    failed = False
+    rows: list[dict[str, Any]] = []
+    for t in [cfg.tenant(tenant)] if tenant else cfg.tenants:
+        listed: list[Any] = []
+
+        def printer(base: str, requests: list[Any], listed: list[Any] = listed) -> None:
+            if as_json:
+                listed.extend(requests_json(base, requests))
+            else:
+                typer.echo(render_requests(base, requests))
+
+        try:
+            report = asyncio.run(writeback_tenant(engine, t, dry_run=dry_run, printer=printer))
+            row = report.to_json() | ({"requests": listed} if dry_run and as_json else {})
+            failed = failed or report.status in ("failed", "partial")
+        except DataverseError as exc:
+            failed, row = True, {"tenant": t.name, "status": "failed", "error": f"{exc}; {exc.fix}"}
+        rows.append(row)
+    if as_json:
+        out.print_json(json.dumps(rows))
+        raise typer.Exit(1 if failed else 0)
+    for r in rows:
+        if r["status"] == "failed" or "rows_written" not in r:
+            err.print(f"[bold]{r['tenant']}[/]: [red]failed[/] {r['error']}", highlight=False)
+            continue
+        if r["status"] == "nothing":
+            err.print(f"[bold]{r['tenant']}[/]: nothing to write: {r['error']}", highlight=False)
+            continue
+        verb = "would send" if dry_run else "wrote"
+        count = r["pending"] if dry_run else r["rows_written"]
+        err.print(
+            f"[bold]{r['tenant']}[/]: {verb} {count} {'requests' if dry_run else 'rows'} for {r['records']} records "
+            f"as of {r['as_of']}; {r['skipped']} unchanged rows skipped; {r['parents_linked']} records linked to "
+            f"their KPI row; {r['deleted']} rows deleted; {r['throttled']} throttled; {r['seconds']:.1f} s",
+            highlight=False,
+        )
+        for f in r["failed"]:
+            err.print(f"  [red]failed[/] {f['table']} {f['row_id']} ({f['record']}): {f['error']}", highlight=False)
     raise typer.Exit(1 if failed else 0)
 
 

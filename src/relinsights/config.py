@@ -207,6 +207,107 @@ class KpiConfig(_Strict):
         return self
 
 
+PARENTS = ("contact", "account", "lead", "opportunity")
+PARENT_SETS = {"contact": "contacts", "account": "accounts", "lead": "leads", "opportunity": "opportunities"}
+
+# Our KPI names -> the Dataverse columns of the KPI tables (dataverse.md). `writeback.columns` overrides
+# any of them ("" leaves a column out), so a tenant can point the write-back at tables of its own.
+DEFAULT_KPI_COLUMNS = {
+    "name": "msdyn_name",
+    "emails_sent": "msdyn_emailssent",
+    "emails_received": "msdyn_emailsreceived",
+    "meetings_sent": "msdyn_meetingssent",
+    "meetings_received": "msdyn_meetingsreceived",
+    "calls_made": "msdyn_phonecallsmade",
+    "calls_received": "msdyn_phonecallsreceived",
+    "time_spent_by_team": "msdyn_timespentbyteam",
+    "time_spent_by_customer": "msdyn_timespentbycustomer",
+    "response_time_by_us": "msdyn_averagefirstresponsetimebyusinhrs",
+    "response_time_by_them": "msdyn_averagefirstresponsetimebytheminhrs",
+    "response_rate_by_us": "msdyn_responseratebyus",
+    "response_rate_by_them": "msdyn_responseratebythem",
+    "health_score": "msdyn_relationshiphealthscorevalue",
+    "health_state": "msdyn_relationshiphealthscorestate",
+    "health_trend": "msdyn_relationshiphealthtrend",
+    "accuracy": "msdyn_computationaccuracy",
+    "date": "msdyn_date",
+    "updated_at": "msdyn_acilastupdatetimestamp",
+    "last_activity_time": "msdyn_lastactivitybyteam",
+    "last_activity_direction": "msdyn_lastactivitydirection",
+    "last_activity_id": "msdyn_lastactivityid",
+    "last_activity_type": "msdyn_lastactivitytype",
+    "next_activity_time": "msdyn_nextactivitybyteam",
+    "next_activity_direction": "msdyn_nextactivitydirection",
+    "next_activity_id": "msdyn_nextactivityid",
+    "next_activity_type": "msdyn_nextactivitytype",
+    "number_of_opportunities": "msdyn_numberofopportunities",
+}
+
+
+class TableRef(_Strict):
+    """A Dataverse table by its logical name and entity set name (they differ in more than an 's')."""
+
+    table: str
+    entity_set: str
+
+    @property
+    def primary_key(self) -> str:
+        return f"{self.table}id"
+
+
+class ParentMapping(_Strict):
+    """Where the KPIs of one kind of record go (defaults: the Dynamics 365 Sales msdyn tables)."""
+
+    kpi: TableRef
+    kpi_parent: str = Field(description="navigation property on the KPI row to its parent record")
+    parent_kpi: str = Field(description='lookup on the parent to its KPI row; "" = never set it')
+    daily: TableRef | None = None
+    daily_parent: str = "msdyn_entityid"
+    daily_parent_id: str = Field(default="", description='string column holding the parent id; "" = none')
+
+
+def _default_parent(parent: str) -> ParentMapping:
+    return ParentMapping(
+        kpi=TableRef(table=f"msdyn_{parent}kpiitem", entity_set=f"msdyn_{parent}kpiitems"),
+        kpi_parent=f"msdyn_{parent}id",
+        parent_kpi=f"msdyn_{parent}kpiid",
+        daily=TableRef(table=f"msdyn_daily{parent}kpiitem", entity_set=f"msdyn_daily{parent}kpiitems"),
+        daily_parent_id=f"msdyn_{parent}id",
+    )
+
+
+class WritebackConfig(_Strict):
+    enabled: bool = Field(default=True, description="write KPIs back to Dataverse (needs dataverse_url)")
+    batch_size: Annotated[int, Field(ge=1, le=1000)] = 100
+    max_parallel: Annotated[int, Field(ge=1, le=52)] = 4
+    daily_series: bool = True
+    top_contacts: bool = True
+    contact: ParentMapping = _default_parent("contact")
+    account: ParentMapping = _default_parent("account")
+    lead: ParentMapping = _default_parent("lead")
+    opportunity: ParentMapping = _default_parent("opportunity")
+    # Top contacts: the team members who contacted the record most (ours) and its people we contacted most.
+    most_contacted: TableRef = TableRef(table="msdyn_mostcontacted", entity_set="msdyn_mostcontacteds")
+    most_contacted_by: TableRef = TableRef(table="msdyn_mostcontactedby", entity_set="msdyn_mostcontactedbies")
+    columns: dict[str, str] = {}
+
+    @field_validator("columns")
+    @classmethod
+    def _known(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(DEFAULT_KPI_COLUMNS))
+        if unknown:
+            raise ValueError(f"unknown KPI name(s) {', '.join(unknown)}; known: {', '.join(DEFAULT_KPI_COLUMNS)}")
+        return v
+
+    def column(self, kpi: str) -> str:
+        """The Dataverse column of one KPI ("" when the mapping leaves it out)."""
+        return self.columns.get(kpi, DEFAULT_KPI_COLUMNS[kpi])
+
+    def parent(self, entity: str) -> ParentMapping:
+        mapping: ParentMapping = getattr(self, entity)
+        return mapping
+
+
 class TenantConfig(_Strict):
     name: str
     tenant_id: str
@@ -224,6 +325,7 @@ class TenantConfig(_Strict):
     scope: ScopeConfig = ScopeConfig()
     sync: SyncConfig = SyncConfig()
     kpi: KpiConfig = KpiConfig()
+    writeback: WritebackConfig = WritebackConfig()
 
     _norm_dom = field_validator("internal_domains")(_domains)
 
@@ -305,7 +407,7 @@ class ServiceConfig(_Strict):
     @classmethod
     def _listen(cls, v: str) -> str:
         if v and (":" not in v or not v.rsplit(":", 1)[1].isdigit()):
-            raise ValueError(f"expected host:port such as 127.0.0.1:9464, or \"\" to turn it off; got {v!r}")
+            raise ValueError(f'expected host:port such as 127.0.0.1:9464, or "" to turn it off; got {v!r}')
         return v
 
 

@@ -33,7 +33,9 @@ from sqlalchemy.engine import make_url
 from relinsights.compute.job import compute_tenant
 from relinsights.compute.schedule import compute_due
 from relinsights.config import Config, ConfigError, TenantConfig, load_config
+from relinsights.crm.client import DataverseError
 from relinsights.crm.mirror import mirror_tenant
+from relinsights.crm.writeback import writeback_due, writeback_tenant
 from relinsights.db import make_engine, migrate
 from relinsights.graph.sync import ensure_tenant, sync_tenant
 from relinsights.observability import Metrics, http_app
@@ -136,6 +138,8 @@ class Daemon:
                 ("sync", self._sync_tick, interval, int(min(60, interval * 10)), (0, 5)),
                 ("crm", self._crm_tick, 15, 60, (0, 10)),
                 ("compute", self._compute_tick, COMPUTE_CHECK_MINUTES, 60, (30, 60)),
+                # Write-back follows each computation; this timer retries one that failed or was partial.
+                ("writeback", self._writeback_tick, 15, 60, (60, 120)),
                 ("retention", self._retention_tick, 24 * 60, 600, (60, 600)),
             ]
             for name, tick, minutes, jitter, first in jobs:
@@ -200,6 +204,37 @@ class Daemon:
             await self._leased("compute", tenant, COMPUTE_LEASE, work)
         finally:
             self._computing.discard(tenant.name)
+        await self._writeback_tick(tenant)
+
+    def _writeback_due(self, tenant: TenantConfig) -> bool:
+        return writeback_due(self.engine, tenant, ensure_tenant(self.engine, tenant).id or 0)
+
+    async def _writeback_tick(self, tenant: TenantConfig) -> None:
+        """Write the latest KPIs to Dataverse when they are newer than the last write-back (or it failed)."""
+        if self.stopping.is_set() or not await asyncio.to_thread(self._writeback_due, tenant):
+            return
+
+        async def work() -> None:
+            if not await asyncio.to_thread(self._writeback_due, tenant):
+                return  # another replica wrote them meanwhile
+            sd_notify(f"STATUS=writing KPIs of {tenant.name} to Dataverse")
+            report = await writeback_tenant(self.engine, tenant)
+            self.metrics.requests.labels("dataverse", tenant.name).inc(report.requests)
+            self.metrics.throttled.labels("dataverse", tenant.name).inc(report.throttled)
+            for table, rows in report.written.items():
+                self.metrics.rows_written.labels(tenant.name, table).inc(rows)
+            log.info(
+                "daemon.writeback",
+                tenant=tenant.name,
+                status=report.status,
+                written=sum(report.written.values()),
+                skipped=report.skipped,
+                failed=len(report.failures),
+            )
+            if report.status == "failed":  # backs off through the lease and is retried by the timer
+                raise DataverseError(report.error or "write-back failed")
+
+        await self._leased("writeback", tenant, timedelta(hours=1), work)
 
     async def _retention_tick(self, tenant: TenantConfig) -> None:
         async def work() -> None:

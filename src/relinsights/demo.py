@@ -18,12 +18,13 @@ from relinsights.compute.job import compute_tenant
 from relinsights.compute.views import STATES, list_view
 from relinsights.config import TenantConfig, load_config
 from relinsights.crm.mirror import mirror_tenant
+from relinsights.crm.writeback import writeback_tenant
 from relinsights.db import make_engine, migrate
 from relinsights.db.models import Event, Mailbox, Message, MessageParticipant, table_of
 from relinsights.graph.sync import ensure_tenant, sync_tenant
 from relinsights.status import mailbox_statuses
 
-NOT_YET = ["Dataverse write-back", "the HTML report"]
+NOT_YET = ["the HTML report"]
 
 
 def run_demo(directory: Path, size: str, seed: int, out: Console) -> int:
@@ -44,18 +45,22 @@ def run_demo(directory: Path, size: str, seed: int, out: Console) -> int:
         mirror = asyncio.run(mirror_tenant(engine, tenant))
         out.print("computing the relationship KPIs...")
         computed = compute_tenant(engine, tenant, as_of=server.org.now(), full=True)
+        out.print("writing the KPIs back to the sandbox's Dataverse KPI tables...")
+        written = asyncio.run(writeback_tenant(engine, tenant))
     _summary(engine, out, internal=set(tenant.internal_domains))
     _relationships(engine, tenant, out)
     out.print(
         f"\nsynced {report.messages_added} messages and {report.events_added} events from "
         f"{sum(1 for s in report.mailboxes.values() if s == 'ok')} mailboxes in {time.monotonic() - started:.1f} s "
         f"({report.requests} Graph requests); mirrored {sum(mirror.upserted.values())} CRM rows; computed the KPIs "
-        f"of {computed.computed} records from {computed.activities} activities as of {computed.as_of:%Y-%m-%d %H:%M}."
+        f"of {computed.computed} records from {computed.activities} activities as of {computed.as_of:%Y-%m-%d %H:%M}; "
+        f"wrote {sum(written.written.values())} rows to {len(written.written)} Dataverse KPI tables "
+        f"({len(written.failures)} failed)."
     )
     out.print(f"not built yet, so skipped: {', '.join(NOT_YET)}.")
     out.print(f"\ndatabase and config: {directory}\nnext: relinsights status --config {config_path}")
     out.print(f"      relinsights kpis list --config {config_path}")
-    return 0 if report.status == "ok" else 1
+    return 0 if report.status == "ok" and written.status == "ok" else 1
 
 
 def _summary(engine: Engine, out: Console, internal: set[str]) -> None:

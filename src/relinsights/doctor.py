@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from relinsights.auth import CredentialError, TokenSource, load_client_credential
 from relinsights.config import Config, TenantConfig
 from relinsights.crm.client import DataverseClient, DataverseError
+from relinsights.crm.writeback_rows import mapped_columns
 from relinsights.db.engine import schema_status
 from relinsights.graph.client import GraphClient, GraphError, PermissionDenied, ssl_context
 from relinsights.graph.directory import resolve_scope, user_from_json
@@ -218,13 +219,30 @@ async def _dataverse(tenant: TenantConfig) -> list[Check]:
         out.append(Check(tenant.name, "token for Dataverse", "fail", str(exc)))
         return out
     async with DataverseClient(tenant, tokens) as dv:
-        for entity_set in [*CRM_READS, "msdyn_contactkpiitems"]:
+        for entity_set in CRM_READS:
             try:
                 async for _page in dv.pages(entity_set, ["createdon"], page_size=1):
                     break
                 out.append(Check(tenant.name, f"Dataverse read {entity_set}", "ok"))
             except DataverseError as exc:
                 out.append(Check(tenant.name, f"Dataverse read {entity_set}", "fail", f"{exc}; {exc.fix}"))
+        if tenant.writeback.enabled:
+            out += await _writeback_mapping(tenant, dv)
+    return out
+
+
+async def _writeback_mapping(tenant: TenantConfig, dv: DataverseClient) -> list[Check]:
+    """Every table and column the write-back mapping names exists (one `$select` read of each table)."""
+    out = []
+    for entity_set, columns in mapped_columns(tenant.writeback).items():
+        what = f"write-back table {entity_set} ({len(columns)} columns)"
+        try:
+            async for _page in dv.pages(entity_set, columns, page_size=1):
+                break
+            out.append(Check(tenant.name, what, "ok"))
+        except DataverseError as exc:
+            fix = "correct the table or column in the tenant's [writeback] mapping, or create it in Dataverse"
+            out.append(Check(tenant.name, what, "fail", f"{exc}; {fix}"))
     return out
 
 

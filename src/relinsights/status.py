@@ -1,4 +1,5 @@
-"""What `relinsights status` shows: per mailbox, its sync state, counts and cursor age."""
+"""What `relinsights status` shows: per tenant, its last computation and write-back; per mailbox, its sync
+state, counts and cursor age."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, func, select
 
-from relinsights.db.models import Event, Mailbox, Message, SyncCursor, Tenant, table_of
+from relinsights.db.models import Event, KpiRun, Mailbox, Message, SyncCursor, Tenant, WritebackRun, table_of
 
 
 @dataclass
@@ -31,7 +32,10 @@ class MailboxStatus:
 
 
 def _iso(dt: datetime | None) -> str | None:
-    return dt.astimezone(UTC).isoformat(timespec="seconds") if dt else None
+    if dt is None:
+        return None
+    aware = dt if dt.tzinfo else dt.replace(tzinfo=UTC)  # SQLite hands back UTC without its zone
+    return aware.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def mailbox_statuses(
@@ -91,3 +95,69 @@ def mailbox_statuses(
 
 def statuses_json(rows: list[MailboxStatus]) -> str:
     return json.dumps([r.to_json() for r in rows], indent=2)
+
+
+@dataclass
+class TenantStatus:
+    tenant: str
+    status: str
+    last_error: str | None
+    computed_at: str | None  # when the last KPI computation finished
+    as_of: str | None
+    records: int
+    accuracy: str | None
+    writeback_at: str | None  # when the last write-back finished
+    writeback_status: str | None  # ok | partial | failed
+    rows_written: int
+    rows_skipped: int
+    rows_failed: int
+    rows_pending: int
+    writeback_error: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def tenant_statuses(engine: Engine, tenant: str | None = None) -> list[TenantStatus]:
+    """Per tenant: its last KPI computation and its last write-back to Dataverse."""
+    t, run, wb = table_of(Tenant), table_of(KpiRun), table_of(WritebackRun)
+    out = []
+    with engine.connect() as conn:
+        tenants = conn.execute(select(t).order_by(t.c.name)).mappings().all()
+        for row in tenants:
+            if tenant and row["name"] != tenant:
+                continue
+            last = (
+                conn.execute(select(run).where(run.c.tenant_pk == row["id"]).order_by(run.c.started_at.desc()).limit(1))
+                .mappings()
+                .first()
+            )
+            w = (
+                conn.execute(
+                    select(wb)
+                    .where(wb.c.tenant_pk == row["id"])
+                    .order_by(wb.c.started_at.desc(), wb.c.id.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
+            out.append(
+                TenantStatus(
+                    tenant=row["name"],
+                    status=row["status"],
+                    last_error=row["last_error"],
+                    computed_at=_iso(last["finished_at"]) if last else None,
+                    as_of=_iso(last["as_of"]) if last else None,
+                    records=int(last["records"]) if last else 0,
+                    accuracy=last["accuracy"] if last else None,
+                    writeback_at=_iso(w["finished_at"]) if w else None,
+                    writeback_status=w["status"] if w else None,
+                    rows_written=int(w["written"]) if w else 0,
+                    rows_skipped=int(w["skipped"]) if w else 0,
+                    rows_failed=int(w["failed"]) if w else 0,
+                    rows_pending=int(w["pending"]) if w else 0,
+                    writeback_error=w["error"] if w else None,
+                )
+            )
+    return out

@@ -285,5 +285,10 @@ class DataverseClient:
 
     async def upsert_multiple(self, entity_set: str, logical_name: str, targets: list[dict[str, Any]]) -> None:
         """One call for many rows; one bad row fails the whole call (the caller splits to find it)."""
-        body = {"Targets": [{"@odata.type": f"Microsoft.Dynamics.CRM.{logical_name}", **t} for t in targets]}
+        body = upsert_multiple_body(logical_name, targets)
         await self.request("POST", f"{entity_set}/Microsoft.Dynamics.CRM.UpsertMultiple", json=body)
+
+
+def upsert_multiple_body(logical_name: str, targets: list[dict[str, Any]]) -> dict[str, Any]:
+    """The body of an UpsertMultiple call: every target typed, as the action requires."""
+    return {"Targets": [{"@odata.type": f"Microsoft.Dynamics.CRM.{logical_name}", **t} for t in targets]}

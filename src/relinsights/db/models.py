@@ -305,3 +305,44 @@ class SimilarWonSnapshot(SQLModel, table=True):
     fallback: bool = False
     eligible_won: int = 0
     matches: str = Field(sa_column=Column(Text, nullable=False))  # JSON list
+
+
+class WritebackRow(SQLModel, table=True):
+    """A row the write-back last wrote to Dataverse, with the hash of its values: the ledger that lets the
+    next write-back skip unchanged rows and delete rows it owns that should no longer exist."""
+
+    __tablename__ = "writeback_row"
+    __table_args__ = (
+        UniqueConstraint("tenant_pk", "entity_set", "row_id"),
+        Index("ix_writeback_row_parent", "tenant_pk", "parent_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_pk: int = Field(sa_column=Column(Integer, ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False))
+    entity_set: str = Field(max_length=100)
+    row_id: str = Field(max_length=64)
+    kind: str = Field(max_length=8)  # kpi | daily | top
+    parent_id: str = Field(max_length=64)
+    day: str | None = Field(default=None, max_length=10)  # daily rows
+    hash: str = Field(max_length=32)
+    written_at: datetime
+
+
+class WritebackRun(SQLModel, table=True):
+    """One write-back of a tenant: what it wrote, skipped and could not write (`relinsights status`)."""
+
+    __tablename__ = "writeback_run"
+    __table_args__ = (Index("ix_writeback_run_tenant", "tenant_pk", "started_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_pk: int = Field(sa_column=Column(Integer, ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False))
+    as_of: datetime | None = None  # the snapshots' as-of
+    started_at: datetime
+    finished_at: datetime | None = None
+    status: str = Field(default="running", max_length=16)  # running | ok | partial | failed
+    written: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    failed: int = 0
+    pending: int = 0  # rows wanted but not attempted (the run stopped early)
+    # JSON: rows written per table, and each failed row with its table, id, record and error.
+    details: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    error: str | None = Field(default=None, sa_column=Column(Text))
