@@ -1,7 +1,9 @@
-"""`relinsights run` as a real process against the sandbox: READY over NOTIFY_SOCKET, sync, SIGTERM."""
+"""`relinsights run` as a real process against the sandbox: READY over NOTIFY_SOCKET, sync, compute,
+write-back, SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -10,13 +12,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
+from typer.testing import CliRunner
 
+from relinsights.cli import app
 from relinsights.db import make_engine
-from relinsights.db.models import Mailbox, Message
+from relinsights.db.models import KpiSnapshot, Mailbox, Message, WritebackRun
 from relinsights.sandbox.server import SandboxServer
 
 
@@ -55,6 +60,36 @@ def receive(sock: socket.socket, want: str, timeout: float) -> list[str]:
     raise AssertionError(f"no {want!r} from the daemon within {timeout}s; got {got}")
 
 
+def wait_for_writeback(engine: Engine, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            row = conn.execute(select(WritebackRun).order_by(WritebackRun.id.desc())).first()  # type: ignore[union-attr]
+        if row is not None:
+            return row
+        time.sleep(0.5)
+    raise AssertionError(f"the daemon wrote no KPIs back within {timeout}s")
+
+
+def assert_written_rows_equal_the_snapshots(sandbox: SandboxServer, engine: Engine) -> None:
+    with engine.connect() as conn:
+        latest = conn.execute(select(func.max(KpiSnapshot.as_of))).scalar_one()
+        snapshots = conn.execute(
+            select(KpiSnapshot.entity, KpiSnapshot.record_id, KpiSnapshot.payload).where(KpiSnapshot.as_of == latest)
+        ).all()
+    kpi = sandbox.crm.kpi_rows()
+    assert len(snapshots) > 20
+    for entity, record_id, payload in snapshots:
+        p = json.loads(payload)
+        [row] = [r for r in kpi[f"msdyn_{entity}kpiitems"].values() if r[f"_msdyn_{entity}id_value"] == record_id]
+        assert (row["msdyn_emailssent"], row["msdyn_emailsreceived"], row["msdyn_meetingssent"]) == (
+            p["emails_sent"],
+            p["emails_received"],
+            p["meetings_sent"],
+        )
+        assert row["msdyn_relationshiphealthscorevalue"] == (p["health"] or {}).get("score")
+
+
 def test_daemon_reports_ready_syncs_pings_watchdog_and_stops_on_sigterm(sandbox: SandboxServer, tmp_path: Path) -> None:
     config = sandbox.write_daemon_config(tmp_path / "state", credential="secret")
     with socket.socket() as probe:
@@ -79,6 +114,9 @@ def test_daemon_reports_ready_syncs_pings_watchdog_and_stops_on_sigterm(sandbox:
                 break
             time.sleep(0.5)
         assert done >= 8, "the daemon did not sync the sandbox's mailboxes"
+        written = wait_for_writeback(engine, 90)
+        assert written.status == "ok" and written.written > 0 and written.failed == 0
+        assert_written_rows_equal_the_snapshots(sandbox, engine)
         health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
         assert health.status_code == 200 and health.json()["status"] == "ok"
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
@@ -93,6 +131,10 @@ def test_daemon_reports_ready_syncs_pings_watchdog_and_stops_on_sigterm(sandbox:
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
         assert time.monotonic() - t0 < 30 and "daemon.stopped" in out
+        # Nothing changed since the daemon's write-back: a second run writes nothing.
+        again = CliRunner().invoke(app, ["writeback", "--once", "--json", "--config", str(config)])
+        [report] = json.loads(again.stdout)
+        assert report["rows_written"] == 0 and report["skipped"] == written.written and report["status"] == "ok"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -205,7 +205,7 @@ def test_dry_run_prints_the_exact_requests_and_changes_nothing(sqlite_org: Org) 
     with sqlite_org.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(WritebackRow)).scalar_one() == 0
     listed = runner.invoke(app, ["writeback", "--once", "--dry-run", "--json", "--config", str(sqlite_org.config)])
-    [report] = json.loads(listed.output)
+    [report] = json.loads(listed.stdout)
     upserts = [r for r in report["requests"] if r["method"] == "POST"]
     assert report["pending"] == len(report["requests"]) - len(upserts) + sum(len(r["body"]["Targets"]) for r in upserts)
     assert runner.invoke(app, ["writeback", "--once", "--config", str(sqlite_org.config)]).exit_code == 0
