@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import Engine, and_, delete, insert, or_, select
+from sqlalchemy import Engine, delete, insert, select
 
 from relinsights.compute.payload import series_days
 from relinsights.compute.store import latest_as_of
@@ -314,8 +314,11 @@ def _record_ledger(engine: Engine, tenant_pk: int, rows: Sequence[Row]) -> None:
     c = ledger_t.c
     with engine.begin() as conn:
         for part in _chunks(rows, LEDGER_CHUNK):
-            keys = or_(*(and_(c.entity_set == r.table.entity_set, c.row_id == r.row_id) for r in part))
-            conn.execute(delete(ledger_t).where(c.tenant_pk == tenant_pk, keys))
+            for entity_set in {r.table.entity_set for r in part}:
+                ids = [r.row_id for r in part if r.table.entity_set == entity_set]
+                conn.execute(
+                    delete(ledger_t).where(c.tenant_pk == tenant_pk, c.entity_set == entity_set, c.row_id.in_(ids))
+                )
         conn.execute(
             insert(ledger_t),
             [
@@ -346,9 +349,10 @@ def _is_row_error(exc: DataverseError) -> bool:
 
 
 class Writer:
-    def __init__(self, engine: Engine, tenant: TenantConfig, tenant_pk: int, client: DataverseClient):
-        self.engine, self.tenant, self.tenant_pk, self.client = engine, tenant, tenant_pk, client
-        self.report = WritebackReport(tenant.name)
+    def __init__(
+        self, engine: Engine, tenant: TenantConfig, tenant_pk: int, client: DataverseClient, report: WritebackReport
+    ):
+        self.engine, self.tenant, self.tenant_pk, self.client, self.report = engine, tenant, tenant_pk, client, report
         self._gate = asyncio.Semaphore(tenant.writeback.max_parallel)
         self.written_ids: set[tuple[str, str]] = set()
 
@@ -497,8 +501,7 @@ async def writeback_tenant(
                 printer(client.base_url, requests)
             report.requests, report.seconds = client.requests_sent, time.monotonic() - started
             return report
-        writer = Writer(engine, tenant, tenant_pk, client)
-        writer.report = report
+        writer = Writer(engine, tenant, tenant_pk, client, report)
         try:
             await writer.upsert_all([r for r in the_plan.rows if r.kind == KPI])
             await asyncio.gather(*(writer.link(*link) for link in the_plan.links))
