@@ -535,6 +535,36 @@ def kpis_list(
         render_list(out, rows)
 
 
+@app.command()
+def report(
+    config: ConfigOpt = None,
+    tenant: TenantOpt = None,
+    record: Annotated[
+        list[str] | None,
+        typer.Option("--record", help="Only this record's page (address, domain or id; repeatable)."),
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the report into.")] = Path(
+        "relinsights-report"
+    ),
+    jobs: Annotated[int, typer.Option("--jobs", help="Processes rendering pages (default: one per core).", min=0)] = 0,
+) -> None:
+    """Write the static HTML relationship report: an overview per tenant and a page of widgets per record."""
+    from relinsights.report import ReportError, write_report
+
+    with _cli_errors():
+        cfg = _load_for(config, tenant)
+        engine = _engine(cfg)
+    try:
+        result = write_report(engine, _tenant_rows(cfg, engine, tenant), out_dir, record or (), jobs or None)
+    except ReportError as exc:
+        err.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    for t in result.tenants:
+        when = f"KPIs as of {t.as_of:%Y-%m-%d %H:%M}" if t.as_of else "no KPIs yet: run `relinsights compute --once`"
+        out.print(f"[bold]{t.tenant}[/]: {t.pages} record pages, {t.ranked} relationships ranked; {when}", highlight=False)
+    out.print(f"report: {result.index.resolve()} ({result.seconds:.1f} s)", highlight=False)
+
+
 tenants_app = typer.Typer(help="Per-tenant enhanced insights: list, enable, disable.", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants")
 
