@@ -107,8 +107,12 @@ def expected_cells(view: dict[str, Any]) -> dict[str, dict[str, str]]:
     for side, turns in (("us", "customer"), ("them", "ours")):
         out["responses"].update(
             {
-                f"average_first_response_time_by_{side}_hours": _hours(view[f"average_first_response_time_by_{side}_hours"]),
-                f"median_first_response_time_by_{side}_hours": _hours(view[f"median_first_response_time_by_{side}_hours"]),
+                f"average_first_response_time_by_{side}_hours": _hours(
+                    view[f"average_first_response_time_by_{side}_hours"]
+                ),
+                f"median_first_response_time_by_{side}_hours": _hours(
+                    view[f"median_first_response_time_by_{side}_hours"]
+                ),
                 f"response_rate_by_{side}": _rate(view[f"response_rate_by_{side}"]),
                 f"turns.{turns}": f"{view['turns'][turns]['answered']} of {view['turns'][turns]['judged']}",
             }
@@ -148,7 +152,10 @@ def expected_cells(view: dict[str, Any]) -> dict[str, dict[str, str]]:
                     f"{k}.time_spent_by_customer_minutes": _minutes(m["time_spent_by_customer_minutes"] or 0),
                     **{
                         f"{k}.{n}": _hours(m[n])
-                        for n in ("average_first_response_time_by_us_hours", "average_first_response_time_by_them_hours")
+                        for n in (
+                            "average_first_response_time_by_us_hours",
+                            "average_first_response_time_by_them_hours",
+                        )
                     },
                     **{f"{k}.{n}": _rate(m[n]) for n in ("response_rate_by_us", "response_rate_by_them")},
                 }

@@ -9,9 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from report_pages import WIDGETS, expected_cells, read_page
 from sqlalchemy import Engine
-from test_compute_db import ANN, ANN_ID, T, tenant, worked_example, write_config
 from typer.testing import CliRunner
 
 from relinsights.cli import app
@@ -20,6 +18,8 @@ from relinsights.config import TenantConfig
 from relinsights.report.markup import page
 from relinsights.report.overview import went_cold
 from relinsights.report.record import record_body, summary_sentences
+from report_pages import WIDGETS, expected_cells, read_page
+from test_compute_db import ANN, ANN_ID, T, tenant, worked_example, write_config
 
 __all__ = ["tenant"]  # the fixture, imported for the database tests
 runner = CliRunner()
@@ -29,7 +29,11 @@ def view(**overrides: Any) -> dict[str, Any]:
     """A `kpis show --json` view of an opportunity, every widget filled, some values empty (null)."""
     v: dict[str, Any] = {
         "tenant": "contoso",
-        "record": {"entity": "opportunity", "id": "0e0e0e0e-0000-4000-8000-000000000001", "name": "Fabrikam <Big> deal"},
+        "record": {
+            "entity": "opportunity",
+            "id": "0e0e0e0e-0000-4000-8000-000000000001",
+            "name": "Fabrikam <Big> deal",
+        },
         "as_of": "2026-03-10T12:00:00+00:00",
         "linked": True,
         "series_first_day": "2026-01-10",
@@ -53,7 +57,10 @@ def view(**overrides: Any) -> dict[str, Any]:
         "average_first_response_time_by_them_hours": None,
         "median_first_response_time_by_them_hours": None,
         "response_rate_by_them": 0.0,
-        "turns": {"customer": {"turns": 8, "judged": 8, "answered": 7}, "ours": {"turns": 3, "judged": 2, "answered": 0}},
+        "turns": {
+            "customer": {"turns": 8, "judged": 8, "answered": 7},
+            "ours": {"turns": 3, "judged": 2, "answered": 0},
+        },
         "last_interaction": {
             "time": "2026-03-05T10:00:00+00:00",
             "kind": "meeting",
@@ -63,22 +70,49 @@ def view(**overrides: Any) -> dict[str, Any]:
         },
         "next_interaction": None,
         "top_contacts_ours": [
-            {"person": "bob@contoso.com", "addresses": ["bob@contoso.com"], "activities": 20, "emails": 14,
-             "meetings": 5, "calls": 1, "last_contacted": "2026-03-05T10:00:00+00:00"},
-        ],  # fmt: skip
+            {
+                "person": "bob@contoso.com",
+                "addresses": ["bob@contoso.com"],
+                "activities": 20,
+                "emails": 14,
+                "meetings": 5,
+                "calls": 1,
+                "last_contacted": "2026-03-05T10:00:00+00:00",
+            },
+        ],
         "top_contacts_theirs": [
-            {"person": "contact:c1", "addresses": ["ann@fabrikam.com"], "activities": 16, "emails": 12,
-             "meetings": 4, "calls": 0, "last_contacted": "2026-03-04T09:00:00+00:00"},
-        ],  # fmt: skip
+            {
+                "person": "contact:c1",
+                "addresses": ["ann@fabrikam.com"],
+                "activities": 16,
+                "emails": 12,
+                "meetings": 4,
+                "calls": 0,
+                "last_contacted": "2026-03-04T09:00:00+00:00",
+            },
+        ],
         "relationship_activities": {
             "2026-03-02": dict.fromkeys(
-                ("emails_sent", "emails_received", "meetings_sent", "meetings_received", "calls_made", "calls_received"),
+                (
+                    "emails_sent",
+                    "emails_received",
+                    "meetings_sent",
+                    "meetings_received",
+                    "calls_made",
+                    "calls_received",
+                ),
                 0,
             )
             | {"emails_sent": 2, "meetings_received": 1},
-            "2026-03-05": {"emails_sent": 0, "emails_received": 3, "meetings_sent": 1, "meetings_received": 0,
-                           "calls_made": 1, "calls_received": 0},
-        },  # fmt: skip
+            "2026-03-05": {
+                "emails_sent": 0,
+                "emails_received": 3,
+                "meetings_sent": 1,
+                "meetings_received": 0,
+                "calls_made": 1,
+                "calls_received": 0,
+            },
+        },
         "health": {
             "score": 48,
             "state": "Fair",
@@ -94,16 +128,30 @@ def view(**overrides: Any) -> dict[str, Any]:
             "fallback": True,
             "eligible_won": 4,
             "matches": [
-                {"opportunity_id": "aa", "distance": 0.1, "activities": 30, "time_spent_by_team_minutes": 600,
-                 "time_spent_by_customer_minutes": 300, "average_first_response_time_by_us_hours": 2.0,
-                 "response_rate_by_us": 0.9, "average_first_response_time_by_them_hours": 5.5,
-                 "response_rate_by_them": 0.8},
-                {"opportunity_id": "bb", "distance": 0.4, "activities": 0, "time_spent_by_team_minutes": 0,
-                 "time_spent_by_customer_minutes": 0, "average_first_response_time_by_us_hours": None,
-                 "response_rate_by_us": None, "average_first_response_time_by_them_hours": None,
-                 "response_rate_by_them": None},
+                {
+                    "opportunity_id": "aa",
+                    "distance": 0.1,
+                    "activities": 30,
+                    "time_spent_by_team_minutes": 600,
+                    "time_spent_by_customer_minutes": 300,
+                    "average_first_response_time_by_us_hours": 2.0,
+                    "response_rate_by_us": 0.9,
+                    "average_first_response_time_by_them_hours": 5.5,
+                    "response_rate_by_them": 0.8,
+                },
+                {
+                    "opportunity_id": "bb",
+                    "distance": 0.4,
+                    "activities": 0,
+                    "time_spent_by_team_minutes": 0,
+                    "time_spent_by_customer_minutes": 0,
+                    "average_first_response_time_by_us_hours": None,
+                    "response_rate_by_us": None,
+                    "average_first_response_time_by_them_hours": None,
+                    "response_rate_by_them": None,
+                },
             ],
-        },  # fmt: skip
+        },
     }
     return v | overrides
 
@@ -192,7 +240,10 @@ def test_report_of_the_worked_example(engine: Engine, tenant: TenantConfig, tmp_
 
     only = runner.invoke(app, ["report", "--config", cfg, "--out", str(tmp_path / "one"), "--record", ANN.upper()])
     assert only.exit_code == 0, only.output
-    assert sorted(p.name for p in (tmp_path / "one" / "contoso").iterdir()) == ["contact-" + ANN_ID + ".html", "index.html"]
+    assert sorted(p.name for p in (tmp_path / "one" / "contoso").iterdir()) == [
+        "contact-" + ANN_ID + ".html",
+        "index.html",
+    ]
     bad = runner.invoke(app, ["report", "--config", cfg, "--record", "nobody@nowhere.example", "--record", ANN])
     assert bad.exit_code == 1
     said = " ".join(bad.stderr.split())
@@ -204,7 +255,10 @@ def test_a_failing_mailbox_is_said_before_any_number(engine: Engine, tenant: Ten
     rows.mailboxes("eve@contoso.com", status="error")
     compute_tenant(engine, tenant, as_of=T)
     out = tmp_path / "r"
-    assert runner.invoke(app, ["report", "--config", str(write_config(tmp_path, engine)), "--out", str(out)]).exit_code == 0
+    assert (
+        runner.invoke(app, ["report", "--config", str(write_config(tmp_path, engine)), "--out", str(out)]).exit_code
+        == 0
+    )
     html = (out / "contoso" / "index.html").read_text()
     assert "Check before trusting:" in html and "1 of 4 mailboxes are not syncing: eve@contoso.com (error)" in html
     assert html.index("Check before trusting") < html.index('data-widget="ranked"')
