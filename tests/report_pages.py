@@ -87,6 +87,28 @@ def _person(p: dict[str, Any]) -> str:
     return p["addresses"][0] if p["person"].startswith("contact:") and p["addresses"] else p["person"]
 
 
+def charted_widgets(view: dict[str, Any]) -> set[str]:
+    """The widgets that must carry a chart: every one with something to draw."""
+    out = (
+        {"health", "interactions", "activities", "time"}
+        if view.get("health")
+        else {"interactions", "activities", "time"}
+    )
+    if any(view[f"sent_received_ratio_by_{s}"] is not None for s in ("us", "them")):
+        out.add("ratio")
+    if any(
+        view[f"{k}_by_{s}{u}"] is not None
+        for s in ("us", "them")
+        for k, u in (("average_first_response_time", "_hours"), ("response_rate", ""))
+    ):
+        out.add("responses")
+    if view.get("top_contacts_ours") or view.get("top_contacts_theirs"):
+        out.add("top-contacts")
+    if (view.get("similar_won") or {}).get("matches"):
+        out.add("similar-won")
+    return out
+
+
 def expected_cells(view: dict[str, Any]) -> dict[str, dict[str, str]]:
     """Widget -> data-kpi key -> the text it must show, for a record's `kpis show --json` view."""
     out: dict[str, dict[str, str]] = {

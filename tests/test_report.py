@@ -18,7 +18,7 @@ from relinsights.config import TenantConfig
 from relinsights.report.markup import page
 from relinsights.report.overview import went_cold
 from relinsights.report.record import record_body, summary_sentences
-from report_pages import WIDGETS, expected_cells, read_page
+from report_pages import WIDGETS, charted_widgets, expected_cells, read_page
 from test_compute_db import ANN, ANN_ID, T, tenant, worked_example, write_config
 
 __all__ = ["tenant"]  # the fixture, imported for the database tests
@@ -164,10 +164,7 @@ def check_widgets(html: str, v: dict[str, Any]) -> None:
     for widget, cells in wanted.items():
         shown = page_.widgets[widget]
         assert {k: shown.get(k) for k in cells} == cells, widget
-    charts = {"health": 1, "interactions": 1, "ratio": 1, "activities": 1, "time": 1, "responses": 1}
-    charts |= {"top-contacts": 1} if v.get("top_contacts_ours") or v.get("top_contacts_theirs") else {}
-    charts |= {"similar-won": 1} if (v.get("similar_won") or {}).get("matches") else {}
-    assert {w: page_.svgs[w] for w in charts} == charts
+    assert {w for w, n in page_.svgs.items() if n} == charted_widgets(v)
 
 
 def test_each_widget_shows_the_values_of_the_view() -> None:
