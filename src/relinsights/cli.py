@@ -29,7 +29,7 @@ from relinsights import __version__
 from relinsights.config import EX_CONFIG, Config, ConfigError, TenantConfig, load_config
 from relinsights.db import make_engine, migrate
 from relinsights.log import setup_logging
-from relinsights.status import mailbox_statuses
+from relinsights.status import age_text, mailbox_statuses
 
 app = typer.Typer(
     name="relinsights",
@@ -255,15 +255,6 @@ def _print_sync_reports(reports: list[Any], as_json: bool) -> bool:
     return failed
 
 
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"
-
-
 @app.command()
 def status(
     config: ConfigOpt = None,
@@ -304,7 +295,7 @@ def status(
             f"[{style}]{r.status}[/]" if style else r.status,
             str(r.messages),
             str(r.events),
-            _age(r.cursor_age_s),
+            age_text(r.cursor_age_s),
             r.last_success or "never",
             str(r.error_count),
             (r.last_error or "")[: max(40, width // 3)],

@@ -19,7 +19,8 @@ from typing import Any
 from relinsights.compute.widgets import TREND_MARK, _when
 from relinsights.report import charts
 from relinsights.report.markup import Cell, cell, esc, figure, link, table, widget
-from relinsights.status import MailboxStatus
+from relinsights.report.record import COUNT_HEADERS
+from relinsights.status import MailboxStatus, age_text
 
 COLD_DAYS = 30
 WEEKS = 12
@@ -58,15 +59,6 @@ def went_cold(row: dict[str, Any], payload: dict[str, Any], series_last_day: dat
     return not any(counts.get(k, 0) for day, counts in series.items() if day >= since for k in RECEIVED)
 
 
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.0f} s"
-
-
 def _trust(o: Overview) -> str:
     bad = [m for m in o.mailboxes if m.status not in TRUSTED]
     partial = bool(o.run and o.run["accuracy"] != "Complete")
@@ -82,7 +74,7 @@ def _trust(o: Overview) -> str:
     lag = max((m.cursor_age_s or 0.0) for m in o.mailboxes)
     return (
         f"<p class='banner ok' role='status'><strong>Numbers can be trusted:</strong> all {len(o.mailboxes)} "
-        f"mailboxes synced (longest lag {esc(_age(lag))}); KPI accuracy Complete.</p>"
+        f"mailboxes synced (longest lag {esc(age_text(lag))}); KPI accuracy Complete.</p>"
     )
 
 
@@ -92,7 +84,7 @@ def _sync_health(o: Overview) -> str:
             m.mailbox,
             Cell(m.status),
             m.last_success or "never",
-            Cell(_age(m.cursor_age_s), numeric=True),
+            Cell(age_text(m.cursor_age_s), numeric=True),
             cell(m.error_count),
             (m.last_error or "")[:160],
         ]
@@ -117,16 +109,7 @@ def _weekly(o: Overview) -> str:
         per = {(k, d): n for (wk, k, d), n in o.weekly.items() if wk == w}
         counts = [per.get((k, d), 0) for k in KIND_NOUN for d in ("outgoing", "incoming")]
         rows.append([w.isoformat(), *(cell(n) for n in counts), cell(sum(counts))])
-    headers = [
-        "week starting",
-        "emails sent",
-        "emails received",
-        "meetings sent",
-        "meetings received",
-        "calls made",
-        "calls received",
-        "total",
-    ]
+    headers = ["week starting", *COUNT_HEADERS, "total"]
     return widget(
         "weekly",
         "Activity per week",

@@ -21,6 +21,7 @@ KINDS = (
     ("Calls", "calls_made", "calls_received"),
 )
 PARTS = {"engagement": "E", "recency": "R", "reciprocity": "P", "responsiveness": "Q"}  # kpis.md 5.3
+COUNT_HEADERS = ("emails sent", "emails received", "meetings sent", "meetings received", "calls made", "calls received")
 Linker = Callable[[str, str], str | None]  # (entity, record id) -> the page's href, if there is one
 
 
@@ -189,15 +190,7 @@ def w_activities(view: dict[str, Any]) -> str:
     label = f"Relationship activities per day from {days[0]} to {days[-1]}: {total} in all, on {len(sparse)} days"
     bands = [{"day": days[-1], "kind": noun, "value": 0} for noun, _, _ in KINDS]  # every kind gets its band
     svg = charts.render(charts.daily_spec(chart_rows + bands, days), label)
-    headers = [
-        "day",
-        "emails sent",
-        "emails received",
-        "meetings sent",
-        "meetings received",
-        "calls made",
-        "calls received",
-    ]
+    headers = ["day", *COUNT_HEADERS]
     body = (
         f"<details><summary>{_plural(len(sparse), 'day')} with activity</summary>"
         f"{table(headers, table_rows, 'activities per day')}</details>"
