@@ -7,11 +7,12 @@ worker processes (the charts are the cost), one per core.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -130,26 +131,36 @@ def gather_overview(engine: Engine, tenant: TenantConfig, tenant_pk: int, hits: 
     )
 
 
-def _render_record(args: tuple[dict[str, Any], dict[str, str | None], set[tuple[str, str]]]) -> tuple[str, str]:
-    view, names, pages = args
+# What every record page links to: set once per worker process, not sent along with each record.
+_shared: dict[str, Any] = {}
 
-    def href(entity: str, rid: str) -> str | None:
-        return page_name(entity, rid) if (entity, rid) in pages else None
 
+def _share(names: dict[str, str | None], pages: set[tuple[str, str]]) -> None:
+    _shared.update(names=names, pages=pages)
+
+
+def _href(entity: str, rid: str) -> str | None:
+    return page_name(entity, rid) if (entity, rid) in _shared["pages"] else None
+
+
+def _render_record(view: dict[str, Any]) -> tuple[str, str]:
     rec = view["record"]
-    body = record_body(view, names, href)
-    html = page(
-        title_of(view), body, nav=[("index.html", f"{view['tenant']} overview"), ("../index.html", "all tenants")]
-    )
-    return page_name(rec["entity"], rec["id"]), html
+    body = record_body(view, _shared["names"], _href)
+    nav = [("index.html", f"{view['tenant']} overview"), ("../index.html", "all tenants")]
+    return page_name(rec["entity"], rec["id"]), page(title_of(view), body, nav=nav)
 
 
-def _pool_map(fn: Callable[[Any], tuple[str, str]], items: list[Any], jobs: int) -> Iterator[tuple[str, str]]:
-    if jobs <= 1 or len(items) < 8:
-        yield from map(fn, items)
+def _render_all(
+    views: list[dict[str, Any]], names: dict[str, str | None], pages: set[tuple[str, str]], jobs: int
+) -> Iterator[tuple[str, str]]:
+    """The record pages, rendered in `jobs` worker processes (in this one for a handful of pages)."""
+    if jobs <= 1 or len(views) < 8:
+        yield from map(_render_record, views)
         return
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        yield from pool.map(fn, items, chunksize=max(1, len(items) // (4 * jobs)))
+    # spawn, not fork: a forked child would inherit the chart engine's threads from this process, dead.
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=spawn, initializer=_share, initargs=(names, pages)) as pool:
+        yield from pool.map(_render_record, views, chunksize=max(1, min(16, len(views) // (4 * jobs))))
 
 
 def resolve_records(
@@ -185,16 +196,13 @@ def write_tenant(
     pages = {(v["record"]["entity"], v["record"]["id"]) for v in views}
     won = [m["opportunity_id"] for v in views for m in (v.get("similar_won") or {}).get("matches", [])]
     names = {rid: n for (_e, rid), n in names_of(engine, tenant_pk, [("opportunity", r) for r in won]).items()}
-    for name, html in _pool_map(_render_record, [(v, names, pages) for v in views], jobs):
+    _share(names, pages)
+    for name, html in _render_all(views, names, pages, jobs):
         (directory / name).write_text(html, encoding="utf-8")
     overview = gather_overview(engine, tenant, tenant_pk, everyone)
-
-    def href(entity: str, rid: str) -> str | None:
-        return page_name(entity, rid) if (entity, rid) in pages else None
-
     nav = [("../index.html", "all tenants")]
     (directory / "index.html").write_text(
-        page(f"{tenant.name}: relationships", overview_body(overview, href), nav), encoding="utf-8"
+        page(f"{tenant.name}: relationships", overview_body(overview, _href), nav), encoding="utf-8"
     )
     return TenantReport(tenant.name, directory, as_of, pages=len(views), ranked=len(overview.ranked))
 
