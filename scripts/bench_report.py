@@ -112,8 +112,10 @@ def main() -> None:
     args = p.parse_args()
 
     from relinsights.compute.views import RecordHit
+    from relinsights.log import setup_logging
     from relinsights.report.build import _snapshot_hits, write_report, write_tenant
 
+    setup_logging("warning", "console")
     work = Path(tempfile.mkdtemp(prefix="bench-report-"))
     try:
         t0 = time.perf_counter()

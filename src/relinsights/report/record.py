@@ -44,28 +44,18 @@ def summary_sentences(view: dict[str, Any]) -> list[str]:
             f"(it was {h['previous']['score']} two weeks earlier). {h['reason']}"
         )
     for noun, sent, received in KINDS:
-        word = noun.lower()
-        ours, theirs = view[sent], view[received]
-        if ours > theirs:
-            out.append(
-                f"{ours - theirs} more {word if ours - theirs != 1 else word[:-1]} initiated by your team than by the customer."
-            )
-        elif theirs > ours:
-            out.append(
-                f"{theirs - ours} more {word if theirs - ours != 1 else word[:-1]} initiated by the customer than by your team."
-            )
+        word, ours, theirs = noun.lower(), view[sent], view[received]
+        if ours != theirs:
+            more, less = ("your team", "the customer") if ours > theirs else ("the customer", "your team")
+            d = abs(ours - theirs)
+            out.append(f"{d} more {word if d != 1 else word[:-1]} initiated by {more} than by {less}.")
         elif ours:
             out.append(f"As many {word} initiated by your team as by the customer ({ours} each).")
-    if view["response_rate_by_them"] is not None:
-        out.append(
-            f"The customer answered {_rate(view['response_rate_by_them'])} of your team's emails, "
-            f"after {_hours(view['average_first_response_time_by_them_hours'])} on average."
-        )
-    if view["response_rate_by_us"] is not None:
-        out.append(
-            f"Your team answered {_rate(view['response_rate_by_us'])} of the customer's emails, "
-            f"after {_hours(view['average_first_response_time_by_us_hours'])} on average."
-        )
+    for who, whose, side in (("The customer", "your team's", "them"), ("Your team", "the customer's", "us")):
+        rate, mean = view[f"response_rate_by_{side}"], view[f"average_first_response_time_by_{side}_hours"]
+        if rate is not None:
+            after = f", after {_hours(mean)} on average" if mean is not None else ""
+            out.append(f"{who} answered {_rate(rate)} of {whose} emails{after}.")
     out.append(
         f"Your team invested {_minutes(view['time_spent_by_team_minutes'])}, "
         f"the customer {_minutes(view['time_spent_by_customer_minutes'])}."
@@ -109,7 +99,7 @@ def w_health(view: dict[str, Any]) -> str:
     )
     svg = charts.side_by_side(
         charts.gauge_spec(h["score"], h["state"]),
-        charts.labelled_bars_spec(bars, x_title="part (0 to 1)", colour={"part": charts.US}, x_max=1),
+        charts.labelled_bars_spec(bars, colour={"part": charts.US}, x_max=1, title="parts (0 to 1)"),
         label,
     )
     rows = [
@@ -136,7 +126,7 @@ def w_interactions(view: dict[str, Any]) -> str:
     label = "Customer interactions initiated by us and by them: " + ", ".join(
         f"{r['label']} {r['value']}" for r in chart_rows
     )
-    svg = charts.bars(chart_rows, label, x_title="activities", colour={"by us": charts.US, "by them": charts.THEM})
+    svg = charts.bars(chart_rows, label, colour={"by us": charts.US, "by them": charts.THEM})
     body = table(["kind", "initiated by us", "initiated by them"], rows, "interactions")
     return widget("interactions", "Customer interactions", figure(svg, label), body)
 
@@ -156,7 +146,6 @@ def w_ratio(view: dict[str, Any]) -> str:
                 charts.bars(
                     chart_rows,
                     label,
-                    x_title="emails sent per email received",
                     colour={"by us": charts.US, "by them": charts.THEM},
                 ),
                 label,
@@ -206,7 +195,7 @@ def w_time(view: dict[str, Any]) -> str:
         {"label": "Customer", "group": "by them", "value": customer / 60, "text": _minutes(customer)},
     ]
     label = f"Time invested: team {_minutes(team)}, customer {_minutes(customer)}"
-    svg = charts.bars(chart_rows, label, x_title="hours", colour={"by us": charts.US, "by them": charts.THEM})
+    svg = charts.bars(chart_rows, label, colour={"by us": charts.US, "by them": charts.THEM})
     rows = [
         ["team", Cell(_minutes(team), "time_spent_by_team_minutes", numeric=True)],
         ["customer", Cell(_minutes(customer), "time_spent_by_customer_minutes", numeric=True)],
@@ -241,9 +230,9 @@ def w_responses(view: dict[str, Any]) -> str:
     if time_rows or rate_rows:
         specs = []
         if time_rows:
-            specs.append(charts.labelled_bars_spec(time_rows, x_title="first response time (hours)", colour=colour))
+            specs.append(charts.labelled_bars_spec(time_rows, colour=colour, title="first response time"))
         if rate_rows:
-            specs.append(charts.labelled_bars_spec(rate_rows, x_title="response rate (%)", colour=colour, x_max=100))
+            specs.append(charts.labelled_bars_spec(rate_rows, colour=colour, x_max=100, title="response rate"))
         parts.append(figure(charts.stacked(specs, label), label))
     turns = view["turns"]
     rows = [
@@ -271,16 +260,16 @@ def w_responses(view: dict[str, Any]) -> str:
 
 def w_top_contacts(view: dict[str, Any]) -> str:
     chart_rows, rows = [], []
-    for side, title in (("ours", "ours"), ("theirs", "theirs")):
+    for side in ("ours", "theirs"):
         for i, p in enumerate(view.get(f"top_contacts_{side}") or []):
             who = _person(p)
-            for noun, key in (("Emails", "emails"), ("Meetings", "meetings"), ("Calls", "calls")):
-                if p[key]:
-                    chart_rows.append({"person": f"{title}: {who}", "kind": noun, "value": p[key]})
+            chart_rows.append(
+                {"label": f"{side}: {who}", "group": side, "value": p["activities"], "text": str(p["activities"])}
+            )
             k = f"top_contacts_{side}.{i}"
             rows.append(
                 [
-                    title,
+                    side,
                     Cell(who, f"{k}.person"),
                     cell(p["emails"], f"{k}.emails"),
                     cell(p["meetings"], f"{k}.meetings"),
@@ -292,36 +281,11 @@ def w_top_contacts(view: dict[str, Any]) -> str:
     if not rows:
         return widget("top-contacts", "Top contacts", "<p>No contacts yet.</p>")
     label = "Top contacts, ours and theirs, by activities: " + "; ".join(
-        f"{side} {_person(p)} {p['activities']}"
-        for side in ("ours", "theirs")
-        for p in view.get(f"top_contacts_{side}") or []
+        f"{r['label']} {r['value']}" for r in chart_rows
     )
-    order = list(dict.fromkeys(r["person"] for r in chart_rows))
-    spec = {
-        "width": charts.WIDTH,
-        "height": {"step": 22},
-        "data": {"values": chart_rows},
-        "mark": "bar",
-        "encoding": {
-            "y": {"field": "person", "type": "nominal", "sort": order, "title": None},
-            "x": {
-                "field": "value",
-                "type": "quantitative",
-                "stack": True,
-                "title": "activities (emails, meetings, calls)",
-            },
-            "color": {
-                "field": "kind",
-                "type": "nominal",
-                "title": None,
-                "scale": {"domain": list(charts.KIND_COLOURS), "range": list(charts.KIND_COLOURS.values())},
-            },
-        },
-    }
+    svg = charts.bars(chart_rows, label, colour={"ours": charts.US, "theirs": charts.THEM})
     headers = ["side", "person", "emails", "meetings", "calls", "activities", "last contacted"]
-    return widget(
-        "top-contacts", "Top contacts", figure(charts.render(spec, label), label), table(headers, rows, "top contacts")
-    )
+    return widget("top-contacts", "Top contacts", figure(svg, label), table(headers, rows, "top contacts"))
 
 
 def w_interactions_last_next(view: dict[str, Any]) -> str:
@@ -391,7 +355,7 @@ def w_similar(view: dict[str, Any], names: dict[str, str | None], href: Linker) 
         label = "Activities of the similar won opportunities: " + ", ".join(
             f"{r['label']} {r['value']}" for r in chart_rows
         )
-        parts.append(figure(charts.bars(chart_rows, label, x_title="activities", colour={"won": charts.US}), label))
+        parts.append(figure(charts.bars(chart_rows, label, colour={"won": charts.US}), label))
     headers = [
         "opportunity",
         "activities",
