@@ -552,8 +552,12 @@ def report(
         raise typer.Exit(1) from None
     for t in result.tenants:
         when = f"KPIs as of {t.as_of:%Y-%m-%d %H:%M}" if t.as_of else "no KPIs yet: run `relinsights compute --once`"
-        out.print(f"[bold]{t.tenant}[/]: {t.pages} record pages, {t.ranked} relationships ranked; {when}", highlight=False)
-    out.print(f"report: {result.index.resolve()} ({result.seconds:.1f} s)", highlight=False)
+        out.print(
+            f"[bold]{t.tenant}[/]: {t.pages} record pages, {t.ranked} relationships ranked; {when}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    out.print(f"report: {result.index.resolve()} ({result.seconds:.1f} s)", highlight=False, soft_wrap=True)
 
 
 tenants_app = typer.Typer(help="Per-tenant enhanced insights: list, enable, disable.", no_args_is_help=True)

@@ -58,7 +58,11 @@ def run_demo(directory: Path, size: str, seed: int, out: Console) -> int:
     result = write_report(engine, [(tenant, ensure_tenant(engine, tenant).id or 0)], directory / "report")
     out.print(f"\ndatabase and config: {directory}\nnext: relinsights status --config {config_path}")
     out.print(f"      relinsights kpis list --config {config_path}")
-    out.print(f"\nreport ({result.pages} record pages, {result.seconds:.1f} s): open {result.index}", highlight=False)
+    out.print(
+        f"\nreport ({result.pages} record pages, {result.seconds:.1f} s): open {result.index}",
+        highlight=False,
+        soft_wrap=True,
+    )
     return 0 if report.status == "ok" else 1
 
 
