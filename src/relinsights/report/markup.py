@@ -29,7 +29,9 @@ td.n, th.n { text-align: right; }
 .banner.ok { border-color: #2e7d32; } .banner.warn { border-color: #c62828; }
 ul.summary li { margin: .2rem 0; }
 .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
+@page { margin: 1.5cm; }
 @media print {
+  h2 { break-after: avoid; }
   nav, .skip { display: none; }
   body { max-width: none; padding: 0; font-size: 11px; }
   section.widget { border-color: #999; }

@@ -136,7 +136,7 @@ def _ranked_rows(rows: list[dict[str, Any]], href: Callable[[str, str], str | No
                 "health.state",
                 raw_html=True,
             ),
-            Cell(f"{TREND_MARK.get(r['health_trend'], '')} {r['health_trend']}".strip(), "health.trend"),
+            Cell(f"{TREND_MARK.get(r['health_trend'], '')}\u00a0{r['health_trend']}".strip(), "health.trend"),
             cell(r["activities"], "activities"),
             _when(r["last_interaction"])[:10],
             r["reason"] or "",
