@@ -14,11 +14,14 @@ def test_demo_syncs_the_sandbox_and_leaves_a_usable_directory(tmp_path: Path) ->
     runner = CliRunner()
     res = runner.invoke(app, ["demo", "--dir", str(tmp_path / "d"), "--seed", "3"])
     assert res.exit_code == 0, res.output
-    assert "synced" in res.output and "not built yet, so skipped: the HTML report" in res.output
+    assert "synced" in res.output
     assert "coldest relationships" in res.output and "healthiest relationships" in res.output
     assert "mirrored" in res.output and "computed the KPIs of" in res.output
     flat = " ".join(res.output.split())  # rich wraps long lines at the terminal width
     assert re.search(r"wrote [1-9]\d* rows to 10 Dataverse KPI tables \(0 failed\)", flat), res.output
+    index = tmp_path / "d" / "report" / "index.html"
+    assert f"open {index}" in res.output and index.exists()
+    assert len(list((tmp_path / "d" / "report" / "sandbox").glob("*.html"))) > 40  # the overview and every record
     config = tmp_path / "d" / "relinsights.toml"
     assert config.exists() and (tmp_path / "d" / "relinsights.db").exists()
     status = runner.invoke(app, ["status", "--json", "--config", str(config)])

@@ -29,7 +29,7 @@ from relinsights import __version__
 from relinsights.config import EX_CONFIG, Config, ConfigError, TenantConfig, load_config
 from relinsights.db import make_engine, migrate
 from relinsights.log import setup_logging
-from relinsights.status import mailbox_statuses, tenant_statuses
+from relinsights.status import age_text, mailbox_statuses, tenant_statuses
 
 app = typer.Typer(
     name="relinsights",
@@ -255,15 +255,6 @@ def _print_sync_reports(reports: list[Any], as_json: bool) -> bool:
     return failed
 
 
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"
-
-
 @app.command()
 def status(
     config: ConfigOpt = None,
@@ -318,7 +309,7 @@ def status(
             f"[{style}]{r.status}[/]" if style else r.status,
             str(r.messages),
             str(r.events),
-            _age(r.cursor_age_s),
+            age_text(r.cursor_age_s),
             r.last_success or "never",
             str(r.error_count),
             (r.last_error or "")[: max(40, width // 3)],
@@ -605,6 +596,40 @@ def kpis_list(
         out.print("no records with a health score: run `relinsights compute --once` first, or widen the filters")
     else:
         render_list(out, rows)
+
+
+@app.command()
+def report(
+    config: ConfigOpt = None,
+    tenant: TenantOpt = None,
+    record: Annotated[
+        list[str] | None,
+        typer.Option("--record", help="Only this record's page (address, domain or id; repeatable)."),
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory to write the report into.")] = Path(
+        "relinsights-report"
+    ),
+    jobs: Annotated[int, typer.Option("--jobs", help="Processes rendering pages (default: one per core).", min=0)] = 0,
+) -> None:
+    """Write the static HTML relationship report: an overview per tenant and a page of widgets per record."""
+    from relinsights.report import ReportError, write_report
+
+    with _cli_errors():
+        cfg = _load_for(config, tenant)
+        engine = _engine(cfg)
+    try:
+        result = write_report(engine, _tenant_rows(cfg, engine, tenant), out_dir, record or (), jobs or None)
+    except ReportError as exc:
+        err.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    for t in result.tenants:
+        when = f"KPIs as of {t.as_of:%Y-%m-%d %H:%M}" if t.as_of else "no KPIs yet: run `relinsights compute --once`"
+        out.print(
+            f"[bold]{t.tenant}[/]: {t.pages} record pages, {t.ranked} relationships ranked; {when}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    out.print(f"report: {result.index.resolve()} ({result.seconds:.1f} s)", highlight=False, soft_wrap=True)
 
 
 tenants_app = typer.Typer(help="Per-tenant enhanced insights: list, enable, disable.", no_args_is_help=True)

@@ -38,6 +38,16 @@ def _iso(dt: datetime | None) -> str | None:
     return aware.astimezone(UTC).isoformat(timespec="seconds")
 
 
+def age_text(seconds: float | None) -> str:
+    """A duration as people read it: 42s, 5.5m, 3.0h, 2.1d; never for None."""
+    if seconds is None:
+        return "never"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 def mailbox_statuses(
     engine: Engine, tenant: str | None = None, include_out_of_scope: bool = False
 ) -> list[MailboxStatus]:
