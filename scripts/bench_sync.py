@@ -14,9 +14,10 @@ What it measures (one run, one machine, the same synthetic pages for every row):
   spliced into fixed-width id fields) and the server builds page k+1 while the client works on page k, so it
   is never the bottleneck.
 * ours: the product path, `MailboxSync.sync_messages` through a real `GraphClient` (msgraph-sdk adapter,
-  raw bytes, orjson, `store.apply_page` with its cursor, one transaction a page) into a fresh migrated
-  SQLite file. Run on the naive path's first messages (like for like), and at N/4 and N to show whether
-  peak memory grows with the number of messages.
+  raw bytes, orjson, `store.apply_page` with its cursor, one transaction a page, the next page fetched
+  while one is written) into a fresh migrated SQLite file. Run on the naive path's first messages (like
+  for like), and at N/4 and N to show whether peak memory grows with the number of messages. Both SDK
+  paths start with `gc.freeze()`, as the daemon and `relinsights sync` do once their imports are done.
 * naive: the SDK building its own `Message` models (`...messages.delta.get()` / `.with_url(next).get()`),
   converted back to the same item dicts and stored with the same `apply_page` (the rows come out identical);
   only the first --naive-messages messages, because it is that slow.
