@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -285,6 +286,21 @@ def test_stop_drops_the_page_fetched_ahead_and_resumes_from_the_cursor(
     assert resumed[0] == cur.link
     assert stored(engine) == truth(fg)
     assert count(engine, Message) == len(truth(fg)) and duplicate_participants(engine) == []
+
+
+def test_bulk_written_times_compare_like_sqlalchemy_written_ones(engine: Engine) -> None:
+    # The bulk insert bypasses SQLAlchemy's DateTime; on SQLite the text must still match its format exactly,
+    # or equality and range filters (the KPI window, retention) would silently miss rows.
+    fg = FakeGraph()
+    seed(fg, inbox=3)
+    run(engine, fg)
+    sent = datetime(2026, 3, 1, 9, 1, tzinfo=UTC)
+    with engine.connect() as conn:
+        assert conn.execute(select(Message.graph_id).where(Message.sent_at == sent)).scalar_one() == "in1"
+        later = conn.execute(
+            select(Message.graph_id).where(Message.sent_at > sent, Message.folder_graph_id == "inbox-id")
+        )
+        assert set(later.scalars()) == {"in2"}
 
 
 def test_a_page_applied_twice_changes_nothing(engine: Engine) -> None:

@@ -248,7 +248,7 @@ def _sqlite_time(value: datetime) -> str:
     # The text form SQLAlchemy's SQLite DateTime stores (UTC), so both paths read back alike.
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
 
 
 def _pass(value: Any) -> Any:
