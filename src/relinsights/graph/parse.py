@@ -6,6 +6,7 @@ source keys are present; the store merges them into the existing row.
 
 from __future__ import annotations
 
+from collections.abc import KeysView
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -42,7 +43,6 @@ MAX_MESSAGE_ID = 998
 _RECIPIENT_ROLES = (("toRecipients", "to"), ("ccRecipients", "cc"), ("bccRecipients", "bcc"))
 _ATTENDEE_TYPES = frozenset({"required", "optional", "resource"})
 _MESSAGE_ROLE_KEYS = (("from", "from"), ("sender", "sender"), *_RECIPIENT_ROLES)
-_MESSAGE_PARTY_KEYS = tuple(key for key, _ in _MESSAGE_ROLE_KEYS)
 _ALL_MESSAGE_ROLES = frozenset(role for _, role in _MESSAGE_ROLE_KEYS)
 _ABSENT = object()  # a key that is missing, as opposed to present with null
 
@@ -185,13 +185,16 @@ def parse_message(item: dict[str, Any]) -> ParsedItem:
                 row["in_reply_to"] = _trim(h.get("value"), MAX_MESSAGE_ID)
 
     participants: list[tuple[Any, ...]] | None = None
-    present = [key for key in _MESSAGE_PARTY_KEYS if key in item]
-    if present:
+    if "from" in item and "sender" in item and "toRecipients" in item and "ccRecipients" in item:
+        roles = _ALL_MESSAGE_ROLES if "bccRecipients" in item else _roles_of(item.keys())
+    else:
+        roles = _roles_of(item.keys())
+    if roles:
         participants = []
-        for key in ("from", "sender"):
+        for key, column in (("from", "from_address"), ("sender", "sender_address")):
             if key in item:
                 addr, raw, name = _email_address(g(key))
-                row[f"{key}_address"] = addr
+                row[column] = addr
                 if addr:
                     participants.append((key, addr, raw, name))
                 elif g(key) is not None:
@@ -209,12 +212,10 @@ def parse_message(item: dict[str, Any]) -> ParsedItem:
                     participants.append((role, addr, raw, name))
                 else:
                     problems.append(f"{key}: no usable address ({str(raw)[:60]!r})")
-    roles = _ALL_MESSAGE_ROLES if len(present) == len(_MESSAGE_PARTY_KEYS) else _roles_of(tuple(present))
     return ParsedItem(str(item["id"]), row, participants, problems, roles)
 
 
-@lru_cache(maxsize=64)
-def _roles_of(keys: tuple[str, ...]) -> frozenset[str]:
+def _roles_of(keys: KeysView[str]) -> frozenset[str]:
     return frozenset(role for key, role in _MESSAGE_ROLE_KEYS if key in keys)
 
 
