@@ -210,7 +210,7 @@ def _insert_new(
     sqlite = conn.dialect.name == "sqlite"
     ph = "?" if sqlite else "%s"
     defaults = list(kind.defaults.items())
-    fixed = ["mailbox_pk", "graph_id", "seen_round", *([kind.container_column] if kind.container_column else [])]
+    fixed = ["graph_id", "mailbox_pk", "seen_round", *([kind.container_column] if kind.container_column else [])]
     head: tuple[Any, ...] = (mailbox_pk, round_no, *([container] if kind.container_column else []))
     to_db = _sqlite_time if sqlite else _pass
     dt_at = [i for i, (c, _) in enumerate(defaults) if c in kind.datetime_columns]
@@ -222,7 +222,7 @@ def _insert_new(
             if values[i] is not None:
                 values[i] = to_db(values[i])
         rows.append((p.graph_id, *head, *values))
-    names = ", ".join(_q(c) for c in ("graph_id", "mailbox_pk", "seen_round", *fixed[3:], *kind.defaults))
+    names = ", ".join(_q(c) for c in (*fixed, *kind.defaults))
     conn.exec_driver_sql(
         f"INSERT INTO {kind.table.name} ({names}) VALUES ({', '.join([ph] * (len(fixed) + len(defaults)))})", rows
     )
