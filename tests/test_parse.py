@@ -74,6 +74,20 @@ def test_addresses_are_canonical_and_odd_ones_rejected() -> None:
         assert canonical_address(bad) is None
 
 
+def test_partial_message_updates_speak_only_for_the_keys_they_carry() -> None:
+    # A delta update carries only what changed: a null is a value, a missing key keeps what is stored.
+    p = parse_message({"id": "m1", "subject": None, "isRead": "true", "toRecipients": [
+        {"emailAddress": {"address": "Ann@Fabrikam.COM", "name": "Ann"}}, {"emailAddress": {"address": None}}]})
+    assert p.row == {"subject": None, "is_read": True}
+    assert p.roles == {"to"} and p.participants == [("to", "ann@fabrikam.com", "Ann@Fabrikam.COM", "Ann")]
+    assert p.problems == ["toRecipients: no usable address ('None')"]
+    assert parse_message({"id": "m2", "isDraft": 1}).row == {"is_draft": False}  # not a boolean: the default
+    full = parse_message({"id": "m3", "from": None, "sender": None, "toRecipients": [], "ccRecipients": [],
+                          "bccRecipients": [], "sentDateTime": "2026-03-01T09:00:00+02:00"})
+    assert full.roles == {"from", "sender", "to", "cc", "bcc"} and full.participants == []
+    assert full.row == {"from_address": None, "sender_address": None, "sent_at": datetime(2026, 3, 1, 7, tzinfo=UTC)}
+
+
 def test_graph_datetimes() -> None:
     assert parse_graph_datetime({"dateTime": "2026-03-05T10:00:00.0000000", "timeZone": "UTC"}) == (
         datetime(2026, 3, 5, 10, tzinfo=UTC), None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -15,6 +16,8 @@ from sqlmodel import select as sqlmodel_select
 from conftest import StubTokens, tenant_config
 from fakegraph import FakeGraph, event, message, throttled, unavailable
 from relinsights.db.models import Event, EventAttendee, Mailbox, Message, MessageParticipant, SyncCursor
+from relinsights.graph import mailbox_sync
+from relinsights.graph.store import MESSAGES, CursorAdvance, apply_page
 from relinsights.graph.sync import sync_tenant
 
 SELLER = "seller@contoso.com"
@@ -202,6 +205,118 @@ def test_crash_between_pages_resumes_exactly(engine: Engine) -> None:
     assert count(engine, Message) == len(truth(fg))
     mb = obj(engine, Mailbox)
     assert mb.status == "ok" and mb.error_count == 0 and mb.last_success_at is not None
+
+
+def duplicate_participants(engine: Engine) -> list[Any]:
+    mp = MessageParticipant
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(mp.message_id, mp.role, mp.address)
+                .group_by(mp.message_id, mp.role, mp.address)
+                .having(func.count() > 1)
+            ).all()
+        )
+
+
+def inbox_pages_stored_then(monkeypatch: pytest.MonkeyPatch, pages: int, then: Any) -> list[str]:
+    """Let `pages` inbox pages commit, then call then() (raise, or ask to stop); returns the links stored."""
+    real = mailbox_sync.apply_page
+    links: list[str] = []
+
+    def apply_page(engine: Engine, kind: Any, pk: int, container: Any, items: Any, advance: Any) -> Any:
+        if container == "inbox-id" and len(links) == pages:
+            then()
+        result = real(engine, kind, pk, container, items, advance)
+        if container == "inbox-id":
+            links.append(advance.link)
+        return result
+
+    monkeypatch.setattr(mailbox_sync, "apply_page", apply_page)
+    return links
+
+
+def test_crash_writing_a_page_while_the_next_is_fetched_resumes_exactly(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fg = FakeGraph()
+    seed(fg, inbox=35)
+
+    def crash() -> None:
+        raise RuntimeError("disk gone")
+
+    links = inbox_pages_stored_then(monkeypatch, 2, crash)
+    report = run(engine, fg)
+    assert report.mailboxes == {SELLER: "error"}
+    inbox = [str(r.url) for r in fg.requests if "inbox-id/messages/delta" in str(r.url)]
+    assert len(inbox) == 4  # pages 1-3, and page 4 fetched ahead while page 3 was being written
+    cur = obj(engine, SyncCursor, SyncCursor.key == "inbox-id", SyncCursor.kind == "messages")
+    assert cur.link == links[-1] == inbox[2]  # the link of page 3, committed with page 2
+    assert len({k for k, v in stored(engine).items() if v[0] == "inbox-id"}) == 20
+    monkeypatch.undo()
+    before = len(fg.requests)
+    report = run(engine, fg)
+    assert report.mailboxes == {SELLER: "ok"}
+    resumed = [str(r.url) for r in fg.requests[before:] if "inbox-id/messages/delta" in str(r.url)]
+    assert resumed[0] == inbox[2]
+    assert stored(engine) == truth(fg)
+    assert count(engine, Message) == len(truth(fg)) and duplicate_participants(engine) == []
+
+
+def test_stop_drops_the_page_fetched_ahead_and_resumes_from_the_cursor(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fg = FakeGraph()
+    seed(fg, inbox=35)
+    stop = [False]
+    links = inbox_pages_stored_then(monkeypatch, 2, lambda: stop.__setitem__(0, True))
+    with respx.mock(assert_all_called=False) as mock:
+        mock.route(host="graph.test").mock(side_effect=fg)
+        report = asyncio.run(sync_tenant(engine, tenant_config(), tokens=StubTokens(), should_stop=lambda: stop[0]))
+    assert report.mailboxes == {SELLER: "pending"}
+    # The stop came while page 3 was being written: page 3 is stored in full, page 4 (fetched ahead) is not.
+    assert len([r for r in fg.requests if "inbox-id/messages/delta" in str(r.url)]) == 4
+    cur = obj(engine, SyncCursor, SyncCursor.key == "inbox-id", SyncCursor.kind == "messages")
+    assert cur.link == links[-1] and len(links) == 3
+    assert len({k for k, v in stored(engine).items() if v[0] == "inbox-id"}) == 30
+    monkeypatch.undo()
+    before = len(fg.requests)
+    assert run(engine, fg).mailboxes == {SELLER: "ok"}
+    resumed = [str(r.url) for r in fg.requests[before:] if "inbox-id/messages/delta" in str(r.url)]
+    assert resumed[0] == cur.link
+    assert stored(engine) == truth(fg)
+    assert count(engine, Message) == len(truth(fg)) and duplicate_participants(engine) == []
+
+
+def test_bulk_written_times_compare_like_sqlalchemy_written_ones(engine: Engine) -> None:
+    # The bulk insert bypasses SQLAlchemy's DateTime; on SQLite the text must still match its format exactly,
+    # or equality and range filters (the KPI window, retention) would silently miss rows.
+    fg = FakeGraph()
+    seed(fg, inbox=3)
+    run(engine, fg)
+    sent = datetime(2026, 3, 1, 9, 1, tzinfo=UTC)
+    with engine.connect() as conn:
+        assert conn.execute(select(Message.graph_id).where(Message.sent_at == sent)).scalar_one() == "in1"
+        later = conn.execute(
+            select(Message.graph_id).where(Message.sent_at > sent, Message.folder_graph_id == "inbox-id")
+        )
+        assert set(later.scalars()) == {"in2"}
+
+
+def test_a_page_applied_twice_changes_nothing(engine: Engine) -> None:
+    fg = FakeGraph()
+    seed(fg, inbox=12)
+    run(engine, fg)
+    items = list(fg.state["mail:inbox-id"].values())
+    with Session(engine) as s:
+        mb = s.exec(sqlmodel_select(Mailbox)).one()
+    cur = obj(engine, SyncCursor, SyncCursor.key == "inbox-id", SyncCursor.kind == "messages")
+    advance = CursorAdvance(cur.id or 0, cur.link or "", cur.is_delta, cur.round, False)
+    rows, parts = stored(engine), count(engine, MessageParticipant)
+    res = apply_page(engine, MESSAGES, mb.id or 0, "inbox-id", items, advance)  # a resumed round replays a page
+    assert (res.added, res.updated) == (0, 12)
+    assert stored(engine) == rows and count(engine, MessageParticipant) == parts
+    assert duplicate_participants(engine) == []
 
 
 def test_mailbox_without_exchange_is_marked_and_skipped(sqlite_engine: Engine) -> None:

@@ -135,7 +135,8 @@ class MessageParticipant(SQLModel, table=True):
     __tablename__ = "message_participant"
     __table_args__ = (
         Index("ix_message_participant_message", "message_id"),
-        Index("ix_message_participant_address", "address"),
+        # No index on address: it cost about half of a first sync's inserts; only `purge --user` looks
+        # participants up by address, and it may scan (migration 0007).
     )
     id: int | None = Field(default=None, primary_key=True)
     message_id: int = Field(sa_column=Column(Integer, ForeignKey("message.id", ondelete="CASCADE"), nullable=False))

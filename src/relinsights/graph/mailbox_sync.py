@@ -170,17 +170,26 @@ class MailboxSync:
         context: str,
         window: tuple[datetime, datetime] | None = None,
     ) -> None:
-        """Drive one delta stream to its delta link: resume from the stored link, restart a full round on 410."""
+        """Drive one delta stream to its delta link: resume from the stored link, restart a full round on 410.
+
+        The next page is fetched while this one is written (one request in flight per stream, as before):
+        the network, the SDK and JSON parsing overlap with SQLite, which releases the GIL while it writes.
+        The cursor still only moves with its own page, so a crash or a stop resumes exactly as before.
+        """
         cursor = get_or_create_cursor(self.engine, self._pk, cursor_kind, key)
         if cursor.round == 0 or (window is not None and self._needs_new_window(cursor, window)):
             cursor = start_full_round(self.engine, cursor, window=window)
         resyncs = 0
+        fetch: asyncio.Task[dict[str, Any]] | None = None
         while True:
             if self.should_stop():
+                await _discard(fetch)
                 raise Stopping()
-            request = self.client.link_request(cursor.link, self._headers) if cursor.link else initial()
+            if fetch is None:
+                request = self.client.link_request(cursor.link, self._headers) if cursor.link else initial()
+                fetch = asyncio.ensure_future(self.client.get_json(request, context=context))
             try:
-                page = await self.client.get_json(request, context=context)
+                page = await fetch
             except CursorExpired:
                 if resyncs >= MAX_RESYNCS_PER_ROUND:
                     raise
@@ -189,14 +198,23 @@ class MailboxSync:
                 self._log.warning("sync.cursor_expired", stream=cursor_kind, key=key, action="full resync")
                 cursor = start_full_round(self.engine, cursor, window=self._window() if window else None, resync=True)
                 continue
+            finally:
+                fetch = None
             next_link, delta_link = page.get("@odata.nextLink"), page.get("@odata.deltaLink")
             if not next_link and not delta_link:
                 raise GraphError(f"Graph page without nextLink or deltaLink ({context})")
             items = page.get("value")
             link, is_delta = str(next_link or delta_link), not next_link
-            await asyncio.to_thread(
-                self._locked, store, items if isinstance(items, list) else [], cursor, link, is_delta
-            )
+            if not is_delta and not self.should_stop():
+                ahead = self.client.link_request(link, self._headers)
+                fetch = asyncio.ensure_future(self.client.get_json(ahead, context=context))
+            try:
+                await asyncio.to_thread(
+                    self._locked, store, items if isinstance(items, list) else [], cursor, link, is_delta
+                )
+            except BaseException:
+                await _discard(fetch)
+                raise
             if is_delta:
                 return
             cursor = cursor.model_copy(update={"link": link, "is_delta": False})
@@ -477,6 +495,13 @@ class MailboxSync:
                     .values(synced=True)
                 )
         return sorted(selected)
+
+
+async def _discard(fetch: asyncio.Task[Any] | None) -> None:
+    """Cancel a page fetched ahead that will not be stored (its cursor has not moved: it is fetched again)."""
+    if fetch is not None:
+        fetch.cancel()
+        await asyncio.gather(fetch, return_exceptions=True)
 
 
 def select_folders(

@@ -6,6 +6,7 @@ source keys are present; the store merges them into the existing row.
 
 from __future__ import annotations
 
+from collections.abc import KeysView
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -42,6 +43,8 @@ MAX_MESSAGE_ID = 998
 _RECIPIENT_ROLES = (("toRecipients", "to"), ("ccRecipients", "cc"), ("bccRecipients", "bcc"))
 _ATTENDEE_TYPES = frozenset({"required", "optional", "resource"})
 _MESSAGE_ROLE_KEYS = (("from", "from"), ("sender", "sender"), *_RECIPIENT_ROLES)
+_ALL_MESSAGE_ROLES = frozenset(role for _, role in _MESSAGE_ROLE_KEYS)
+_ABSENT = object()  # a key that is missing, as opposed to present with null
 
 
 @lru_cache(maxsize=65536)
@@ -70,6 +73,10 @@ def canonical_address(raw: Any) -> str | None:
     return value[: at + 1] + _domain(domain.rstrip("."))
 
 
+# A mailbox writes to the same few thousand addresses over and over: each is canonicalised once.
+_canonical_cached = lru_cache(maxsize=16384)(canonical_address)
+
+
 def parse_time(value: Any) -> datetime | None:
     """An ISO 8601 instant from Graph as an aware UTC datetime; None when missing or invalid."""
     if not isinstance(value, str) or not value:
@@ -78,6 +85,8 @@ def parse_time(value: Any) -> datetime | None:
         dt = datetime.fromisoformat(value)
     except ValueError:
         return None
+    if dt.tzinfo is UTC:  # Graph's usual "...Z"
+        return dt
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
@@ -117,9 +126,11 @@ def _email_address(obj: Any) -> tuple[str | None, str | None, str | None]:
         return None, None, None
     raw = ea.get("address")
     name = ea.get("name")
+    if type(raw) is not str:
+        return None, None, name[:MAX_NAME] if type(name) is str else None
     return (
-        canonical_address(raw),
-        raw[:MAX_ADDRESS] if type(raw) is str else None,
+        _canonical_cached(raw),
+        raw[:MAX_ADDRESS],
         name[:MAX_NAME] if type(name) is str else None,
     )
 
@@ -137,27 +148,36 @@ class ParsedItem:
 
 
 def parse_message(item: dict[str, Any]) -> ParsedItem:
+    # Runs for every message of a first sync: plain lookups and inlined trims, no per-item generators.
     problems: list[str] = []
     row: dict[str, Any] = {}
     g = item.get
-    if "internetMessageId" in item:
-        row["internet_message_id"] = _trim(g("internetMessageId"), MAX_MESSAGE_ID)
-    if "conversationId" in item:
-        row["conversation_id"] = _trim(g("conversationId"), 255)
-    if "conversationIndex" in item:
-        row["conversation_index"] = _trim(g("conversationIndex"), 4096)
-    if "subject" in item:
-        row["subject"] = _trim(g("subject"), 4096)
-    if "sentDateTime" in item:
-        row["sent_at"] = parse_time(g("sentDateTime"))
-        if row["sent_at"] is None and g("sentDateTime") is not None:
-            problems.append(f"invalid sentDateTime {str(g('sentDateTime'))[:40]!r}")
-    if "receivedDateTime" in item:
-        row["received_at"] = parse_time(g("receivedDateTime"))
-    if "isDraft" in item:
-        row["is_draft"] = _as_bool(g("isDraft"), False)
-    if "isRead" in item:
-        row["is_read"] = _as_bool(g("isRead"), None)
+    v = g("internetMessageId", _ABSENT)
+    if v is not _ABSENT:
+        row["internet_message_id"] = v[:MAX_MESSAGE_ID] if type(v) is str else None
+    v = g("conversationId", _ABSENT)
+    if v is not _ABSENT:
+        row["conversation_id"] = v[:255] if type(v) is str else None
+    v = g("conversationIndex", _ABSENT)
+    if v is not _ABSENT:
+        row["conversation_index"] = v[:4096] if type(v) is str else None
+    v = g("subject", _ABSENT)
+    if v is not _ABSENT:
+        row["subject"] = v[:4096] if type(v) is str else None
+    v = g("sentDateTime", _ABSENT)
+    if v is not _ABSENT:
+        row["sent_at"] = sent = parse_time(v)
+        if sent is None and v is not None:
+            problems.append(f"invalid sentDateTime {str(v)[:40]!r}")
+    v = g("receivedDateTime", _ABSENT)
+    if v is not _ABSENT:
+        row["received_at"] = parse_time(v)
+    v = g("isDraft", _ABSENT)
+    if v is not _ABSENT:
+        row["is_draft"] = v if type(v) is bool else _as_bool(v, False)
+    v = g("isRead", _ABSENT)
+    if v is not _ABSENT:
+        row["is_read"] = v if type(v) is bool else _as_bool(v, None)
     headers = g("internetMessageHeaders")
     if isinstance(headers, list):
         for h in headers:
@@ -165,12 +185,16 @@ def parse_message(item: dict[str, Any]) -> ParsedItem:
                 row["in_reply_to"] = _trim(h.get("value"), MAX_MESSAGE_ID)
 
     participants: list[tuple[Any, ...]] | None = None
-    if any(k in item for k in ("from", "sender", "toRecipients", "ccRecipients", "bccRecipients")):
+    if "from" in item and "sender" in item and "toRecipients" in item and "ccRecipients" in item:
+        roles = _ALL_MESSAGE_ROLES if "bccRecipients" in item else _roles_of(item.keys())
+    else:
+        roles = _roles_of(item.keys())
+    if roles:
         participants = []
-        for key in ("from", "sender"):
+        for key, column in (("from", "from_address"), ("sender", "sender_address")):
             if key in item:
                 addr, raw, name = _email_address(g(key))
-                row[f"{key}_address"] = addr
+                row[column] = addr
                 if addr:
                     participants.append((key, addr, raw, name))
                 elif g(key) is not None:
@@ -179,7 +203,7 @@ def parse_message(item: dict[str, Any]) -> ParsedItem:
             value = g(key)
             if value is None:
                 continue
-            if not isinstance(value, list):
+            if type(value) is not list:
                 problems.append(f"{key} is not a list")
                 continue
             for rec in value:
@@ -188,8 +212,11 @@ def parse_message(item: dict[str, Any]) -> ParsedItem:
                     participants.append((role, addr, raw, name))
                 else:
                     problems.append(f"{key}: no usable address ({str(raw)[:60]!r})")
-    roles = frozenset(role for key, role in _MESSAGE_ROLE_KEYS if key in item)
     return ParsedItem(str(item["id"]), row, participants, problems, roles)
+
+
+def _roles_of(keys: KeysView[str]) -> frozenset[str]:
+    return frozenset(role for key, role in _MESSAGE_ROLE_KEYS if key in keys)
 
 
 def parse_event(item: dict[str, Any]) -> ParsedItem:

@@ -209,21 +209,22 @@ def _insert_new(
     than the inserts themselves (scripts/bench_sync.py). Ids are read back with one indexed query."""
     sqlite = conn.dialect.name == "sqlite"
     ph = "?" if sqlite else "%s"
-    cols = list(kind.defaults)
-    fixed = ["mailbox_pk", "graph_id", "seen_round", *([kind.container_column] if kind.container_column else [])]
+    defaults = list(kind.defaults.items())
+    fixed = ["graph_id", "mailbox_pk", "seen_round", *([kind.container_column] if kind.container_column else [])]
+    head: tuple[Any, ...] = (mailbox_pk, round_no, *([container] if kind.container_column else []))
     to_db = _sqlite_time if sqlite else _pass
-    dt_cols = kind.datetime_columns
+    dt_at = [i for i, (c, _) in enumerate(defaults) if c in kind.datetime_columns]
     rows = []
     for p in new:
         r = p.row
-        values: list[Any] = [mailbox_pk, p.graph_id, round_no, *([container] if kind.container_column else [])]
-        for c in cols:
-            v = r.get(c, kind.defaults[c])
-            values.append(to_db(v) if c in dt_cols and v is not None else v)
-        rows.append(tuple(values))
-    names = ", ".join(_q(c) for c in (*fixed, *cols))
+        values = [r.get(c, d) for c, d in defaults]
+        for i in dt_at:
+            if values[i] is not None:
+                values[i] = to_db(values[i])
+        rows.append((p.graph_id, *head, *values))
+    names = ", ".join(_q(c) for c in (*fixed, *kind.defaults))
     conn.exec_driver_sql(
-        f"INSERT INTO {kind.table.name} ({names}) VALUES ({', '.join([ph] * (len(fixed) + len(cols)))})", rows
+        f"INSERT INTO {kind.table.name} ({names}) VALUES ({', '.join([ph] * (len(fixed) + len(defaults)))})", rows
     )
     ids = _existing_ids(conn, kind.table, mailbox_pk, [p.graph_id for p in new])
     children = [(ids[p.graph_id], *part) for p in new for part in p.participants or ()]
@@ -245,7 +246,9 @@ def _q(column: str) -> str:
 
 def _sqlite_time(value: datetime) -> str:
     # The text form SQLAlchemy's SQLite DateTime stores (UTC), so both paths read back alike.
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
 
 
 def _pass(value: Any) -> Any:
@@ -253,10 +256,15 @@ def _pass(value: Any) -> Any:
 
 
 def _existing_ids(conn: Connection, t: Table, mailbox_pk: int, graph_ids: list[str]) -> dict[str, int]:
+    # Plain SQL: SQLAlchemy's rendering of a 500-value IN list cost more than the indexed lookup itself.
+    ph = "?" if conn.dialect.name == "sqlite" else "%s"
     found: dict[str, int] = {}
     for chunk in _chunks(graph_ids, _IN_CHUNK):
-        rows = conn.execute(select(t.c.graph_id, t.c.id).where(t.c.mailbox_pk == mailbox_pk, t.c.graph_id.in_(chunk)))
-        found.update({gid: rid for gid, rid in rows})
+        rows = conn.exec_driver_sql(
+            f"SELECT graph_id, id FROM {t.name} WHERE mailbox_pk = {ph} AND graph_id IN ({', '.join([ph] * len(chunk))})",
+            (mailbox_pk, *chunk),
+        )
+        found.update(rows.fetchall())
     return found
 
 
