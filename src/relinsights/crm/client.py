@@ -285,10 +285,15 @@ class DataverseClient:
 
     async def upsert_multiple(self, entity_set: str, logical_name: str, targets: list[dict[str, Any]]) -> None:
         """One call for many rows; one bad row fails the whole call (the caller splits to find it)."""
-        body = upsert_multiple_body(logical_name, targets)
-        await self.request("POST", f"{entity_set}/Microsoft.Dynamics.CRM.UpsertMultiple", json=body)
+        await self.bulk("UpsertMultiple", entity_set, logical_name, targets)
+
+    async def bulk(self, action: str, entity_set: str, logical_name: str, targets: list[dict[str, Any]]) -> None:
+        """A bulk action (UpsertMultiple, UpdateMultiple, CreateMultiple) on one table."""
+        await self.request(
+            "POST", f"{entity_set}/Microsoft.Dynamics.CRM.{action}", json=multiple_body(logical_name, targets)
+        )
 
 
-def upsert_multiple_body(logical_name: str, targets: list[dict[str, Any]]) -> dict[str, Any]:
-    """The body of an UpsertMultiple call: every target typed, as the action requires."""
+def multiple_body(logical_name: str, targets: list[dict[str, Any]]) -> dict[str, Any]:
+    """The body of a bulk action: every target typed, as the actions require."""
     return {"Targets": [{"@odata.type": f"Microsoft.Dynamics.CRM.{logical_name}", **t} for t in targets]}

@@ -9,8 +9,8 @@ A run, per tenant (docs: dataverse.md, "Write-back design we want"):
 4. sends them with `UpsertMultiple`, `batch_size` rows a call, up to `max_parallel` calls at a time (the
    client follows `x-ms-dop-hint` and pauses the whole tenant on 429); a call that fails for its data is
    split in halves until the bad row is alone, and that row is reported while every other one lands;
-5. points each parent at its KPI row (PATCH with `If-Match: *`, only where the lookup differs), and deletes
-   rows it owns that should no longer exist (top contacts that dropped out).
+5. points each record at its KPI row (`UpdateMultiple`, which never creates a record, only where the
+   lookup differs), and deletes rows it owns that should no longer exist (top contacts that dropped out).
 
 Each successful call updates the ledger at once, so an interrupted run resumes where it stopped.
 A dry run reads (pointers, ledger) but writes nothing, and prints the exact requests it would send.
@@ -37,10 +37,22 @@ from relinsights.crm.client import (
     DataverseClient,
     DataverseError,
     DataverseNotFound,
-    upsert_multiple_body,
+    multiple_body,
 )
 from relinsights.crm.mirror import mirrored_rows
-from relinsights.crm.writeback_rows import DAILY, KPI, TOP, Person, Row, Snapshot, daily_rows, kpi_row, kpi_row_id
+from relinsights.crm.writeback_rows import (
+    DAILY,
+    KPI,
+    LINK,
+    TOP,
+    Person,
+    Row,
+    Snapshot,
+    daily_rows,
+    kpi_row,
+    kpi_row_id,
+    link_row,
+)
 from relinsights.crm.writeback_rows import top_rows as build_top_rows
 from relinsights.db.models import KpiSnapshot, WritebackRow, WritebackRun, table_of
 
@@ -112,20 +124,17 @@ class Request:
 @dataclass
 class Plan:
     rows: list[Row] = field(default_factory=list)  # to upsert, KPI rows first
-    links: list[tuple[str, str, TableRef, str]] = field(default_factory=list)  # entity, record, KPI table, row id
+    links: list[Row] = field(default_factory=list)  # records to point at their KPI row
     deletes: list[tuple[str, str]] = field(default_factory=list)  # entity set, row id
     skipped: int = 0
 
     def requests(self, tenant: TenantConfig) -> list[tuple[str, Request]]:
         """(table, request) for everything the plan would send, in sending order."""
-        cfg = tenant.writeback
+        size = tenant.writeback.batch_size
         out: list[tuple[str, Request]] = []
-        for kinds in ((KPI,), (DAILY, TOP)):
-            for table, rows in _by_table(r for r in self.rows if r.kind in kinds).items():
-                for chunk in _chunks(rows, cfg.batch_size):
-                    out.append((table.entity_set, _upsert_request(table, chunk)))
-        for entity, record, table, row_id in self.links:
-            out.append((PARENT_SETS[entity], _link_request(tenant, entity, record, table, row_id)))
+        for rows in ([r for r in self.rows if r.kind == KPI], self.links, [r for r in self.rows if r.kind != KPI]):
+            for table, trows in _by_table(rows).items():
+                out += [(table.entity_set, _bulk_request(table, chunk)) for chunk in _chunks(trows, size)]
         out += [(entity_set, Request("DELETE", f"{entity_set}({row_id})")) for entity_set, row_id in self.deletes]
         return out
 
@@ -141,21 +150,16 @@ def _chunks(rows: Sequence[Row], size: int) -> list[Sequence[Row]]:
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
-def _upsert_request(table: TableRef, rows: Sequence[Row]) -> Request:
+def _action(rows: Sequence[Row]) -> str:
+    # Links only update records that exist (UpdateMultiple never creates a contact); our rows are upserts.
+    return "UpdateMultiple" if rows[0].kind == LINK else "UpsertMultiple"
+
+
+def _bulk_request(table: TableRef, rows: Sequence[Row]) -> Request:
     return Request(
         "POST",
-        f"{table.entity_set}/Microsoft.Dynamics.CRM.UpsertMultiple",
-        upsert_multiple_body(table.table, [r.target() for r in rows]),
-    )
-
-
-def _link_request(tenant: TenantConfig, entity: str, record: str, table: TableRef, row_id: str) -> Request:
-    nav = tenant.writeback.parent(entity).parent_kpi
-    return Request(
-        "PATCH",
-        f"{PARENT_SETS[entity]}({record})",
-        {f"{nav}@odata.bind": f"/{table.entity_set}({row_id})"},
-        (("If-Match", "*"),),  # update only: never create a CRM record
+        f"{table.entity_set}/Microsoft.Dynamics.CRM.{_action(rows)}",
+        multiple_body(table.table, [r.target() for r in rows]),
     )
 
 
@@ -278,7 +282,7 @@ def plan(
         row_id = pointer or kpi_row_id(mapping.kpi.table, s.record_id)
         wanted.append(kpi_row(s, cfg, row_id=row_id, name=name, opportunities=ctx.opportunities.get(s.record_id, 0)))
         if mapping.parent_kpi and pointer != row_id:
-            out.links.append((s.entity, s.record_id, mapping.kpi, row_id))
+            out.links.append(link_row(s.entity, s.record_id, mapping.parent_kpi, mapping.kpi, row_id))
         if mapping.daily is not None and cfg.daily_series:
             first = series_days(s.as_of, tenant.zone)[0].isoformat()
             days = set((s.payload.get("relationship_activities") or {}).keys())
@@ -356,11 +360,11 @@ class Writer:
         self._gate = asyncio.Semaphore(tenant.writeback.max_parallel)
         self.written_ids: set[tuple[str, str]] = set()
 
-    async def upsert(self, table: TableRef, rows: Sequence[Row]) -> None:
+    async def send(self, table: TableRef, rows: Sequence[Row]) -> None:
         """Send `rows` in one call; on a data error split it until the bad row is alone and report that row."""
         try:
             async with self._gate:
-                await self.client.upsert_multiple(table.entity_set, table.table, [r.target() for r in rows])
+                await self.client.bulk(_action(rows), table.entity_set, table.table, [r.target() for r in rows])
         except DataverseError as exc:
             if not _is_row_error(exc):
                 raise
@@ -379,30 +383,22 @@ class Writer:
                 )
                 return
             half = len(rows) // 2
-            await asyncio.gather(self.upsert(table, rows[:half]), self.upsert(table, rows[half:]))
+            await asyncio.gather(self.send(table, rows[:half]), self.send(table, rows[half:]))
+            return
+        if rows[0].kind == LINK:
+            self.report.parents_linked += len(rows)
             return
         await asyncio.to_thread(_record_ledger, self.engine, self.tenant_pk, rows)
         self.report.written[table.entity_set] = self.report.written.get(table.entity_set, 0) + len(rows)
         self.written_ids.update((table.entity_set, r.row_id) for r in rows)
 
-    async def upsert_all(self, rows: Sequence[Row]) -> None:
+    async def send_all(self, rows: Sequence[Row]) -> None:
+        # A link whose KPI row failed is left out: pointing the record at it would fail too.
+        rows = [r for r in rows if r.after is None or r.after in self.written_ids]
         size = self.tenant.writeback.batch_size
         await asyncio.gather(
-            *(self.upsert(table, chunk) for table, trows in _by_table(rows).items() for chunk in _chunks(trows, size))
+            *(self.send(table, chunk) for table, trows in _by_table(rows).items() for chunk in _chunks(trows, size))
         )
-
-    async def link(self, entity: str, record: str, table: TableRef, row_id: str) -> None:
-        if (table.entity_set, row_id) not in self.written_ids:
-            return  # its KPI row failed: pointing the parent at it would fail too
-        req = _link_request(self.tenant, entity, record, table, row_id)
-        try:
-            async with self._gate:
-                await self.client.request(req.method, req.path, json=req.body, headers=dict(req.headers))
-            self.report.parents_linked += 1
-        except DataverseError as exc:
-            if not _is_row_error(exc):
-                raise
-            self.report.failures.append(Failure(PARENT_SETS[entity], record, f"{entity} {record}", str(exc)))
 
     async def remove(self, entity_set: str, row_id: str) -> None:
         try:
@@ -503,9 +499,9 @@ async def writeback_tenant(
             return report
         writer = Writer(engine, tenant, tenant_pk, client, report)
         try:
-            await writer.upsert_all([r for r in the_plan.rows if r.kind == KPI])
-            await asyncio.gather(*(writer.link(*link) for link in the_plan.links))
-            await writer.upsert_all([r for r in the_plan.rows if r.kind != KPI])
+            await writer.send_all([r for r in the_plan.rows if r.kind == KPI])
+            await writer.send_all(the_plan.links)
+            await writer.send_all([r for r in the_plan.rows if r.kind != KPI])
             for entity_set, row_id in the_plan.deletes:
                 await writer.remove(entity_set, row_id)
             report.status = "partial" if report.failures else "ok"

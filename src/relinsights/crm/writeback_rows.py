@@ -57,7 +57,7 @@ COUNT_COLUMNS = dict(
 NAME_LENGTH = 100
 TOP_RANKS = 3
 
-KPI, DAILY, TOP = "kpi", "daily", "top"
+KPI, DAILY, TOP, LINK = "kpi", "daily", "top", "link"
 
 
 def kpi_row_id(table: str, *parts: str) -> str:
@@ -81,7 +81,7 @@ class Snapshot:
 class Row:
     """One row we want in Dataverse: its table, id, values (lookups as @odata.bind) and their hash."""
 
-    kind: str  # kpi | daily | top
+    kind: str  # kpi | daily | top, or link: a record's lookup to its KPI row (an update, not in the ledger)
     table: TableRef
     row_id: str
     parent_entity: str
@@ -89,6 +89,7 @@ class Row:
     body: dict[str, Any]
     stamps: dict[str, Any] = field(default_factory=dict)  # written with the row, left out of the hash
     day: str | None = None  # daily rows: the day
+    after: tuple[str, str] | None = None  # links: the (entity set, id) of the KPI row that must exist first
 
     @property
     def hash(self) -> str:
@@ -166,6 +167,13 @@ def kpi_row(s: Snapshot, cfg: WritebackConfig, *, row_id: str, name: str, opport
     _set(stamps, cfg, "date", _iso(s.as_of))
     _set(stamps, cfg, "updated_at", _iso(s.computed_at))
     return Row(KPI, mapping.kpi, row_id, s.entity, s.record_id, body, stamps)
+
+
+def link_row(entity: str, record_id: str, nav: str, kpi: TableRef, kpi_id: str) -> Row:
+    """The record's lookup to its KPI row, sent by UpdateMultiple: it never creates a CRM record."""
+    table = TableRef(table=entity, entity_set=PARENT_SETS[entity])
+    body = {f"{nav}@odata.bind": f"/{kpi.entity_set}({kpi_id})"}
+    return Row(LINK, table, record_id, entity, record_id, body, after=(kpi.entity_set, kpi_id))
 
 
 def daily_rows(s: Snapshot, cfg: WritebackConfig, name: str, days: Iterable[str]) -> list[Row]:
