@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 from sqlalchemy import Engine
 
@@ -129,7 +130,7 @@ class Prepared:
         return SnapshotRow(
             entity=str(ref.entity),
             record_id=ref.id,
-            payload=kpi_payload(k),
+            payload=orjson.dumps(kpi_payload(k)),
             fingerprint=fingerprint,
             stable_until=stable_until(links, self.as_of, self.settings, k.health),
             activities=k.counts.total,
@@ -176,7 +177,7 @@ def compute_payloads(engine: Engine, tenant: TenantConfig, as_of: datetime) -> d
     p = prepare(engine, tenant, as_of)
     fps = p.fingerprints()
     return {
-        ref: p.snapshot(ref, links, fps.record(ref, links, ref in p.health_refs)).payload
+        ref: orjson.loads(p.snapshot(ref, links, fps.record(ref, links, ref in p.health_refs)).payload)
         for ref, links in sorted(p.match.links.items())
     }
 
