@@ -539,10 +539,13 @@ def build_activities(
         meetings[ec.key].append(ec)
 
     out: list[Activity] = []
-    for key, mail_copies in mails.items():
+    # Popped as merged, so each email's copies are freed while the rest are built (the peak of a big run).
+    while mails:
+        key, mail_copies = mails.popitem()
         if (act := _merge_mail(key, mail_copies, skipped)) is not None:
             out.append(act)
-    for key, event_copies in meetings.items():
+    while meetings:
+        key, event_copies = meetings.popitem()
         if (act := _merge_event(key, event_copies, skipped)) is not None:
             out.append(act)
     seen_calls: set[str] = set()
