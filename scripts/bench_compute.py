@@ -341,13 +341,14 @@ def rows(results: list[dict[str, Any]], n: int) -> Iterator[str]:
                 f" {m['peak_mib']:9.0f} {m['load']:5.2f}  {extra}"
             )
         full_rate = full["activities"] / full["seconds"]
-        speedup = full["seconds"] / incr["seconds"]
+        speedup, cpu_speedup = full["seconds"] / incr["seconds"], full["cpu"] / max(incr["cpu"], 1e-9)
         floor_rate = full["activities"] / floor["seconds"]
         peak = max(full["peak_mib"], incr["peak_mib"])
         yield (
             f"{r['db']:8} full {full_rate:,.0f} act/s (target 100,000: {'PASS' if full_rate >= 100_000 else 'FAIL'}),"
             f" {full_rate / floor_rate:.3f} of the GROUP BY floor ({floor_rate:,.0f} act/s);"
-            f" incremental {speedup:.1f}x faster (target 10x: {'PASS' if speedup >= 10 else 'FAIL'});"
+            f" incremental {speedup:.1f}x faster by wall time, {cpu_speedup:.1f}x by CPU"
+            f" (target 10x: {'PASS' if min(speedup, cpu_speedup) >= 10 else 'FAIL'});"
             f" peak {peak:.0f} MiB (target < 1024: {'PASS' if peak < 1024 else 'FAIL'})"
         )
 

@@ -36,6 +36,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from relinsights.analytics.activities import Activity
@@ -233,6 +234,7 @@ def _addresses(values: Iterable[str | None]) -> set[str]:
 
 # Per activity: record -> (reasons, external members); a tuple of two sets, as cheap to make as it gets.
 _Hits = dict[RecordRef, tuple[set[str], set[str]]]
+_K = TypeVar("_K")
 
 
 def match_activities(activities: Iterable[Activity], index: RecordIndex) -> MatchResult:
@@ -282,12 +284,7 @@ def _match_one(act: Activity, idx: RecordIndex, shared_seen: Counter[str], share
             if acc is not None and acc in idx.account_ids:
                 _hit(hits, idx.ref(Entity.ACCOUNT, acc), ACCOUNT_CONTACT, person)
             for oid, opp_reason in idx.opps_by_contact.get(cid, ()):
-                h = opp_hits.get(oid)
-                if h is None:
-                    opp_hits[oid] = ({opp_reason}, {person})
-                else:
-                    h[0].add(opp_reason)
-                    h[1].add(person)
+                _hit(opp_hits, oid, opp_reason, person)
     for dom in shared_here:
         shared_seen[dom] += 1
 
@@ -323,10 +320,10 @@ def _match_one(act: Activity, idx: RecordIndex, shared_seen: Counter[str], share
     return out
 
 
-def _hit(hits: _Hits, ref: RecordRef, reason: str, person: str) -> None:
-    h = hits.get(ref)
+def _hit(hits: dict[_K, tuple[set[str], set[str]]], key: _K, reason: str, person: str) -> None:
+    h = hits.get(key)
     if h is None:
-        hits[ref] = ({reason}, {person})
+        hits[key] = ({reason}, {person})
     else:
         h[0].add(reason)
         h[1].add(person)
