@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from conftest import tenant_config
 from relinsights.cli import app
-from relinsights.compute import compute_payloads, compute_tenant
+from relinsights.compute import compute_payloads, compute_tenant, prepare
 from relinsights.compute.schedule import compute_due, daily_slot
 from relinsights.compute.store import payloads_of
 from relinsights.config import TenantConfig
@@ -159,6 +159,9 @@ def test_the_worked_example_from_database_rows(engine: Engine, tenant: TenantCon
     report = compute_tenant(engine, tenant, as_of=T)
     assert (report.activities, report.records, report.computed, report.reused) == (5, 1, 1, 0)
     assert (report.tier, report.accuracy, report.mode) == ("enhanced", "Complete", "incremental")
+    # The job drops its source rows once activities are built, and still reports how many it read.
+    kept = prepare(engine, tenant, T).inputs
+    assert report.source_rows == len(kept.messages) + len(kept.events) + len(kept.phone_calls) >= 5
     ann = stored(engine)[("contact", ANN_ID)]
     assert (ann["emails_sent"], ann["emails_received"], ann["meetings_sent"], ann["meetings_received"]) == (2, 1, 1, 0)
     assert (ann["calls_made"], ann["calls_received"], ann["activities"]) == (0, 0, 4)

@@ -49,6 +49,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import TypeVar
 
 from relinsights.analytics.parties import PartyKind, PartyRules, canonical_address
@@ -163,7 +164,16 @@ class _Who:
         return self.kind is PartyKind.INTERNAL or self.kind is PartyKind.EXTERNAL
 
     def as_participant(self, role: Role, attended: bool = True) -> Participant:
-        return Participant(self.person, self.kind is PartyKind.INTERNAL, role, self.address, self.party, attended)
+        return _participant(self.person, self.kind is PartyKind.INTERNAL, role, self.address, self.party, attended)
+
+
+@lru_cache(maxsize=1 << 18)
+def _participant(
+    person: str, internal: bool, role: Role, address: str | None, party: RecordRef | None, attended: bool
+) -> Participant:
+    # Participants are immutable values and a year of mail repeats the same few thousand people in the
+    # same roles: one shared object each keeps millions of activities small.
+    return Participant(person, internal, role, address, party, attended)
 
 
 class _Resolver:
@@ -529,10 +539,13 @@ def build_activities(
         meetings[ec.key].append(ec)
 
     out: list[Activity] = []
-    for key, mail_copies in mails.items():
+    # Popped as merged, so each email's copies are freed while the rest are built (the peak of a big run).
+    while mails:
+        key, mail_copies = mails.popitem()
         if (act := _merge_mail(key, mail_copies, skipped)) is not None:
             out.append(act)
-    for key, event_copies in meetings.items():
+    while meetings:
+        key, event_copies = meetings.popitem()
         if (act := _merge_event(key, event_copies, skipped)) is not None:
             out.append(act)
     seen_calls: set[str] = set()

@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 
 from relinsights.analytics.activities import Activity, Direction, Kind, Participant, Role
 from relinsights.analytics.health import Health, compute_health
@@ -59,7 +60,14 @@ class Counts:
 
     @property
     def total(self) -> int:
-        return self.sent + self.received
+        return (
+            self.emails_sent
+            + self.emails_received
+            + self.meetings_sent
+            + self.meetings_received
+            + self.calls_made
+            + self.calls_received
+        )
 
 
 _COUNT_FIELD = {
@@ -220,8 +228,20 @@ def daily_series(links: Sequence[Link], as_of: datetime, settings: Settings) -> 
             d = local_date(a.time, settings.zone)
             if first_day <= d <= last_day:
                 per_day.setdefault(d, []).append(a)
-    days = [first_day + timedelta(days=i) for i in range(SERIES_DAYS)]
-    return tuple(DailyCounts(d, count_activities(per_day[d]) if d in per_day else _NO_COUNTS) for d in days)
+    return tuple(
+        DailyCounts(d, count_activities(per_day[d])) if d in per_day else _empty_day(d) for d in _series(last_day)
+    )
+
+
+# Every record's series names the same 60 days, mostly empty: make those once per run, not once per record.
+@lru_cache(maxsize=4)
+def _series(last_day: date) -> tuple[date, ...]:
+    return tuple(last_day - timedelta(days=SERIES_DAYS - 1 - i) for i in range(SERIES_DAYS))
+
+
+@lru_cache(maxsize=4 * SERIES_DAYS)
+def _empty_day(day: date) -> DailyCounts:
+    return DailyCounts(day, _NO_COUNTS)
 
 
 def _time_spent(links: Iterable[Link], settings: Settings) -> tuple[float, float]:

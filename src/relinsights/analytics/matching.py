@@ -36,6 +36,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from relinsights.analytics.activities import Activity
@@ -156,6 +157,32 @@ class RecordIndex:
             self.opp_internal[o.id] = frozenset(rules.systemuser_person(u) for u in team if u)
             self.opp_until[o.id] = self._until(o)
         self.identities = {a: f"contact:{ids[0]}" for a, ids in self.contacts_by_address.items() if len(set(ids)) == 1}
+        self._refs: dict[tuple[Entity, str], RecordRef] = {}
+        self._domain_owner: dict[str, tuple[RecordRef | None, str | None]] = {}
+
+    def ref(self, entity: Entity, record_id: str) -> RecordRef:
+        """One shared RecordRef per record (matching asks for the same few thousand millions of times)."""
+        key = (entity, record_id)
+        ref = self._refs.get(key)
+        if ref is None:
+            ref = self._refs[key] = RecordRef(entity, record_id)
+        return ref
+
+    def domain_owner(self, address: str) -> tuple[RecordRef | None, str | None]:
+        """(the account owning the address's domain, else the shared domain it is in), cached per address."""
+        found = self._domain_owner.get(address)
+        if found is None:
+            found = (None, None)
+            dom = domain_of(address)
+            if not self.rules.is_free_mail(dom):
+                reg = registrable_domain(dom)
+                acc = self.account_of_domain.get(reg)
+                if acc is not None:
+                    found = (self.ref(Entity.ACCOUNT, acc), None)
+                elif reg in self.shared_domains:
+                    found = (None, reg)
+            self._domain_owner[address] = found
+        return found
 
     def _domains(self, accounts: Iterable[Account]) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
         derived: dict[str, set[str]] = defaultdict(set)
@@ -205,96 +232,98 @@ def _addresses(values: Iterable[str | None]) -> set[str]:
     return {a for a in (canonical_address(v) for v in values) if a}
 
 
-@dataclass(slots=True)
-class _Hit:
-    reasons: set[str] = field(default_factory=set)
-    members: set[str] = field(default_factory=set)
-    regarding: bool = False
+# Per activity: record -> (reasons, external members); a tuple of two sets, as cheap to make as it gets.
+_Hits = dict[RecordRef, tuple[set[str], set[str]]]
+_K = TypeVar("_K")
 
 
 def match_activities(activities: Iterable[Activity], index: RecordIndex) -> MatchResult:
     """Link every activity to the records it belongs to. Links of a record come in activity order."""
     links: dict[RecordRef, list[Link]] = defaultdict(list)
     shared_seen: Counter[str] = Counter()
+    # Millions of links repeat a few reason tuples and member sets: share one object of each.
+    shared: dict[object, object] = {}
     for act in activities:
-        for link in _match_one(act, index, shared_seen):
+        for link in _match_one(act, index, shared_seen, shared):
             links[link.record].append(link)
     ambiguous = tuple(AmbiguousDomain(dom, ids, shared_seen[dom]) for dom, ids in sorted(index.shared_domains.items()))
     return MatchResult({ref: tuple(v) for ref, v in links.items()}, ambiguous, index.identities)
 
 
-def _match_one(act: Activity, idx: RecordIndex, shared_seen: Counter[str]) -> list[Link]:
-    hits: dict[RecordRef, _Hit] = defaultdict(_Hit)
-    opp_hits: dict[str, _Hit] = defaultdict(_Hit)
+def _match_one(act: Activity, idx: RecordIndex, shared_seen: Counter[str], shared: dict[object, object]) -> list[Link]:
+    hits: _Hits = {}
+    opp_hits: dict[str, tuple[set[str], set[str]]] = {}
     shared_here: set[str] = set()
     internal = {p.person for p in act.participants if p.internal}
     for p in act.participants:
         if p.internal:
             continue
+        person = p.person
         contacts: dict[str, str] = {}
         if p.address:
             for cid in idx.contacts_by_address.get(p.address, ()):
                 contacts.setdefault(cid, CONTACT_EMAIL)
             for lid in idx.leads_by_address.get(p.address, ()):
-                _hit(hits, RecordRef(Entity.LEAD, lid), LEAD_EMAIL, p.person)
-            dom = domain_of(p.address)
-            if not idx.rules.is_free_mail(dom):
-                reg = registrable_domain(dom)
-                acc = idx.account_of_domain.get(reg)
-                if acc is not None:
-                    _hit(hits, RecordRef(Entity.ACCOUNT, acc), ACCOUNT_DOMAIN, p.person)
-                elif reg in idx.shared_domains:
-                    shared_here.add(reg)
+                _hit(hits, idx.ref(Entity.LEAD, lid), LEAD_EMAIL, person)
+            acc_ref, shared_dom = idx.domain_owner(p.address)
+            if acc_ref is not None:
+                _hit(hits, acc_ref, ACCOUNT_DOMAIN, person)
+            elif shared_dom is not None:
+                shared_here.add(shared_dom)
         if p.party is not None:
             ref = p.party
             if ref.entity is Entity.CONTACT and ref.id in idx.contact_ids:
                 contacts.setdefault(ref.id, CONTACT_PARTY)
             elif ref.entity is Entity.ACCOUNT and ref.id in idx.account_ids:
-                _hit(hits, ref, ACCOUNT_PARTY, p.person)
+                _hit(hits, ref, ACCOUNT_PARTY, person)
             elif ref.entity is Entity.LEAD and ref in idx.known:
-                _hit(hits, ref, LEAD_PARTY, p.person)
+                _hit(hits, ref, LEAD_PARTY, person)
         for cid, reason in contacts.items():
-            _hit(hits, RecordRef(Entity.CONTACT, cid), reason, p.person)
+            _hit(hits, idx.ref(Entity.CONTACT, cid), reason, person)
             acc = idx.contact_account.get(cid)
             if acc is not None and acc in idx.account_ids:
-                _hit(hits, RecordRef(Entity.ACCOUNT, acc), ACCOUNT_CONTACT, p.person)
+                _hit(hits, idx.ref(Entity.ACCOUNT, acc), ACCOUNT_CONTACT, person)
             for oid, opp_reason in idx.opps_by_contact.get(cid, ()):
-                hit = opp_hits[oid]
-                hit.reasons.add(opp_reason)
-                hit.members.add(p.person)
+                _hit(opp_hits, oid, opp_reason, person)
     for dom in shared_here:
         shared_seen[dom] += 1
 
     # Internal sets: kpis.md section 3, second column.
-    for ref, hit in hits.items():
+    for ref, (reasons, _) in hits.items():
         if not internal:
-            hit.reasons.clear()
+            reasons.clear()
         elif ref.entity is Entity.LEAD and idx.kpi.lead_requires_owner:
             owner = idx.lead_owner.get(ref.id)
             if owner is None or owner not in internal:
-                hit.reasons.clear()
-    for oid, hit in opp_hits.items():
+                reasons.clear()
+    for oid, h in opp_hits.items():
         ok = idx.in_window(oid, act.time) and (
             bool(internal & idx.opp_internal[oid]) if idx.kpi.opportunity_requires_team else bool(internal)
         )
         if not ok:
-            hit.reasons.clear()
-        hits[RecordRef(Entity.OPPORTUNITY, oid)] = hit
-    for ref in act.regarding:
-        if ref in idx.known:
-            hits[ref].regarding = True
+            h[0].clear()
+        hits[idx.ref(Entity.OPPORTUNITY, oid)] = h
+    regarding = {ref for ref in act.regarding if ref in idx.known}
+    for ref in regarding:
+        if ref not in hits:
+            hits[ref] = (set(), set())
 
     out: list[Link] = []
-    for ref, hit in sorted(hits.items()):
-        reasons = set(hit.reasons)
-        if hit.regarding:
+    for ref in sorted(hits) if len(hits) > 1 else hits:
+        reasons, members = hits[ref]
+        if ref in regarding:
             reasons.add(REGARDING)
         if reasons:
-            out.append(Link(ref, act, tuple(sorted(reasons)), frozenset(hit.members)))
+            why = tuple(sorted(reasons))
+            who = frozenset(members)
+            out.append(Link(ref, act, shared.setdefault(why, why), shared.setdefault(who, who)))  # type: ignore[arg-type]
     return out
 
 
-def _hit(hits: dict[RecordRef, _Hit], ref: RecordRef, reason: str, person: str) -> None:
-    hit = hits[ref]
-    hit.reasons.add(reason)
-    hit.members.add(person)
+def _hit(hits: dict[_K, tuple[set[str], set[str]]], key: _K, reason: str, person: str) -> None:
+    h = hits.get(key)
+    if h is None:
+        hits[key] = ({reason}, {person})
+    else:
+        h[0].add(reason)
+        h[1].add(person)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 from sqlalchemy import Engine
 
@@ -129,7 +130,7 @@ class Prepared:
         return SnapshotRow(
             entity=str(ref.entity),
             record_id=ref.id,
-            payload=kpi_payload(k),
+            payload=orjson.dumps(kpi_payload(k)),
             fingerprint=fingerprint,
             stable_until=stable_until(links, self.as_of, self.settings, k.health),
             activities=k.counts.total,
@@ -144,8 +145,10 @@ def normalise_as_of(as_of: datetime | None) -> datetime:
     return as_utc(as_of) if as_of is not None else datetime.now(UTC).replace(microsecond=0)
 
 
-def prepare(engine: Engine, tenant: TenantConfig, as_of: datetime) -> Prepared:
-    """Load the tenant's rows, build its activities and link them to its CRM records."""
+def prepare(engine: Engine, tenant: TenantConfig, as_of: datetime, keep_rows: bool = True) -> Prepared:
+    """Load the tenant's rows, build its activities and link them to its CRM records.
+
+    keep_rows=False drops the loaded source rows once the activities are built (the job's memory peak)."""
     row = ensure_tenant(engine, tenant)
     assert row.id is not None
     tier = Tier.ENHANCED if tenant_enabled(row, tenant) else Tier.BASIC
@@ -161,6 +164,8 @@ def prepare(engine: Engine, tenant: TenantConfig, as_of: datetime) -> Prepared:
         crm_appointments=inputs.crm_appointments,
         phone_calls=inputs.phone_calls,
     )
+    if not keep_rows:
+        inputs.release_rows()
     index = RecordIndex(inputs.records, inputs.rules, kpi=settings.kpi, zone=settings.zone)
     match = match_activities(activities.activities, index)
     threads = assign_threads(activities.activities)
@@ -172,7 +177,7 @@ def compute_payloads(engine: Engine, tenant: TenantConfig, as_of: datetime) -> d
     p = prepare(engine, tenant, as_of)
     fps = p.fingerprints()
     return {
-        ref: p.snapshot(ref, links, fps.record(ref, links, ref in p.health_refs)).payload
+        ref: orjson.loads(p.snapshot(ref, links, fps.record(ref, links, ref in p.health_refs)).payload)
         for ref, links in sorted(p.match.links.items())
     }
 
@@ -183,7 +188,7 @@ def compute_tenant(
     """Compute and store the KPI snapshots of every linked record of `tenant` as of `as_of` (default now)."""
     started_wall, started = datetime.now(UTC), time.monotonic()
     as_of = normalise_as_of(as_of)
-    p = prepare(engine, tenant, as_of)
+    p = prepare(engine, tenant, as_of, keep_rows=False)
     report = ComputeReport(
         tenant=tenant.name,
         as_of=as_of,

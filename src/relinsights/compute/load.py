@@ -103,16 +103,23 @@ class TenantInputs:
     crm_appointments: list[CrmAppointment] = field(default_factory=list)
     phone_calls: list[PhoneCall] = field(default_factory=list)
     failed_mailboxes: tuple[str, ...] = ()  # in scope, in error or throttled: the computation is Partial
+    released_rows: int = 0
 
     @property
     def source_rows(self) -> int:
         return (
-            len(self.messages)
+            self.released_rows
+            + len(self.messages)
             + len(self.events)
             + len(self.crm_emails)
             + len(self.crm_appointments)
             + len(self.phone_calls)
         )
+
+    def release_rows(self) -> None:
+        """Drop the source rows once activities are built from them (a tenant's year of mail is large)."""
+        self.released_rows = self.source_rows
+        self.messages, self.events, self.crm_emails, self.crm_appointments, self.phone_calls = [], [], [], [], []
 
 
 def load_inputs(

@@ -28,7 +28,7 @@ class SnapshotRow:
 
     entity: str
     record_id: str
-    payload: dict[str, Any]
+    payload: bytes  # the JSON payload, encoded as soon as computed: a run holds every record's until written
     fingerprint: str
     stable_until: datetime | None
     activities: int
@@ -128,7 +128,7 @@ def write_run(
                         "health_trend": s.health_trend,
                         "fingerprint": s.fingerprint,
                         "stable_until": s.stable_until,
-                        "payload": orjson.dumps(s.payload).decode(),
+                        "payload": s.payload.decode(),
                     }
                     for s in computed
                 ],

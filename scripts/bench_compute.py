@@ -1,0 +1,398 @@
+"""Benchmark of the KPI computation (issue #4): full and incremental runs over a synthetic tenant.
+
+What it builds, into the product's migrated schema (fresh SQLite file and/or PostgreSQL schema), with bulk
+inserts straight into the tables the sync and the CRM mirror fill:
+
+* --mailboxes users (`u<i>@contoso.com`) and --records CRM records: a fifth accounts (`cust<j>.com`), the
+  rest contacts (`p<k>@cust<j>.com`, parent account j), as the mirror stores them (Dataverse JSON);
+* N activities (-n) over the 365 days before T: 95% emails, 5% meetings (some upcoming). An email is
+  sent by a user to one of their contacts or the other way round, sometimes with a second contact of the
+  account and/or a colleague on Cc; the colleague's mailbox holds a copy too (same internetMessageId: the
+  builder deduplicates it), so there are about 1.2 message rows per email. One email in ten goes to an
+  address no CRM record has. Meetings have an organizer, a contact and sometimes a colleague.
+
+What it times (each run in its own fresh process, one after the other):
+
+* full: `compute_tenant(full=True)` as of T (load, build, match, KPIs, snapshots written);
+* incremental: one simulated day later (N/365 more activities dated in (T, T + 1 day]) `compute_tenant`
+  as of T + 1 day, reusing the unchanged records' snapshots;
+* floor: a plain SQL GROUP BY over the same activities (participant rows joined to their messages in the
+  window, counted per address and role): what the database alone does per activity here.
+
+seconds is wall time of the measured call, cpu s the worker's own CPU time (the database server's, for
+PostgreSQL, not included); act/s is activities in the window per wall second, act/cpu s per CPU second
+(steadier when the machine is shared); peak MiB is the
+worker process's peak RSS (VmHWM: imports and the engine included). load is the 1-minute load average
+before each run (2 cores: anything above ~0.5 means someone else was busy and the numbers are noisy).
+
+    .venv/bin/python scripts/bench_compute.py                    # 2,000,000 activities, SQLite
+    .venv/bin/python scripts/bench_compute.py -n 200000 --db both
+    .venv/bin/python scripts/bench_compute.py -n 200000 --profile  # pyinstrument of the full run, if installed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, insert, text
+
+from relinsights.config import TenantConfig, parse_config
+from relinsights.db import make_engine, migrate
+from relinsights.db.models import (
+    CrmRecord,
+    Event,
+    EventAttendee,
+    Mailbox,
+    Message,
+    MessageParticipant,
+    Tenant,
+    table_of,
+)
+
+T = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+CHUNK = 20_000
+TENANT = "bench"
+
+
+def tenant_config() -> TenantConfig:
+    return parse_config(
+        {
+            "tenant": [
+                {
+                    "name": TENANT,
+                    "tenant_id": "11111111-2222-3333-4444-555555555555",
+                    "client_id": "66666666-7777-8888-9999-000000000000",
+                    "credential": {"secret_env": "RELINSIGHTS_BENCH_SECRET"},
+                    "internal_domains": ["contoso.com"],
+                }
+            ]
+        }
+    ).tenants[0]
+
+
+def guid(kind: str, n: int) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench:{kind}:{n}"))
+
+
+# ---------------------------------------------------------------- building the database
+
+
+class Builder:
+    """Generates rows deterministically and bulk-inserts them in chunks."""
+
+    def __init__(self, engine: Engine, mailboxes: int, records: int, seed: int) -> None:
+        self.engine, self.rng = engine, random.Random(seed)
+        self.users = [f"u{i}@contoso.com" for i in range(mailboxes)]
+        self.accounts = max(1, records // 5)
+        self.contacts = [f"p{k}@cust{k % self.accounts}.com" for k in range(records - self.accounts)]
+        # Each user looks after the contacts k with k % users == i.
+        self.book = [self.contacts[i :: len(self.users)] or self.contacts for i in range(len(self.users))]
+        self.next_msg = self.next_part = self.next_event = self.next_att = 1
+        self.activity = 0
+
+    def base(self) -> int:
+        with self.engine.begin() as conn:
+            tpk = conn.execute(
+                insert(table_of(Tenant)).values(name=TENANT, directory_id="bench", created_at=T).returning(text("id"))
+            ).scalar_one()
+            conn.execute(
+                insert(table_of(Mailbox)),
+                [
+                    {"id": i + 1, "tenant_pk": tpk, "user_id": guid("user", i), "address": a, "status": "ok"}
+                    for i, a in enumerate(self.users)
+                ],
+            )
+            rows: list[dict[str, Any]] = []
+            for j in range(self.accounts):
+                data = {"accountid": guid("account", j), "name": f"Customer {j}", "websiteurl": f"https://cust{j}.com"}
+                rows.append(self._crm(tpk, "accounts", data["accountid"], data))
+            for k, addr in enumerate(self.contacts):
+                data = {
+                    "contactid": guid("contact", k),
+                    "fullname": f"Person {k}",
+                    "emailaddress1": addr,
+                    "_parentcustomerid_value": guid("account", k % self.accounts),
+                }
+                rows.append(self._crm(tpk, "contacts", data["contactid"], data))
+            for i in range(0, len(rows), CHUNK):
+                conn.execute(insert(table_of(CrmRecord)), rows[i : i + CHUNK])
+        return int(tpk)
+
+    @staticmethod
+    def _crm(tpk: int, entity_set: str, rid: str, data: dict[str, Any]) -> dict[str, Any]:
+        return {"tenant_pk": tpk, "entity_set": entity_set, "record_id": rid, "data": json.dumps(data), "synced_at": T}
+
+    def add(self, n: int, start: datetime, end: datetime) -> None:
+        """n activities dated uniformly in [start, end) (a few meetings later: upcoming)."""
+        span = (end - start).total_seconds()
+        msgs: list[dict[str, Any]] = []
+        parts: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        atts: list[dict[str, Any]] = []
+        for _ in range(n):
+            when = start + timedelta(seconds=self.rng.random() * span)
+            if self.rng.random() < 0.05:
+                self._meeting(when, events, atts)
+            else:
+                self._email(when, msgs, parts)
+            if len(msgs) >= CHUNK:
+                self._flush(msgs, parts, events, atts)
+        self._flush(msgs, parts, events, atts)
+
+    def _email(self, when: datetime, msgs: list[dict[str, Any]], parts: list[dict[str, Any]]) -> None:
+        r = self.rng
+        self.activity += 1
+        ui = r.randrange(len(self.users))
+        user = self.users[ui]
+        contact = r.choice(self.book[ui]) if r.random() < 0.9 else f"x{r.randrange(50_000)}@other{r.randrange(500)}.com"
+        to, cc = ([contact], []) if r.random() < 0.5 else ([user], [])
+        sender = user if to == [contact] else contact
+        if r.random() < 0.3:
+            cc.append(r.choice(self.book[ui]))
+        colleague = None
+        if r.random() < 0.2:
+            colleague = r.randrange(len(self.users))
+            cc.append(self.users[colleague])
+        imid = f"<m{self.activity}@bench.invalid>"
+        conv = f"conv-{ui}-{contact}-{int(when.timestamp()) // (7 * 86400)}"
+        for box in {ui, colleague} - {None}:
+            assert box is not None
+            mid = self.next_msg
+            self.next_msg += 1
+            msgs.append(
+                {
+                    "id": mid,
+                    "mailbox_pk": box + 1,
+                    "graph_id": f"g{mid}",
+                    "internet_message_id": imid,
+                    "conversation_id": conv,
+                    "from_address": sender,
+                    "sender_address": sender,
+                    "sent_at": when,
+                    "received_at": when,
+                    "is_draft": False,
+                }
+            )
+            for role, addrs in (("from", [sender]), ("to", to), ("cc", cc)):
+                for a in addrs:
+                    parts.append({"id": self.next_part, "message_id": mid, "role": role, "address": a})
+                    self.next_part += 1
+
+    def _meeting(self, when: datetime, events: list[dict[str, Any]], atts: list[dict[str, Any]]) -> None:
+        r = self.rng
+        self.activity += 1
+        ui = r.randrange(len(self.users))
+        if r.random() < 0.1:
+            when = when + timedelta(days=r.randrange(1, 30))  # upcoming: next interaction
+        eid = self.next_event
+        self.next_event += 1
+        events.append(
+            {
+                "id": eid,
+                "mailbox_pk": ui + 1,
+                "graph_id": f"e{eid}",
+                "ical_uid": f"uid{self.activity}",
+                "event_type": "singleInstance",
+                "start": when,
+                "end": when + timedelta(minutes=r.choice((30, 60))),
+                "organizer_address": self.users[ui],
+            }
+        )
+        people = [(self.users[ui], "organizer"), (r.choice(self.book[ui]), "required")]
+        if r.random() < 0.3:
+            people.append((self.users[r.randrange(len(self.users))], "optional"))
+        for a, role in people:
+            atts.append({"id": self.next_att, "event_id": eid, "role": role, "address": a, "response": "accepted"})
+            self.next_att += 1
+
+    def _flush(self, *batches: list[dict[str, Any]]) -> None:
+        tables = [table_of(Message), table_of(MessageParticipant), table_of(Event), table_of(EventAttendee)]
+        with self.engine.begin() as conn:
+            for table, rows in zip(tables, batches, strict=True):
+                if rows:
+                    conn.execute(insert(table), rows)
+                    rows.clear()
+
+
+def fresh_engine(db: str, work: Path, pg_url: str) -> Engine:
+    if db == "sqlite":
+        return make_engine(f"sqlite:///{work / 'bench.db'}")
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    admin.dispose()
+    return make_engine(pg_url)
+
+
+def db_url(db: str, work: Path, pg_url: str) -> str:
+    return f"sqlite:///{work / 'bench.db'}" if db == "sqlite" else pg_url
+
+
+# ---------------------------------------------------------------- measuring (in a child process)
+
+
+def _peak_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def worker(args: argparse.Namespace) -> None:
+    engine = make_engine(args.url)
+    as_of = datetime.fromisoformat(args.as_of)
+    started, cpu = time.perf_counter(), time.process_time()
+    out: dict[str, Any] = {}
+    if args.worker == "floor":
+        since = as_of - timedelta(days=365)
+        query = text(
+            "SELECT p.address, p.role, count(*) FROM message_participant p JOIN message m ON m.id = p.message_id"
+            " JOIN mailbox b ON b.id = m.mailbox_pk WHERE b.tenant_pk = 1 AND m.sent_at >= :since"
+            " AND m.is_draft = :f GROUP BY p.address, p.role"
+        )
+        with engine.connect() as conn:
+            out["groups"] = len(conn.execute(query, {"since": since, "f": False}).all())
+    else:
+        from relinsights.compute import compute_tenant
+
+        run = lambda: compute_tenant(engine, tenant_config(), as_of=as_of, full=args.worker == "full")  # noqa: E731
+        if args.profile:
+            from pyinstrument import Profiler
+
+            with Profiler() as prof:
+                report = run()
+            Path(args.profile).write_text(prof.output_text(unicode=False, color=False, show_all=False))
+        else:
+            report = run()
+        out = {k: report.to_json()[k] for k in ("activities", "records", "computed", "reused", "source_rows")}
+    out["seconds"] = time.perf_counter() - started
+    out["cpu"] = time.process_time() - cpu
+    out["peak_mib"] = _peak_mib()
+    print(json.dumps(out))
+
+
+def measure(kind: str, url: str, as_of: datetime, profile: str | None = None) -> dict[str, Any]:
+    load = os.getloadavg()[0]
+    cmd = [sys.executable, __file__, "--worker", kind, "--url", url, "--as-of", as_of.isoformat()]
+    if profile:
+        cmd += ["--profile-out", profile]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load"] = load
+    return result
+
+
+# ---------------------------------------------------------------- one database
+
+
+def bench(db: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    engine = fresh_engine(db, work, args.pg_url)
+    migrate(engine)
+    url = db_url(db, work, args.pg_url)
+    b = Builder(engine, args.mailboxes, args.records, args.seed)
+    started = time.perf_counter()
+    b.base()
+    b.add(args.activities, T - timedelta(days=365) + timedelta(seconds=1), T)
+    built = time.perf_counter() - started
+    engine.dispose()
+    print(f"[{db}] built {args.activities:,} activities in {built:.1f} s", file=sys.stderr)
+    full = measure("full", url, T, str(work / f"profile-{db}.txt") if args.profile else None)
+    floor = measure("floor", url, T)
+    engine = make_engine(url)
+    b.engine = engine
+    b.add(max(1, args.activities // 365), T + timedelta(seconds=1), T + DAY)
+    engine.dispose()
+    incr = measure("incremental", url, T + DAY)
+    if args.profile:
+        print((work / f"profile-{db}.txt").read_text(), file=sys.stderr)
+    return {"db": db, "built_s": built, "full": full, "incremental": incr, "floor": floor}
+
+
+def rows(results: list[dict[str, Any]], n: int) -> Iterator[str]:
+    yield f"{'db':8} {'run':12} {'seconds':>8} {'cpu s':>7} {'act/s':>10} {'act/cpu s':>10} {'peak MiB':>9} {'load':>5}  details"
+    for r in results:
+        full, incr, floor = r["full"], r["incremental"], r["floor"]
+        for name, m in (("full", full), ("incremental", incr), ("GROUP BY", floor)):
+            acts = incr["activities"] if name == "incremental" else full["activities"]
+            rate, cpu_rate = acts / m["seconds"], acts / max(m["cpu"], 1e-9)
+            extra = (
+                f"{m['activities']:,} activities, {m['records']:,} records, computed {m['computed']:,},"
+                f" reused {m['reused']:,}"
+                if "records" in m
+                else f"{m['groups']:,} groups"
+            )
+            yield (
+                f"{r['db']:8} {name:12} {m['seconds']:8.2f} {m['cpu']:7.2f} {rate:10,.0f} {cpu_rate:10,.0f}"
+                f" {m['peak_mib']:9.0f} {m['load']:5.2f}  {extra}"
+            )
+        full_rate = full["activities"] / full["seconds"]
+        speedup, cpu_speedup = full["seconds"] / incr["seconds"], full["cpu"] / max(incr["cpu"], 1e-9)
+        floor_rate = full["activities"] / floor["seconds"]
+        peak = max(full["peak_mib"], incr["peak_mib"])
+        yield (
+            f"{r['db']:8} full {full_rate:,.0f} act/s (target 100,000: {'PASS' if full_rate >= 100_000 else 'FAIL'}),"
+            f" {full_rate / floor_rate:.3f} of the GROUP BY floor ({floor_rate:,.0f} act/s);"
+            f" incremental {speedup:.1f}x faster by wall time, {cpu_speedup:.1f}x by CPU"
+            f" (target 10x: {'PASS' if min(speedup, cpu_speedup) >= 10 else 'FAIL'});"
+            f" peak {peak:.0f} MiB (target < 1024: {'PASS' if peak < 1024 else 'FAIL'})"
+        )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-n", "--activities", type=int, default=2_000_000)
+    p.add_argument("--mailboxes", type=int, default=1_000)
+    p.add_argument("--records", type=int, default=20_000)
+    p.add_argument("--db", choices=("sqlite", "postgres", "both"), default="sqlite")
+    p.add_argument(
+        "--pg-url",
+        default=os.environ.get("RELINSIGHTS_BENCH_PG") or os.environ.get("RELINSIGHTS_TEST_PG"),
+        help="PostgreSQL database to use (its public schema is dropped!); default $RELINSIGHTS_BENCH_PG",
+    )
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--profile", action="store_true", help="pyinstrument the full run and print its profile")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    p.add_argument("--as-of", help=argparse.SUPPRESS)
+    p.add_argument("--profile-out", dest="profile_out", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        args.profile = args.profile_out
+        worker(args)
+        return
+    dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    if "postgres" in dbs and not args.pg_url:
+        p.error("--db postgres needs --pg-url or $RELINSIGHTS_BENCH_PG")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-compute-") as tmp:
+        for db in dbs:
+            results.append(bench(db, args, Path(tmp)))
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(
+        f"bench_compute: {args.activities:,} activities, {args.mailboxes:,} mailboxes, {args.records:,} CRM records;"
+        f" {os.cpu_count()} cores"
+    )
+    for line in rows(results, args.activities):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
