@@ -223,15 +223,8 @@ class Daemon:
             self.metrics.throttled.labels("dataverse", tenant.name).inc(report.throttled)
             for table, rows in report.written.items():
                 self.metrics.rows_written.labels(tenant.name, table).inc(rows)
-            log.info(
-                "daemon.writeback",
-                tenant=tenant.name,
-                status=report.status,
-                written=sum(report.written.values()),
-                skipped=report.skipped,
-                failed=len(report.failures),
-            )
-            if report.status == "failed":  # backs off through the lease and is retried by the timer
+            # writeback_tenant logs its summary; a failed run backs off through the lease, the timer retries it.
+            if report.status == "failed":
                 raise DataverseError(report.error or "write-back failed")
 
         await self._leased("writeback", tenant, timedelta(hours=1), work)

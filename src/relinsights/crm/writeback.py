@@ -113,12 +113,11 @@ class WritebackReport:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One request as the dry run prints it and the writer sends it."""
+    """One request as the dry run prints it: the same action and body the writer's calls send."""
 
     method: str
     path: str  # relative to the Web API base
     body: Any = None
-    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -435,10 +434,7 @@ def _save_run(engine: Engine, tenant_pk: int, report: WritebackReport, started: 
 
 
 def requests_json(base: str, requests: Sequence[tuple[str, Request]]) -> list[dict[str, Any]]:
-    return [
-        {"table": t, "method": r.method, "url": base + r.path, "headers": dict(r.headers), "body": r.body}
-        for t, r in requests
-    ]
+    return [{"table": t, "method": r.method, "url": base + r.path, "body": r.body} for t, r in requests]
 
 
 def render_requests(client_base: str, requests: Sequence[tuple[str, Request]]) -> str:
@@ -451,7 +447,6 @@ def render_requests(client_base: str, requests: Sequence[tuple[str, Request]]) -
             lines += ["", f"# {table}: {count} request{'s' if count != 1 else ''}"]
             current = table
         lines.append(f"{req.method} {client_base}{req.path}")
-        lines += [f"{k}: {v}" for k, v in req.headers]
         if req.body is not None:
             lines.append(orjson.dumps(req.body, option=orjson.OPT_INDENT_2).decode())
     return "\n".join(lines).lstrip("\n")
