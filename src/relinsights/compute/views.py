@@ -22,11 +22,12 @@ from relinsights.analytics.matching import website_domain
 from relinsights.analytics.parties import canonical_address, canonical_domain, domain_of, registrable_domain
 from relinsights.compute.payload import series_days
 from relinsights.compute.store import latest_as_of, similar_of, snapshot_t
-from relinsights.config import TenantConfig
+from relinsights.config import PARENT_SETS, TenantConfig
 from relinsights.db.models import CrmRecord, table_of
 
 crm_t = table_of(CrmRecord)
-ENTITY_SETS = {"contact": "contacts", "lead": "leads", "account": "accounts", "opportunity": "opportunities"}
+# The set names come from the config's one table; this order (people first) is the search order.
+ENTITY_SETS = {e: PARENT_SETS[e] for e in ("contact", "lead", "account", "opportunity")}
 ENTITY_OF_SET = {v: k for k, v in ENTITY_SETS.items()}
 STATES = {"good": "Good", "fair": "Fair", "poor": "Poor", "not-enough-info": "Not enough info"}
 GUID_LENGTH = 36

@@ -206,25 +206,25 @@ class CrmContext:
 
 
 def crm_context(engine: Engine, tenant_pk: int) -> CrmContext:
+    from relinsights.compute.dataverse_rows import crm_ids, opportunity_links
+    from relinsights.compute.views import record_name
+
+    sets = (*PARENT_SETS.values(), "systemusers", "connections", "connectionroles")
+    rows = {s: mirrored_rows(engine, tenant_pk, s) for s in sets}  # each table read once
     ctx = CrmContext()
-    for entity_set, key, name in (
-        ("contacts", "contactid", "fullname"),
-        ("accounts", "accountid", "name"),
-        ("leads", "leadid", "fullname"),
-        ("opportunities", "opportunityid", "name"),
-    ):
-        for row in mirrored_rows(engine, tenant_pk, entity_set):
-            rid = str(row.get(key) or "").lower()
-            label = str(row.get(name) or row.get("emailaddress1") or rid)
+    for entity, entity_set in PARENT_SETS.items():
+        for row in rows[entity_set]:
+            rid = str(row.get(f"{entity}id") or "").lower()
+            label = record_name(entity, row) or str(row.get("emailaddress1") or rid)
             ctx.names[rid] = label
-            if entity_set == "contacts":
+            if entity == "contact":
                 ctx.people[f"contact:{rid}"] = (label, "contact", rid)
-    for row in mirrored_rows(engine, tenant_pk, "systemusers"):
+    for row in rows["systemusers"]:
         if address := str(row.get("internalemailaddress") or "").lower():
             uid = str(row.get("systemuserid") or "").lower()
             ctx.people[address] = (str(row.get("fullname") or address), "systemuser", uid)
-    stakeholders = _stakeholders(engine, tenant_pk)
-    for row in mirrored_rows(engine, tenant_pk, "opportunities"):
+    stakeholders = opportunity_links(rows, crm_ids(rows)).stakeholders
+    for row in rows["opportunities"]:
         oid = str(row.get("opportunityid") or "").lower()
         contacts = set(stakeholders.get(oid, ()))
         if parent := row.get("_parentcontactid_value"):
@@ -232,14 +232,6 @@ def crm_context(engine: Engine, tenant_pk: int) -> CrmContext:
         for contact in contacts:
             ctx.opportunities[contact] = ctx.opportunities.get(contact, 0) + 1
     return ctx
-
-
-def _stakeholders(engine: Engine, tenant_pk: int) -> dict[str, tuple[str, ...]]:
-    from relinsights.compute.dataverse_rows import crm_ids, opportunity_links
-
-    sets = ("contacts", "opportunities", "connections", "connectionroles")
-    rows = {s: mirrored_rows(engine, tenant_pk, s) for s in sets}
-    return dict(opportunity_links(rows, crm_ids(rows)).stakeholders)
 
 
 async def parent_pointers(client: DataverseClient, tenant: TenantConfig, entities: Iterable[str]) -> dict[str, str]:
@@ -269,6 +261,13 @@ def plan(
 ) -> Plan:
     cfg = tenant.writeback
     out = Plan()
+    starts: dict[datetime, str] = {}  # every snapshot of a run shares its as-of: the window is made once
+
+    def window_start(as_of: datetime) -> str:
+        if as_of not in starts:
+            starts[as_of] = series_days(as_of, tenant.zone)[0].isoformat()
+        return starts[as_of]
+
     wanted: list[Row] = []
     parents = {s.record_id for s in snapshots}
     by_parent: dict[str, list[tuple[str, str, Ledgered]]] = defaultdict(list)
@@ -283,7 +282,7 @@ def plan(
         if mapping.parent_kpi and pointer != row_id:
             out.links.append(link_row(s.entity, s.record_id, mapping.parent_kpi, mapping.kpi, row_id))
         if mapping.daily is not None and cfg.daily_series:
-            first = series_days(s.as_of, tenant.zone)[0].isoformat()
+            first = window_start(s.as_of)
             days = set((s.payload.get("relationship_activities") or {}).keys())
             days |= {
                 e.day
