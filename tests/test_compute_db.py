@@ -397,3 +397,43 @@ def test_retention_prunes_old_snapshots_but_keeps_the_latest(engine: Engine, ten
     # Years later everything is old, but the latest snapshot stays: incremental runs and `kpis show` need it.
     prune(engine, tenant, T + timedelta(days=3000))
     assert [a.date() for a in as_ofs()] == [(T + timedelta(days=2)).date()]
+
+
+def test_messages_stream_each_with_its_own_recipients(engine: Engine, tenant: TenantConfig) -> None:
+    """The loader streams messages and their recipients as two id-ordered reads merged in one pass: each
+    message gets exactly its own To/Cc/Bcc, in stored order, however mailboxes interleave, and the
+    recipients of a draft or of mail older than the window never leak into the next message."""
+    rows = Rows(engine, tenant)
+    rows.mailboxes(BOB, CARL)
+
+    def message(box: str, graph_id: str, when: str, parts: list[tuple[str, str]], draft: bool = False) -> None:
+        pk = rows.insert(
+            Message,
+            mailbox_pk=rows.mailbox[box],
+            graph_id=graph_id,
+            internet_message_id=f"<{graph_id}@fabrikam.com>",
+            from_address=ANN,
+            sender_address=ANN,
+            sent_at=at(when),
+            is_draft=draft,
+            seen_round=1,
+        )
+        for role, address in [("from", ANN), ("sender", ANN), *parts]:
+            rows.insert(MessageParticipant, message_id=pk, role=role, address=address)
+
+    message(BOB, "old", "2024-01-01 09:00", [("to", "leak-old@x.com")])  # before the window
+    message(BOB, "m1", "2026-03-01 09:00", [("to", BOB), ("cc", CARL), ("to", DAN), ("bcc", "b@x.com")])
+    message(CARL, "draft", "2026-03-01 10:00", [("to", "leak-draft@x.com")], draft=True)
+    message(CARL, "m2", "2026-03-01 11:00", [])
+    message(BOB, "m3", "2026-03-02 09:00", [("cc", BOB)])
+    message(CARL, "m4", "2026-03-03 09:00", [("to", CARL), ("to", BOB)])
+
+    messages = prepare(engine, tenant, T).inputs.messages
+    got = {m.graph_id: (m.mailbox, m.to, m.cc, m.bcc) for m in messages}
+    assert got == {
+        "m1": (BOB, (BOB, DAN), (CARL,), ("b@x.com",)),
+        "m2": (CARL, (), (), ()),
+        "m3": (BOB, (), (BOB,), ()),
+        "m4": (CARL, (CARL, BOB), (), ()),
+    }
+    assert len(messages) == 4  # the stream counts what its last pass read

@@ -1,4 +1,5 @@
-"""Database rows -> the analytics' inputs for one tenant as of T: one query per table, dicts keyed by id.
+"""Database rows -> the analytics' inputs for one tenant as of T: one query per table, dicts keyed by id;
+Graph mail, the largest input, is streamed to the activity builder as it is read (`MessageStream`).
 
 Only the rows a computation as of T can use are read: activities from T - lookback_days - 14 days on
 (the health trend looks 14 days back; scheduled ones have no upper bound), CRM records in full.
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -97,7 +98,7 @@ class TenantInputs:
     users: tuple[InternalUser, ...]
     records: CrmRecords
     ids: CrmIds
-    messages: list[MailMessage] = field(default_factory=list)
+    messages: Sequence[MailMessage] | MessageStream = field(default_factory=list)
     events: list[CalendarEvent] = field(default_factory=list)
     crm_emails: list[CrmEmail] = field(default_factory=list)
     crm_appointments: list[CrmAppointment] = field(default_factory=list)
@@ -141,7 +142,7 @@ def load_inputs(
         _crm_activities(conn, tenant_pk, since, inputs)
         if tier is Tier.ENHANCED:
             scoped = {m.pk: m for m in mailboxes if m.in_scope}
-            inputs.messages = _messages(conn, tenant_pk, since, scoped)
+            inputs.messages = MessageStream(engine, tenant_pk, since, scoped)
             inputs.events = _events(conn, tenant_pk, since, scoped)
             inputs.failed_mailboxes = tuple(
                 sorted(m.address for m in scoped.values() if m.status in FAILED_MAILBOX_STATUSES)
@@ -250,24 +251,44 @@ def _crm_activities(conn: Any, tenant_pk: int, since: datetime, inputs: TenantIn
 # ---------------------------------------------------------------- Graph
 
 
-def _messages(conn: Any, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]) -> list[MailMessage]:
+class MessageStream:
+    """The tenant's Graph messages in the window, read from the database while they are consumed.
+
+    A year of mail is the computation's largest input: streamed, only the builder's compact copies of it
+    are ever in memory, never every row at once. Iterable again (each pass reads afresh); len() is the
+    number of messages the last pass read.
+    """
+
+    def __init__(self, engine: Engine, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]) -> None:
+        self.engine, self.tenant_pk, self.since, self.scoped = engine, tenant_pk, since, scoped
+        self.rows = 0
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __iter__(self) -> Iterator[MailMessage]:
+        self.rows = 0
+        with self.engine.connect() as conn:
+            for message in _messages(conn, self.tenant_pk, self.since, self.scoped):
+                self.rows += 1
+                yield message
+
+
+def _messages(conn: Any, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]) -> Iterator[MailMessage]:
+    """Messages in id order, merged with their recipients read in the same order (two streams, one pass)."""
     window = and_(
         _mb.c.tenant_pk == tenant_pk,
         _mb.c.in_scope.is_(True),
         _msg.c.sent_at >= since,
         _msg.c.is_draft.is_(False),
     )
-    recipients: dict[int, dict[str, list[str]]] = defaultdict(lambda: {"to": [], "cc": [], "bcc": []})
-    result = conn.execution_options(yield_per=5000).execute(
+    recipients = conn.execution_options(yield_per=5000).execute(
         select(_mp.c.message_id, _mp.c.role, _mp.c.address)
         .select_from(_mp.join(_msg, _msg.c.id == _mp.c.message_id).join(_mb, _mb.c.id == _msg.c.mailbox_pk))
         .where(window, _mp.c.role.in_(("to", "cc", "bcc")))
-        .order_by(_mp.c.id)
+        .order_by(_mp.c.message_id, _mp.c.id)
     )
-    for message_id, role, address in result:
-        recipients[message_id][role].append(address)
-    out = []
-    result = conn.execution_options(yield_per=5000).execute(
+    messages = conn.execution_options(yield_per=5000).execute(
         select(
             _msg.c.id,
             _msg.c.graph_id,
@@ -281,26 +302,29 @@ def _messages(conn: Any, tenant_pk: int, since: datetime, scoped: dict[int, Mail
         )
         .select_from(_msg.join(_mb, _mb.c.id == _msg.c.mailbox_pk))
         .where(window)
+        .order_by(_msg.c.id)
     )
-    none: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
-    for pk, graph_id, mailbox_pk, sent_at, from_, sender, imid, conv, reply in result:
-        r = recipients.get(pk, none)
-        out.append(
-            MailMessage(
-                graph_id=graph_id,
-                mailbox=scoped[mailbox_pk].address,
-                sent_at=sent_at,
-                from_address=from_,
-                sender_address=sender,
-                to=tuple(r["to"]),
-                cc=tuple(r["cc"]),
-                bcc=tuple(r["bcc"]),
-                internet_message_id=imid,
-                conversation_id=conv,
-                in_reply_to=reply,
-            )
+    pending = iter(recipients)
+    nxt = next(pending, None)
+    for pk, graph_id, mailbox_pk, sent_at, from_, sender, imid, conv, reply in messages:
+        r: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
+        while nxt is not None and nxt[0] <= pk:
+            if nxt[0] == pk:
+                r[nxt[1]].append(nxt[2])
+            nxt = next(pending, None)
+        yield MailMessage(
+            graph_id=graph_id,
+            mailbox=scoped[mailbox_pk].address,
+            sent_at=sent_at,
+            from_address=from_,
+            sender_address=sender,
+            to=tuple(r["to"]),
+            cc=tuple(r["cc"]),
+            bcc=tuple(r["bcc"]),
+            internet_message_id=imid,
+            conversation_id=conv,
+            in_reply_to=reply,
         )
-    return out
 
 
 def _events(conn: Any, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]) -> list[CalendarEvent]:

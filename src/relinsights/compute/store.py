@@ -20,6 +20,7 @@ from relinsights.db.models import KpiRun, KpiSnapshot, SimilarWonSnapshot, table
 
 snapshot_t, run_t, similar_t = table_of(KpiSnapshot), table_of(KpiRun), table_of(SimilarWonSnapshot)
 COPY_CHUNK = 500
+SNAPSHOT_CHUNK = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +110,8 @@ def write_run(
             )
             .returning(run_t.c.id)
         ).scalar_one()
-        if computed:
+        # In chunks: the rows' parameter dicts (and their payloads as text) exist a chunk at a time.
+        for start in range(0, len(computed), SNAPSHOT_CHUNK):
             conn.execute(
                 insert(snapshot_t),
                 [
@@ -130,7 +132,7 @@ def write_run(
                         "stable_until": s.stable_until,
                         "payload": s.payload.decode(),
                     }
-                    for s in computed
+                    for s in computed[start : start + SNAPSHOT_CHUNK]
                 ],
             )
         _copy_forward(conn, reused, run_id, run.as_of, run.accuracy)
