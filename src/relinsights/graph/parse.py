@@ -6,7 +6,6 @@ source keys are present; the store merges them into the existing row.
 
 from __future__ import annotations
 
-from collections.abc import KeysView
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -40,10 +39,15 @@ EVENT_PARTY_COLUMNS = ("role", "address", "raw_address", "name", "response")
 MAX_ADDRESS = 320
 MAX_NAME = 256
 MAX_MESSAGE_ID = 998
+# A message's participant rows: its recipients. From and sender are columns of the message row (its
+# canonical address, the raw one when it differs, the name), not participant rows (migration 0008).
 _RECIPIENT_ROLES = (("toRecipients", "to"), ("ccRecipients", "cc"), ("bccRecipients", "bcc"))
+_ORIGINATORS = (
+    ("from", "from_address", "from_raw_address", "from_name"),
+    ("sender", "sender_address", "sender_raw_address", "sender_name"),
+)
 _ATTENDEE_TYPES = frozenset({"required", "optional", "resource"})
-_MESSAGE_ROLE_KEYS = (("from", "from"), ("sender", "sender"), *_RECIPIENT_ROLES)
-_ALL_MESSAGE_ROLES = frozenset(role for _, role in _MESSAGE_ROLE_KEYS)
+_ALL_MESSAGE_ROLES = frozenset(role for _, role in _RECIPIENT_ROLES)
 _ABSENT = object()  # a key that is missing, as opposed to present with null
 
 
@@ -75,6 +79,14 @@ def canonical_address(raw: Any) -> str | None:
 
 # A mailbox writes to the same few thousand addresses over and over: each is canonicalised once.
 _canonical_cached = lru_cache(maxsize=16384)(canonical_address)
+
+
+@lru_cache(maxsize=16384)
+def _message_address(raw: str) -> tuple[str | None, str | None]:
+    """(canonical, raw) of a message's address, the raw form None when it equals the canonical one."""
+    addr = canonical_address(raw)
+    raw = raw[:MAX_ADDRESS]
+    return addr, None if raw == addr else raw
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -184,21 +196,27 @@ def parse_message(item: dict[str, Any]) -> ParsedItem:
             if isinstance(h, dict) and str(h.get("name", "")).lower() == "in-reply-to":
                 row["in_reply_to"] = _trim(h.get("value"), MAX_MESSAGE_ID)
 
+    for key, column, raw_column, name_column in _ORIGINATORS:
+        v = g(key, _ABSENT)
+        if v is _ABSENT:
+            continue
+        ea = v.get("emailAddress") if type(v) is dict else None
+        raw = ea.get("address") if type(ea) is dict else None
+        addr, raw_kept = _message_address(raw) if type(raw) is str else (None, None)
+        name = ea.get("name") if type(ea) is dict else None
+        row[column], row[raw_column] = addr, raw_kept
+        row[name_column] = name[:MAX_NAME] if type(name) is str and name else None
+        if addr is None and v is not None:
+            problems.append(f"{key}: no usable address ({str(raw)[:60]!r})")
+
     participants: list[tuple[Any, ...]] | None = None
-    if "from" in item and "sender" in item and "toRecipients" in item and "ccRecipients" in item:
-        roles = _ALL_MESSAGE_ROLES if "bccRecipients" in item else _roles_of(item.keys())
+    if "toRecipients" in item and "ccRecipients" in item and "bccRecipients" in item:
+        roles = _ALL_MESSAGE_ROLES
     else:
-        roles = _roles_of(item.keys())
+        roles = frozenset(role for key, role in _RECIPIENT_ROLES if key in item)
     if roles:
         participants = []
-        for key, column in (("from", "from_address"), ("sender", "sender_address")):
-            if key in item:
-                addr, raw, name = _email_address(g(key))
-                row[column] = addr
-                if addr:
-                    participants.append((key, addr, raw, name))
-                elif g(key) is not None:
-                    problems.append(f"{key}: no usable address ({str(raw)[:60]!r})")
+        append = participants.append
         for key, role in _RECIPIENT_ROLES:
             value = g(key)
             if value is None:
@@ -207,16 +225,16 @@ def parse_message(item: dict[str, Any]) -> ParsedItem:
                 problems.append(f"{key} is not a list")
                 continue
             for rec in value:
-                addr, raw, name = _email_address(rec)
-                if addr:
-                    participants.append((role, addr, raw, name))
-                else:
-                    problems.append(f"{key}: no usable address ({str(raw)[:60]!r})")
+                ea = rec.get("emailAddress") if type(rec) is dict else None
+                raw = ea.get("address") if type(ea) is dict else None
+                if type(raw) is str:
+                    addr, raw_kept = _message_address(raw)
+                    if addr:
+                        name = ea.get("name")  # type: ignore[union-attr]  # a dict: it gave raw
+                        append((role, addr, raw_kept, name[:MAX_NAME] if type(name) is str and name else None))
+                        continue
+                problems.append(f"{key}: no usable address ({str(raw)[:60]!r})")
     return ParsedItem(str(item["id"]), row, participants, problems, roles)
-
-
-def _roles_of(keys: KeysView[str]) -> frozenset[str]:
-    return frozenset(role for key, role in _MESSAGE_ROLE_KEYS if key in keys)
 
 
 def parse_event(item: dict[str, Any]) -> ParsedItem:
