@@ -146,3 +146,20 @@ def test_folder_selection_excludes_well_known_subtrees() -> None:
     assert select_folders(folders, "all", excl) == {"inbox", "cust", "acme", "sent", "proj"}
     assert select_folders(folders, ["sentitems", "Inbox/Customers"], excl) == {"sent", "cust", "acme"}
     assert select_folders(folders, ["projects"], excl) == {"proj"}
+
+
+def test_a_complete_message_row_has_every_column_in_the_store_order() -> None:
+    from relinsights.graph.parse import MESSAGE_COLUMNS
+    from relinsights.graph.store import MESSAGES
+
+    item = {"id": "m", "internetMessageId": "<m@x>", "conversationId": "c", "conversationIndex": None,
+            "subject": "", "from": {"emailAddress": {"address": "Ann@Fabrikam.com", "name": "Ann"}},
+            "sender": None, "toRecipients": [{"emailAddress": {"address": "bob@contoso.com"}}], "ccRecipients": [],
+            "bccRecipients": [], "sentDateTime": "2026-03-01T09:00:00Z", "receivedDateTime": None,
+            "isDraft": False, "isRead": "true"}
+    fast = parse_message(item)
+    assert fast.complete and tuple(fast.row) == MESSAGE_COLUMNS == tuple(MESSAGES.defaults)
+    slow = parse_message({**item, "internetMessageHeaders": []})  # the general path gives the same row
+    assert not slow.complete and {**slow.row, "in_reply_to": None} == fast.row and slow.participants == fast.participants
+    assert (slow.roles, slow.problems) == (fast.roles, fast.problems) == ({"to", "cc", "bcc"}, [])
+    assert fast.row["from_raw_address"] == "Ann@Fabrikam.com" and fast.row["is_read"] is True

@@ -48,6 +48,42 @@ _ORIGINATORS = (
 )
 _ATTENDEE_TYPES = frozenset({"required", "optional", "resource"})
 _ALL_MESSAGE_ROLES = frozenset(role for _, role in _RECIPIENT_ROLES)
+# Every column parse_message can fill, in the order of the row a complete item gets (ParsedItem.complete).
+MESSAGE_COLUMNS = (
+    "internet_message_id",
+    "conversation_id",
+    "conversation_index",
+    "subject",
+    "from_address",
+    "from_raw_address",
+    "from_name",
+    "sender_address",
+    "sender_raw_address",
+    "sender_name",
+    "sent_at",
+    "received_at",
+    "is_draft",
+    "is_read",
+    "in_reply_to",
+)
+# The keys of a complete message (what a first sync's pages carry for every message): the fast path.
+_COMPLETE_MESSAGE = frozenset(
+    {
+        "internetMessageId",
+        "conversationId",
+        "conversationIndex",
+        "subject",
+        "from",
+        "sender",
+        "toRecipients",
+        "ccRecipients",
+        "bccRecipients",
+        "sentDateTime",
+        "receivedDateTime",
+        "isDraft",
+        "isRead",
+    }
+)
 _ABSENT = object()  # a key that is missing, as opposed to present with null
 
 
@@ -157,10 +193,94 @@ class ParsedItem:
     problems: list[str] = field(default_factory=list)
     # The participant roles this item speaks for; stored participants of other roles are kept.
     roles: frozenset[str] = frozenset()
+    # The row holds every column the parser fills, in its kind's column order (MESSAGE_COLUMNS).
+    complete: bool = False
+
+
+def _originator(v: Any, key: str, problems: list[str]) -> tuple[str | None, str | None, str | None]:
+    """(canonical, raw when it differs, name) of a message's from or sender."""
+    ea = v.get("emailAddress") if type(v) is dict else None
+    if type(ea) is not dict:
+        if v is not None:
+            problems.append(f"{key}: no usable address ('None')")
+        return None, None, None
+    raw = ea.get("address")
+    name = ea.get("name")
+    addr, raw_kept = _message_address(raw) if type(raw) is str else (None, None)
+    if addr is None:
+        problems.append(f"{key}: no usable address ({str(raw)[:60]!r})")
+    return addr, raw_kept, name[:MAX_NAME] if type(name) is str and name else None
+
+
+def _recipients(item: dict[str, Any], key: str, role: str, out: list[tuple[Any, ...]], problems: list[str]) -> None:
+    value = item.get(key)
+    if value is None:
+        return
+    if type(value) is not list:
+        problems.append(f"{key} is not a list")
+        return
+    append = out.append
+    for rec in value:
+        ea = rec.get("emailAddress") if type(rec) is dict else None
+        raw = ea.get("address") if type(ea) is dict else None
+        if type(raw) is str:
+            addr, raw_kept = _message_address(raw)
+            if addr:
+                name = ea.get("name")  # type: ignore[union-attr]  # a dict: it gave raw
+                append((role, addr, raw_kept, name[:MAX_NAME] if type(name) is str and name else None))
+                continue
+        problems.append(f"{key}: no usable address ({str(raw)[:60]!r})")
+
+
+def _parse_complete_message(item: dict[str, Any]) -> ParsedItem:
+    """A message carrying every selected field (a first sync's pages): one row literal, no key checks."""
+    problems: list[str] = []
+    v = item["internetMessageId"]
+    imid = v[:MAX_MESSAGE_ID] if type(v) is str else None
+    v = item["conversationId"]
+    conversation = v[:255] if type(v) is str else None
+    v = item["conversationIndex"]
+    index = v[:4096] if type(v) is str else None
+    v = item["subject"]
+    subject = v[:4096] if type(v) is str else None
+    from_, from_raw, from_name = _originator(item["from"], "from", problems)
+    sender, sender_raw, sender_name = _originator(item["sender"], "sender", problems)
+    v = item["sentDateTime"]
+    sent = parse_time(v)
+    if sent is None and v is not None:
+        problems.append(f"invalid sentDateTime {str(v)[:40]!r}")
+    received = parse_time(item["receivedDateTime"])
+    v = item["isDraft"]
+    draft = v if type(v) is bool else _as_bool(v, False)
+    v = item["isRead"]
+    read = v if type(v) is bool else _as_bool(v, None)
+    participants: list[tuple[Any, ...]] = []
+    for key, role in _RECIPIENT_ROLES:
+        _recipients(item, key, role, participants, problems)
+    row = {  # MESSAGE_COLUMNS' order
+        "internet_message_id": imid,
+        "conversation_id": conversation,
+        "conversation_index": index,
+        "subject": subject,
+        "from_address": from_,
+        "from_raw_address": from_raw,
+        "from_name": from_name,
+        "sender_address": sender,
+        "sender_raw_address": sender_raw,
+        "sender_name": sender_name,
+        "sent_at": sent,
+        "received_at": received,
+        "is_draft": draft,
+        "is_read": read,
+        "in_reply_to": None,
+    }
+    return ParsedItem(str(item["id"]), row, participants, problems, _ALL_MESSAGE_ROLES, True)
 
 
 def parse_message(item: dict[str, Any]) -> ParsedItem:
-    # Runs for every message of a first sync: plain lookups and inlined trims, no per-item generators.
+    # Runs for every message of a first sync: those carry every field and take the fast path.
+    if item.keys() >= _COMPLETE_MESSAGE and "internetMessageHeaders" not in item:
+        return _parse_complete_message(item)
     problems: list[str] = []
     row: dict[str, Any] = {}
     g = item.get
@@ -197,43 +317,15 @@ def parse_message(item: dict[str, Any]) -> ParsedItem:
                 row["in_reply_to"] = _trim(h.get("value"), MAX_MESSAGE_ID)
 
     for key, column, raw_column, name_column in _ORIGINATORS:
-        v = g(key, _ABSENT)
-        if v is _ABSENT:
-            continue
-        ea = v.get("emailAddress") if type(v) is dict else None
-        raw = ea.get("address") if type(ea) is dict else None
-        addr, raw_kept = _message_address(raw) if type(raw) is str else (None, None)
-        name = ea.get("name") if type(ea) is dict else None
-        row[column], row[raw_column] = addr, raw_kept
-        row[name_column] = name[:MAX_NAME] if type(name) is str and name else None
-        if addr is None and v is not None:
-            problems.append(f"{key}: no usable address ({str(raw)[:60]!r})")
+        if key in item:
+            row[column], row[raw_column], row[name_column] = _originator(item[key], key, problems)
 
     participants: list[tuple[Any, ...]] | None = None
-    if "toRecipients" in item and "ccRecipients" in item and "bccRecipients" in item:
-        roles = _ALL_MESSAGE_ROLES
-    else:
-        roles = frozenset(role for key, role in _RECIPIENT_ROLES if key in item)
+    roles = frozenset(role for key, role in _RECIPIENT_ROLES if key in item)
     if roles:
         participants = []
-        append = participants.append
         for key, role in _RECIPIENT_ROLES:
-            value = g(key)
-            if value is None:
-                continue
-            if type(value) is not list:
-                problems.append(f"{key} is not a list")
-                continue
-            for rec in value:
-                ea = rec.get("emailAddress") if type(rec) is dict else None
-                raw = ea.get("address") if type(ea) is dict else None
-                if type(raw) is str:
-                    addr, raw_kept = _message_address(raw)
-                    if addr:
-                        name = ea.get("name")  # type: ignore[union-attr]  # a dict: it gave raw
-                        append((role, addr, raw_kept, name[:MAX_NAME] if type(name) is str and name else None))
-                        continue
-                problems.append(f"{key}: no usable address ({str(raw)[:60]!r})")
+            _recipients(item, key, role, participants, problems)
     return ParsedItem(str(item["id"]), row, participants, problems, roles)
 
 
