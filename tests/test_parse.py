@@ -83,7 +83,7 @@ def test_partial_message_updates_speak_only_for_the_keys_they_carry() -> None:
     assert p.roles == {"to"} and p.participants == [("to", "ann@fabrikam.com", "Ann@Fabrikam.COM", "Ann")]
     # The raw form is kept only when it differs from the canonical one, the name only when not empty.
     same = parse_message({"id": "m1", "toRecipients": [{"emailAddress": {"address": "bob@contoso.com", "name": ""}}]})
-    assert same.participants == [("to", "bob@contoso.com", None, None)]
+    assert same.participants == [("to", "bob@contoso.com", "", "")]  # stored as NULL
     assert p.problems == ["toRecipients: no usable address ('None')"]
     assert parse_message({"id": "m2", "isDraft": 1}).row == {"is_draft": False}  # not a boolean: the default
     full = parse_message({"id": "m3", "from": None, "sender": None, "toRecipients": [], "ccRecipients": [],
@@ -163,3 +163,4 @@ def test_a_complete_message_row_has_every_column_in_the_store_order() -> None:
     assert not slow.complete and {**slow.row, "in_reply_to": None} == fast.row and slow.participants == fast.participants
     assert (slow.roles, slow.problems) == (fast.roles, fast.problems) == ({"to", "cc", "bcc"}, [])
     assert fast.row["from_raw_address"] == "Ann@Fabrikam.com" and fast.row["is_read"] is True
+    assert fast.participants == [("to", "bob@contoso.com", "", "")]

@@ -129,6 +129,37 @@ def test_first_round_pages_folders_and_metadata_only(engine: Engine) -> None:
     assert att == {"seller@contoso.com": "organizer", "ann@fabrikam.com": "accepted", "carl@contoso.com": "declined"}
 
 
+def test_stored_message_columns_and_participants(engine: Engine) -> None:
+    # From and sender on the message (raw form only when it differs), recipients as participant rows whose
+    # raw form and name are NULL when there is nothing more to say; booleans, times and "" read back as sent.
+    # The same for an item with every selected field (the parser's fast path) and one without.
+    fg = FakeGraph()
+    item = message("m1", "inbox-id", "Ann@Fabrikam.com", [SELLER, "Bob@Contoso.com"], "2026-03-01T09:00:00Z")
+    item["toRecipients"][0]["emailAddress"]["name"] = ""
+    item |= {"subject": "", "isRead": True, "ccRecipients": [{"emailAddress": {"address": "carl@contoso.com"}}]}
+    fg.put("mail:inbox-id", {**item, "conversationIndex": "AQHZ"})
+    fg.put("mail:inbox-id", {**item, "id": "m2"})
+    run(engine, fg)
+    for graph_id in ("m1", "m2"):
+        with engine.connect() as conn:
+            m = conn.execute(select(Message).where(Message.graph_id == graph_id)).one()
+            parts = conn.execute(
+                select(MessageParticipant.role, MessageParticipant.address, MessageParticipant.raw_address,
+                       MessageParticipant.name).where(MessageParticipant.message_id == m.id).order_by(MessageParticipant.id)
+            ).all()
+        ann = ("ann@fabrikam.com", "Ann@Fabrikam.com", "Ann")
+        assert (m.from_address, m.from_raw_address, m.from_name) == ann
+        assert (m.sender_address, m.sender_raw_address, m.sender_name) == ann
+        assert m.subject == "" and m.is_read is True and m.is_draft is False and m.in_reply_to is None
+        assert m.sent_at is not None and m.sent_at.replace(tzinfo=None) == datetime(2026, 3, 1, 9)
+        assert m.conversation_index == ("AQHZ" if graph_id == "m1" else None)
+        assert [tuple(p) for p in parts] == [
+            ("to", SELLER, None, None),
+            ("to", "bob@contoso.com", "Bob@Contoso.com", "Bob@Contoso.com"),
+            ("cc", "carl@contoso.com", None, None),
+        ]
+
+
 def test_incremental_round_applies_adds_partial_updates_moves_and_deletes(engine: Engine) -> None:
     fg = FakeGraph()
     seed(fg)

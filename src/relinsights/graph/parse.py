@@ -34,6 +34,8 @@ MESSAGE_SELECT = [
 FOLDER_SELECT = ["id", "displayName", "parentFolderId", "childFolderCount"]
 USER_SELECT = ["id", "displayName", "mail", "userPrincipalName", "proxyAddresses", "accountEnabled"]
 
+# A message participant's raw_address and name are "" when absent (the raw form when it equals the canonical
+# one): the store writes NULL for them (store.MESSAGES.child_blank_is_null), and sqlite3 binds "" faster.
 MESSAGE_PARTY_COLUMNS = ("role", "address", "raw_address", "name")
 EVENT_PARTY_COLUMNS = ("role", "address", "raw_address", "name", "response")
 MAX_ADDRESS = 320
@@ -227,7 +229,7 @@ def _recipients(item: dict[str, Any], key: str, role: str, out: list[tuple[Any, 
             addr, raw_kept = _message_address(raw)
             if addr:
                 name = ea.get("name")  # type: ignore[union-attr]  # a dict: it gave raw
-                append((role, addr, raw_kept, name[:MAX_NAME] if type(name) is str and name else None))
+                append((role, addr, raw_kept or "", name[:MAX_NAME] if type(name) is str else ""))
                 continue
         problems.append(f"{key}: no usable address ({str(raw)[:60]!r})")
 

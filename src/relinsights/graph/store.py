@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
+from sqlalchemy import Boolean, Connection, Engine, Table, delete, insert, select, update
 
 from relinsights.db.models import Event, EventAttendee, MailFolder, Message, MessageParticipant, SyncCursor, table_of
 from relinsights.graph.parse import (
@@ -53,6 +53,12 @@ class ItemKind:
     child_columns: tuple[str, ...]  # the order of the participant tuples the parser builds
     container_column: str | None  # rows belong to a folder (messages) or to the whole mailbox (events)
     datetime_columns: frozenset[str] = frozenset()
+    # Columns that never hold "" (the parser keeps None instead): the bulk insert into SQLite binds "" for
+    # their None and stores NULLIF(?, ''), because sqlite3 binds a str several times faster than None (it
+    # looks None up in its adapter protocol first; booleans too, so those go in as 0/1, as SQLAlchemy stores them).
+    blank_is_null: frozenset[str] = frozenset()
+    # The same for participant columns; there the parser itself gives "" for absent, on both databases.
+    child_blank_is_null: frozenset[str] = frozenset()
 
 
 MESSAGES = ItemKind(
@@ -65,6 +71,8 @@ MESSAGES = ItemKind(
     child_columns=MESSAGE_PARTY_COLUMNS,
     container_column="folder_graph_id",
     datetime_columns=frozenset({"sent_at", "received_at"}),
+    blank_is_null=frozenset({"from_raw_address", "from_name", "sender_raw_address", "sender_name", "in_reply_to"}),
+    child_blank_is_null=frozenset({"raw_address", "name"}),
 )
 EVENTS = ItemKind(
     name="event",
@@ -249,8 +257,14 @@ def _insert_new(
     defaults = list(kind.defaults.items())
     fixed = ["graph_id", "mailbox_pk", "seen_round", *([kind.container_column] if kind.container_column else [])]
     head: tuple[Any, ...] = (mailbox_pk, round_no, *([container] if kind.container_column else []))
-    dt_columns = [c for c in kind.defaults if c in kind.datetime_columns]
-    dt_at = [i for i, (c, _) in enumerate(defaults) if c in kind.datetime_columns]
+    # SQLite only: what its bulk insert binds in another form (see ItemKind.blank_is_null).
+    bools = {c.name for c in kind.table.columns if isinstance(c.type, Boolean)} if sqlite else set()
+    dt_columns = [c for c in kind.defaults if c in kind.datetime_columns] if sqlite else []
+    bool_columns = [c for c in kind.defaults if c in bools]
+    blank_columns = [c for c in kind.defaults if c in kind.blank_is_null] if sqlite else []
+    dt_at, bool_at, blank_at = (
+        [i for i, (c, _) in enumerate(defaults) if c in cs] for cs in (dt_columns, bools, blank_columns)
+    )
     rows: list[tuple[Any, ...]] = []
     children: list[tuple[Any, ...]] = []
     next_id = 0
@@ -260,17 +274,28 @@ def _insert_new(
         r = p.row
         values: Iterable[Any]
         if p.complete:  # every column, in the defaults' order: the usual first-sync item
-            if sqlite:
-                for c in dt_columns:
-                    if (v := r[c]) is not None:  # the row is not used after this insert
-                        r[c] = v.isoformat(" ", "microseconds")[:26] if v.tzinfo is UTC else _sqlite_time(v)
+            # (the row is not used after this insert: it is converted in place)
+            for c in dt_columns:
+                if (v := r[c]) is not None:
+                    r[c] = v.isoformat(" ", "microseconds")[:26] if v.tzinfo is UTC else _sqlite_time(v)
+            for c in bool_columns:
+                if (v := r[c]) is not None:
+                    r[c] = 1 if v else 0
+            for c in blank_columns:
+                if r[c] is None:
+                    r[c] = ""
             values = r.values()
         else:
             values = [r.get(c, d) for c, d in defaults]
-            if sqlite:
-                for i in dt_at:
-                    if (v := values[i]) is not None:
-                        values[i] = _sqlite_time(v)
+            for i in dt_at:
+                if (v := values[i]) is not None:
+                    values[i] = _sqlite_time(v)
+            for i in bool_at:
+                if (v := values[i]) is not None:
+                    values[i] = 1 if v else 0
+            for i in blank_at:
+                if values[i] is None:
+                    values[i] = ""
         if sqlite:
             rows.append((next_id, p.graph_id, *head, *values))
             for part in p.participants or ():
@@ -279,8 +304,9 @@ def _insert_new(
         else:
             rows.append((p.graph_id, *head, *values))
     names = ", ".join(_q(c) for c in (*(["id"] if sqlite else []), *fixed, *kind.defaults))
-    width = len(fixed) + len(defaults) + (1 if sqlite else 0)
-    conn.exec_driver_sql(f"INSERT INTO {kind.table.name} ({names}) VALUES ({', '.join([ph] * width)})", rows)
+    marks = [ph] * (len(fixed) + (1 if sqlite else 0))
+    marks += [f"NULLIF({ph}, '')" if c in blank_columns else ph for c in kind.defaults]
+    conn.exec_driver_sql(f"INSERT INTO {kind.table.name} ({names}) VALUES ({', '.join(marks)})", rows)
     if not sqlite:
         ids = _existing_ids(conn, kind.table, mailbox_pk, [p.graph_id for p in new])
         children = [(ids[p.graph_id], *part) for p in new for part in p.participants or ()]
@@ -291,9 +317,8 @@ def _insert_new(
 def _insert_children(conn: Connection, kind: ItemKind, rows: list[tuple[Any, ...]]) -> None:
     ph = "?" if conn.dialect.name == "sqlite" else "%s"
     names = ", ".join((kind.child_fk, *kind.child_columns))
-    conn.exec_driver_sql(
-        f"INSERT INTO {kind.child.name} ({names}) VALUES ({', '.join([ph] * (len(kind.child_columns) + 1))})", rows
-    )
+    marks = [ph, *(f"NULLIF({ph}, '')" if c in kind.child_blank_is_null else ph for c in kind.child_columns)]
+    conn.exec_driver_sql(f"INSERT INTO {kind.child.name} ({names}) VALUES ({', '.join(marks)})", rows)
 
 
 def _q(column: str) -> str:
