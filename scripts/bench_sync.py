@@ -8,7 +8,7 @@ What it measures (one run, one machine, the same synthetic pages for every row):
   $select'ed Graph message of about 1.2 KB (id, internetMessageId, conversationId/-Index, subject, from,
   sender, 3 toRecipients, 1 ccRecipients, empty bccRecipients, sent/received times, isDraft, isRead,
   parentFolderId): 5 distinct addresses out of 640 correspondents (a few mixed-case, one IDN domain), stored
-  as 6 participant rows (from and sender are both kept, as the product does). internetMessageId and
+  as the product does: from and sender on the message row, the 4 recipients as participant rows. internetMessageId and
   conversationId are random-looking, as real ones are, so their indexes see scattered inserts; times run
   newest first, an hour per page, ending an hour ago. Pages are cut from a cached template (the page number
   spliced into fixed-width id fields) and the server builds page k+1 while the client works on page k, so it
@@ -86,7 +86,7 @@ FOLDER_ID = (
 )
 MAILBOX = "seller@contoso.com"
 TO_PER_MESSAGE, CC_PER_MESSAGE = 3, 1
-ROWS_PER_MESSAGE = 2 + TO_PER_MESSAGE + CC_PER_MESSAGE  # from, sender, to..., cc...
+ROWS_PER_MESSAGE = TO_PER_MESSAGE + CC_PER_MESSAGE  # to..., cc... (from and sender are message columns)
 # Markers in a cached page template: the 8-digit page number (in every id) and the page's day (in the times).
 PAGE_MARK, HOUR_MARK = "@@PG@@", "@@HR@@"
 # Page k holds messages of the hour NEWEST_HOUR - k hours, newest first: recent enough for any lookback window.
@@ -611,7 +611,8 @@ def run_floor(
     msg_sql = (
         "INSERT INTO message (id, mailbox_pk, folder_graph_id, graph_id, internet_message_id, conversation_id, "
         "conversation_index, subject, from_address, sender_address, sent_at, received_at, is_draft, is_read, "
-        "in_reply_to, seen_round) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        "in_reply_to, seen_round, from_raw_address, from_name, sender_raw_address, sender_name) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
     )
     part_sql = "INSERT INTO message_participant (message_id, role, address, raw_address, name) VALUES (?,?,?,?,?)"
     roles = (("toRecipients", "to"), ("ccRecipients", "cc"), ("bccRecipients", "bcc"))
@@ -627,15 +628,19 @@ def run_floor(
             for it in page["value"]:
                 mid, next_id = next_id, next_id + 1
                 frm, snd = it["from"]["emailAddress"], it["sender"]["emailAddress"]
+                fa, sa = frm["address"], snd["address"]
+                fl, sl = fa.lower(), sa.lower()
                 rows.append((mid, pk, FOLDER_ID, it["id"], it["internetMessageId"], it["conversationId"],
-                             it["conversationIndex"], it["subject"], frm["address"].lower(), snd["address"].lower(),
-                             it["sentDateTime"], it["receivedDateTime"], it["isDraft"], it["isRead"], None, 1))
-                parts.append((mid, "from", frm["address"].lower(), frm["address"], frm["name"]))
-                parts.append((mid, "sender", snd["address"].lower(), snd["address"], snd["name"]))
+                             it["conversationIndex"], it["subject"], fl, sl, it["sentDateTime"],
+                             it["receivedDateTime"], it["isDraft"], it["isRead"], None, 1,
+                             None if fa == fl else fa, frm["name"] or None, None if sa == sl else sa,
+                             snd["name"] or None))
                 for key, role in roles:
                     for r in it[key]:
                         ea = r["emailAddress"]
-                        parts.append((mid, role, ea["address"].lower(), ea["address"], ea["name"]))
+                        raw = ea["address"]
+                        low = raw.lower()
+                        parts.append((mid, role, low, None if raw == low else raw, ea["name"] or None))
             con.execute("BEGIN")
             con.executemany(msg_sql, rows)
             con.executemany(part_sql, parts)

@@ -83,3 +83,22 @@ def test_purge_cli_needs_exactly_one_target(tmp_path: Path) -> None:
     assert res.exit_code == 78 and "exactly one of --user" in res.output
     res = CliRunner().invoke(app, ["purge", "--tenant", "contoso", "--json", "--config", str(cfg)])
     assert res.exit_code == 0 and json.loads(res.output)["scope"] == "tenant contoso"
+
+
+def test_purge_user_finds_a_delegate_by_the_sender_column(sqlite_engine: Engine) -> None:
+    # From and sender are columns of the message (not participant rows): a message an assistant sent on
+    # behalf of someone else is found through its sender alone.
+    fg = FakeGraph()
+    seed(fg)
+    item = message("on-behalf", "inbox-id", "boss@tailspin.com", [SELLER], "2026-03-01T10:00:00Z")
+    fg.put("mail:inbox-id", {**item, "sender": {"emailAddress": {"address": "Assistant@Tailspin.com", "name": "Ast"}}})
+    run(sqlite_engine, fg)
+    with sqlite_engine.connect() as conn:
+        stored = conn.execute(
+            select(Message.sender_address, Message.sender_raw_address).where(Message.graph_id == "on-behalf")
+        ).one()
+    assert tuple(stored) == ("assistant@tailspin.com", "Assistant@Tailspin.com")
+    before = count(sqlite_engine, Message)
+    report = purge_user(sqlite_engine, "assistant@tailspin.com")
+    assert (report.messages, report.events, report.mailboxes) == (1, 0, 0)
+    assert count(sqlite_engine, Message) == before - 1

@@ -89,8 +89,8 @@ class Rows:
                 seen_round=1,
                 **kw,
             )
-            for role, address in [("from", sender), ("sender", sender), *(("to", a) for a in to)]:
-                self.insert(MessageParticipant, message_id=pk, role=role, address=address, raw_address=address)
+            for address in to:  # from and sender are the message's columns (migration 0008)
+                self.insert(MessageParticipant, message_id=pk, role="to", address=address)
 
     def meeting(
         self, uid: str, organizer: str, responses: dict[str, str], start: str, end: str, *, copies: list[str]

@@ -44,3 +44,73 @@ def test_sqlite_is_wal_with_foreign_keys_and_private(tmp_path: Path) -> None:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
     assert oct(db.stat().st_mode & 0o777) == "0o600"
+
+
+def test_migration_0008_moves_from_and_sender_rows_onto_the_message(engine: Engine) -> None:
+    """A database written before 0008 (from and sender as participant rows) upgrades without losing anything,
+    and downgrades back to the rows it had."""
+    from alembic import command
+
+    from relinsights.db.engine import _alembic_config
+
+    command.downgrade(_alembic_config(engine), "0007")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO tenant (id, name, directory_id, verified_domains, status, created_at) "
+                          "VALUES (1, 't', 'd', '[]', 'ok', '2026-01-01 00:00:00')"))
+        conn.execute(text("INSERT INTO mailbox (id, tenant_pk, user_id, address, aliases, in_scope, status, error_count) "
+                          "VALUES (1, 1, 'u', 'seller@contoso.com', '[]', true, 'ok', 0)"))
+        for pk, from_, sender in ((1, "ann@fabrikam.com", "ann@fabrikam.com"), (2, "boss@contoso.com", None),
+                                  (3, None, None)):
+            conn.execute(
+                text("INSERT INTO message (id, mailbox_pk, graph_id, from_address, sender_address, is_draft, seen_round)"
+                     " VALUES (:id, 1, :g, :f, :s, false, 1)"),
+                {"id": pk, "g": f"g{pk}", "f": from_, "s": sender},
+            )
+        parts = [
+            (1, "from", "ann@fabrikam.com", "Ann@Fabrikam.COM", "Ann"),
+            (1, "sender", "ann@fabrikam.com", "ann@fabrikam.com", ""),
+            (1, "to", "seller@contoso.com", "seller@contoso.com", "Seller"),
+            (1, "cc", "bob@contoso.com", "Bob@contoso.com", None),
+            # A delegate's message whose sender column was never filled: the row fills it.
+            (2, "from", "boss@contoso.com", "boss@contoso.com", "Boss"),
+            (2, "sender", "assistant@contoso.com", "Assistant@contoso.com", "Assistant"),
+            (2, "bcc", "ann@fabrikam.com", "ann@fabrikam.com", None),
+            (3, "to", "seller@contoso.com", "seller@contoso.com", None),
+        ]
+        for mid, role, address, raw, name in parts:
+            conn.execute(
+                text("INSERT INTO message_participant (message_id, role, address, raw_address, name) "
+                     "VALUES (:m, :r, :a, :raw, :n)"),
+                {"m": mid, "r": role, "a": address, "raw": raw, "n": name},
+            )
+
+    migrate(engine)
+    columns = "from_address, from_raw_address, from_name, sender_address, sender_raw_address, sender_name"
+    with engine.connect() as conn:
+        messages = conn.execute(text(f"SELECT id, {columns} FROM message ORDER BY id")).all()
+        left = conn.execute(text("SELECT message_id, role, address FROM message_participant ORDER BY id")).all()
+    assert [tuple(m) for m in messages] == [
+        (1, "ann@fabrikam.com", "Ann@Fabrikam.COM", "Ann", "ann@fabrikam.com", None, None),
+        (2, "boss@contoso.com", None, "Boss", "assistant@contoso.com", "Assistant@contoso.com", "Assistant"),
+        (3, None, None, None, None, None, None),
+    ]
+    assert [tuple(p) for p in left] == [
+        (1, "to", "seller@contoso.com"),
+        (1, "cc", "bob@contoso.com"),
+        (2, "bcc", "ann@fabrikam.com"),
+        (3, "to", "seller@contoso.com"),
+    ]
+
+    command.downgrade(_alembic_config(engine), "0007")
+    with engine.connect() as conn:
+        back = conn.execute(
+            text("SELECT message_id, role, address, raw_address, name FROM message_participant "
+                 "WHERE role IN ('from', 'sender') ORDER BY message_id, role")
+        ).all()
+    assert [tuple(p) for p in back] == [
+        (1, "from", "ann@fabrikam.com", "Ann@Fabrikam.COM", "Ann"),
+        (1, "sender", "ann@fabrikam.com", "ann@fabrikam.com", None),
+        (2, "from", "boss@contoso.com", "boss@contoso.com", "Boss"),
+        (2, "sender", "assistant@contoso.com", "Assistant@contoso.com", "Assistant"),
+    ]
+    migrate(engine)

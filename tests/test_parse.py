@@ -38,7 +38,8 @@ def test_documented_message_delta_pages_parse() -> None:
     assert removed == ["AAMkADk0MGFkODE3LWE4MmYtNDRhOS0Dh_6qB-pB2Sa2pUum19a6YAAKnLuxoAAA="]
     p = parse_message(live[0])
     assert p.row["is_read"] is True and p.row["subject"] == "Holiday hours update"
-    assert p.roles == frozenset({"sender"})  # only the sender participants are replaced by this update
+    # Only the sender columns change with this update; no participant row is replaced.
+    assert p.roles == frozenset() and p.participants is None and p.row["sender_address"]
     assert "sent_at" not in p.row  # absent keys are not touched
 
 
@@ -80,12 +81,17 @@ def test_partial_message_updates_speak_only_for_the_keys_they_carry() -> None:
         {"emailAddress": {"address": "Ann@Fabrikam.COM", "name": "Ann"}}, {"emailAddress": {"address": None}}]})
     assert p.row == {"subject": None, "is_read": True}
     assert p.roles == {"to"} and p.participants == [("to", "ann@fabrikam.com", "Ann@Fabrikam.COM", "Ann")]
+    # The raw form is kept only when it differs from the canonical one, the name only when not empty.
+    same = parse_message({"id": "m1", "toRecipients": [{"emailAddress": {"address": "bob@contoso.com", "name": ""}}]})
+    assert same.participants == [("to", "bob@contoso.com", "", "")]  # stored as NULL
     assert p.problems == ["toRecipients: no usable address ('None')"]
     assert parse_message({"id": "m2", "isDraft": 1}).row == {"is_draft": False}  # not a boolean: the default
     full = parse_message({"id": "m3", "from": None, "sender": None, "toRecipients": [], "ccRecipients": [],
                           "bccRecipients": [], "sentDateTime": "2026-03-01T09:00:00+02:00"})
-    assert full.roles == {"from", "sender", "to", "cc", "bcc"} and full.participants == []
-    assert full.row == {"from_address": None, "sender_address": None, "sent_at": datetime(2026, 3, 1, 7, tzinfo=UTC)}
+    assert full.roles == {"to", "cc", "bcc"} and full.participants == []
+    nothing = dict.fromkeys(("from_address", "from_raw_address", "from_name"), None)
+    nothing |= dict.fromkeys(("sender_address", "sender_raw_address", "sender_name"), None)
+    assert full.row == {**nothing, "sent_at": datetime(2026, 3, 1, 7, tzinfo=UTC)}
 
 
 def test_graph_datetimes() -> None:
@@ -140,3 +146,21 @@ def test_folder_selection_excludes_well_known_subtrees() -> None:
     assert select_folders(folders, "all", excl) == {"inbox", "cust", "acme", "sent", "proj"}
     assert select_folders(folders, ["sentitems", "Inbox/Customers"], excl) == {"sent", "cust", "acme"}
     assert select_folders(folders, ["projects"], excl) == {"proj"}
+
+
+def test_a_complete_message_row_has_every_column_in_the_store_order() -> None:
+    from relinsights.graph.parse import MESSAGE_COLUMNS
+    from relinsights.graph.store import MESSAGES
+
+    item = {"id": "m", "internetMessageId": "<m@x>", "conversationId": "c", "conversationIndex": None,
+            "subject": "", "from": {"emailAddress": {"address": "Ann@Fabrikam.com", "name": "Ann"}},
+            "sender": None, "toRecipients": [{"emailAddress": {"address": "bob@contoso.com"}}], "ccRecipients": [],
+            "bccRecipients": [], "sentDateTime": "2026-03-01T09:00:00Z", "receivedDateTime": None,
+            "isDraft": False, "isRead": "true"}
+    fast = parse_message(item)
+    assert fast.complete and tuple(fast.row) == MESSAGE_COLUMNS == tuple(MESSAGES.defaults)
+    slow = parse_message({**item, "internetMessageHeaders": []})  # the general path gives the same row
+    assert not slow.complete and {**slow.row, "in_reply_to": None} == fast.row and slow.participants == fast.participants
+    assert (slow.roles, slow.problems) == (fast.roles, fast.problems) == ({"to", "cc", "bcc"}, [])
+    assert fast.row["from_raw_address"] == "Ann@Fabrikam.com" and fast.row["is_read"] is True
+    assert fast.participants == [("to", "bob@contoso.com", "", "")]

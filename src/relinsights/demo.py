@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Engine, func, literal, or_, select, union_all
 
 from relinsights.compute.job import compute_tenant
 from relinsights.compute.views import STATES, list_view
@@ -70,23 +70,30 @@ def run_demo(directory: Path, size: str, seed: int, out: Console) -> int:
 
 def _summary(engine: Engine, out: Console, internal: set[str]) -> None:
     m, mp, mb = table_of(Message), table_of(MessageParticipant), table_of(Mailbox)
-    external = ~or_(*(mp.c.address.like(f"%@{d}") for d in sorted(internal)))
+    # Every party of every message copy: its recipients' rows, its from and sender columns.
+    parties = union_all(
+        select(m.c.mailbox_pk, mp.c.address, mp.c.role).join(mp, mp.c.message_id == m.c.id),
+        *(
+            select(m.c.mailbox_pk, column.label("address"), literal(role).label("role")).where(column.is_not(None))
+            for column, role in ((m.c.from_address, "from"), (m.c.sender_address, "sender"))
+        ),
+    ).subquery()
+    external = ~or_(*(parties.c.address.like(f"%@{d}") for d in sorted(internal)))
     with engine.connect() as conn:
         externals: dict[int, int] = {
             pk: n
             for pk, n in conn.execute(
-                select(m.c.mailbox_pk, func.count(func.distinct(mp.c.address)))
-                .join(mp, mp.c.message_id == m.c.id)
+                select(parties.c.mailbox_pk, func.count(func.distinct(parties.c.address)))
                 .where(external)
-                .group_by(m.c.mailbox_pk)
+                .group_by(parties.c.mailbox_pk)
             ).all()
         }
         pks: dict[str, int] = {a: pk for a, pk in conn.execute(select(mb.c.address, mb.c.id)).all()}
         by_domain: Counter[str] = Counter()
         for address, n in conn.execute(
-            select(mp.c.address, func.count())
-            .where(mp.c.role.in_(["from", "to", "cc"]), external)
-            .group_by(mp.c.address)
+            select(parties.c.address, func.count())
+            .where(parties.c.role.in_(["from", "to", "cc"]), external)
+            .group_by(parties.c.address)
         ).all():
             by_domain[address.rsplit("@", 1)[-1]] += n
         events = conn.execute(select(func.count()).select_from(table_of(Event))).scalar_one()

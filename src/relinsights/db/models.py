@@ -121,6 +121,9 @@ class Message(SQLModel, table=True):
     conversation_id: str | None = Field(default=None, max_length=255)
     conversation_index: str | None = Field(default=None, sa_column=Column(Text))
     subject: str | None = Field(default=None, sa_column=Column(Text))
+    # The author (from) and the account that sent it (sender: a delegate or shared mailbox, else the same)
+    # live here, not in message_participant (migration 0008): canonical form, raw form only when it differs
+    # from the canonical one, display name (None when empty).
     from_address: str | None = Field(default=None, max_length=320)
     sender_address: str | None = Field(default=None, max_length=320)
     sent_at: datetime | None = None
@@ -129,6 +132,10 @@ class Message(SQLModel, table=True):
     is_read: bool | None = None
     in_reply_to: str | None = Field(default=None, max_length=998)
     seen_round: int = 0
+    from_raw_address: str | None = Field(default=None, max_length=320)
+    from_name: str | None = Field(default=None, max_length=256)
+    sender_raw_address: str | None = Field(default=None, max_length=320)
+    sender_name: str | None = Field(default=None, max_length=256)
 
 
 class MessageParticipant(SQLModel, table=True):
@@ -140,9 +147,10 @@ class MessageParticipant(SQLModel, table=True):
     )
     id: int | None = Field(default=None, primary_key=True)
     message_id: int = Field(sa_column=Column(Integer, ForeignKey("message.id", ondelete="CASCADE"), nullable=False))
-    # from | sender | to | cc | bcc
+    # to | cc | bcc (from and sender are columns of the message since migration 0008)
     role: str = Field(max_length=8)
-    # Canonical form (trimmed, lower case, IDNA domain) beside the raw one, for matching.
+    # Canonical form (trimmed, lower case, IDNA domain) beside the raw one, for matching. Rows written since
+    # 0008 leave the raw form None when it equals the canonical one, the name None when Graph gave none or "".
     address: str = Field(max_length=320)
     raw_address: str | None = Field(default=None, max_length=320)
     name: str | None = Field(default=None, max_length=256)

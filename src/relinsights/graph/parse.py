@@ -6,7 +6,6 @@ source keys are present; the store merges them into the existing row.
 
 from __future__ import annotations
 
-from collections.abc import KeysView
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -35,15 +34,58 @@ MESSAGE_SELECT = [
 FOLDER_SELECT = ["id", "displayName", "parentFolderId", "childFolderCount"]
 USER_SELECT = ["id", "displayName", "mail", "userPrincipalName", "proxyAddresses", "accountEnabled"]
 
+# A message participant's raw_address and name are "" when absent (the raw form when it equals the canonical
+# one): the store writes NULL for them (store.MESSAGES.child_blank_is_null), and sqlite3 binds "" faster.
 MESSAGE_PARTY_COLUMNS = ("role", "address", "raw_address", "name")
 EVENT_PARTY_COLUMNS = ("role", "address", "raw_address", "name", "response")
 MAX_ADDRESS = 320
 MAX_NAME = 256
 MAX_MESSAGE_ID = 998
+# A message's participant rows: its recipients. From and sender are columns of the message row (its
+# canonical address, the raw one when it differs, the name), not participant rows (migration 0008).
 _RECIPIENT_ROLES = (("toRecipients", "to"), ("ccRecipients", "cc"), ("bccRecipients", "bcc"))
+_ORIGINATORS = (
+    ("from", "from_address", "from_raw_address", "from_name"),
+    ("sender", "sender_address", "sender_raw_address", "sender_name"),
+)
 _ATTENDEE_TYPES = frozenset({"required", "optional", "resource"})
-_MESSAGE_ROLE_KEYS = (("from", "from"), ("sender", "sender"), *_RECIPIENT_ROLES)
-_ALL_MESSAGE_ROLES = frozenset(role for _, role in _MESSAGE_ROLE_KEYS)
+_ALL_MESSAGE_ROLES = frozenset(role for _, role in _RECIPIENT_ROLES)
+# Every column parse_message can fill, in the order of the row a complete item gets (ParsedItem.complete).
+MESSAGE_COLUMNS = (
+    "internet_message_id",
+    "conversation_id",
+    "conversation_index",
+    "subject",
+    "from_address",
+    "from_raw_address",
+    "from_name",
+    "sender_address",
+    "sender_raw_address",
+    "sender_name",
+    "sent_at",
+    "received_at",
+    "is_draft",
+    "is_read",
+    "in_reply_to",
+)
+# The keys of a complete message (what a first sync's pages carry for every message): the fast path.
+_COMPLETE_MESSAGE = frozenset(
+    {
+        "internetMessageId",
+        "conversationId",
+        "conversationIndex",
+        "subject",
+        "from",
+        "sender",
+        "toRecipients",
+        "ccRecipients",
+        "bccRecipients",
+        "sentDateTime",
+        "receivedDateTime",
+        "isDraft",
+        "isRead",
+    }
+)
 _ABSENT = object()  # a key that is missing, as opposed to present with null
 
 
@@ -75,6 +117,14 @@ def canonical_address(raw: Any) -> str | None:
 
 # A mailbox writes to the same few thousand addresses over and over: each is canonicalised once.
 _canonical_cached = lru_cache(maxsize=16384)(canonical_address)
+
+
+@lru_cache(maxsize=16384)
+def _message_address(raw: str) -> tuple[str | None, str | None]:
+    """(canonical, raw) of a message's address, the raw form None when it equals the canonical one."""
+    addr = canonical_address(raw)
+    raw = raw[:MAX_ADDRESS]
+    return addr, None if raw == addr else raw
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -145,10 +195,94 @@ class ParsedItem:
     problems: list[str] = field(default_factory=list)
     # The participant roles this item speaks for; stored participants of other roles are kept.
     roles: frozenset[str] = frozenset()
+    # The row holds every column the parser fills, in its kind's column order (MESSAGE_COLUMNS).
+    complete: bool = False
+
+
+def _originator(v: Any, key: str, problems: list[str]) -> tuple[str | None, str | None, str | None]:
+    """(canonical, raw when it differs, name) of a message's from or sender."""
+    ea = v.get("emailAddress") if type(v) is dict else None
+    if type(ea) is not dict:
+        if v is not None:
+            problems.append(f"{key}: no usable address ('None')")
+        return None, None, None
+    raw = ea.get("address")
+    name = ea.get("name")
+    addr, raw_kept = _message_address(raw) if type(raw) is str else (None, None)
+    if addr is None:
+        problems.append(f"{key}: no usable address ({str(raw)[:60]!r})")
+    return addr, raw_kept, name[:MAX_NAME] if type(name) is str and name else None
+
+
+def _recipients(item: dict[str, Any], key: str, role: str, out: list[tuple[Any, ...]], problems: list[str]) -> None:
+    value = item.get(key)
+    if value is None:
+        return
+    if type(value) is not list:
+        problems.append(f"{key} is not a list")
+        return
+    append = out.append
+    for rec in value:
+        ea = rec.get("emailAddress") if type(rec) is dict else None
+        raw = ea.get("address") if type(ea) is dict else None
+        if type(raw) is str:
+            addr, raw_kept = _message_address(raw)
+            if addr:
+                name = ea.get("name")  # type: ignore[union-attr]  # a dict: it gave raw
+                append((role, addr, raw_kept or "", name[:MAX_NAME] if type(name) is str else ""))
+                continue
+        problems.append(f"{key}: no usable address ({str(raw)[:60]!r})")
+
+
+def _parse_complete_message(item: dict[str, Any]) -> ParsedItem:
+    """A message carrying every selected field (a first sync's pages): one row literal, no key checks."""
+    problems: list[str] = []
+    v = item["internetMessageId"]
+    imid = v[:MAX_MESSAGE_ID] if type(v) is str else None
+    v = item["conversationId"]
+    conversation = v[:255] if type(v) is str else None
+    v = item["conversationIndex"]
+    index = v[:4096] if type(v) is str else None
+    v = item["subject"]
+    subject = v[:4096] if type(v) is str else None
+    from_, from_raw, from_name = _originator(item["from"], "from", problems)
+    sender, sender_raw, sender_name = _originator(item["sender"], "sender", problems)
+    v = item["sentDateTime"]
+    sent = parse_time(v)
+    if sent is None and v is not None:
+        problems.append(f"invalid sentDateTime {str(v)[:40]!r}")
+    received = parse_time(item["receivedDateTime"])
+    v = item["isDraft"]
+    draft = v if type(v) is bool else _as_bool(v, False)
+    v = item["isRead"]
+    read = v if type(v) is bool else _as_bool(v, None)
+    participants: list[tuple[Any, ...]] = []
+    for key, role in _RECIPIENT_ROLES:
+        _recipients(item, key, role, participants, problems)
+    row = {  # MESSAGE_COLUMNS' order
+        "internet_message_id": imid,
+        "conversation_id": conversation,
+        "conversation_index": index,
+        "subject": subject,
+        "from_address": from_,
+        "from_raw_address": from_raw,
+        "from_name": from_name,
+        "sender_address": sender,
+        "sender_raw_address": sender_raw,
+        "sender_name": sender_name,
+        "sent_at": sent,
+        "received_at": received,
+        "is_draft": draft,
+        "is_read": read,
+        "in_reply_to": None,
+    }
+    return ParsedItem(str(item["id"]), row, participants, problems, _ALL_MESSAGE_ROLES, True)
 
 
 def parse_message(item: dict[str, Any]) -> ParsedItem:
-    # Runs for every message of a first sync: plain lookups and inlined trims, no per-item generators.
+    # Runs for every message of a first sync: those carry every field and take the fast path.
+    if item.keys() >= _COMPLETE_MESSAGE and "internetMessageHeaders" not in item:
+        return _parse_complete_message(item)
     problems: list[str] = []
     row: dict[str, Any] = {}
     g = item.get
@@ -184,39 +318,17 @@ def parse_message(item: dict[str, Any]) -> ParsedItem:
             if isinstance(h, dict) and str(h.get("name", "")).lower() == "in-reply-to":
                 row["in_reply_to"] = _trim(h.get("value"), MAX_MESSAGE_ID)
 
+    for key, column, raw_column, name_column in _ORIGINATORS:
+        if key in item:
+            row[column], row[raw_column], row[name_column] = _originator(item[key], key, problems)
+
     participants: list[tuple[Any, ...]] | None = None
-    if "from" in item and "sender" in item and "toRecipients" in item and "ccRecipients" in item:
-        roles = _ALL_MESSAGE_ROLES if "bccRecipients" in item else _roles_of(item.keys())
-    else:
-        roles = _roles_of(item.keys())
+    roles = frozenset(role for key, role in _RECIPIENT_ROLES if key in item)
     if roles:
         participants = []
-        for key, column in (("from", "from_address"), ("sender", "sender_address")):
-            if key in item:
-                addr, raw, name = _email_address(g(key))
-                row[column] = addr
-                if addr:
-                    participants.append((key, addr, raw, name))
-                elif g(key) is not None:
-                    problems.append(f"{key}: no usable address ({str(raw)[:60]!r})")
         for key, role in _RECIPIENT_ROLES:
-            value = g(key)
-            if value is None:
-                continue
-            if type(value) is not list:
-                problems.append(f"{key} is not a list")
-                continue
-            for rec in value:
-                addr, raw, name = _email_address(rec)
-                if addr:
-                    participants.append((role, addr, raw, name))
-                else:
-                    problems.append(f"{key}: no usable address ({str(raw)[:60]!r})")
+            _recipients(item, key, role, participants, problems)
     return ParsedItem(str(item["id"]), row, participants, problems, roles)
-
-
-def _roles_of(keys: KeysView[str]) -> frozenset[str]:
-    return frozenset(role for key, role in _MESSAGE_ROLE_KEYS if key in keys)
 
 
 def parse_event(item: dict[str, Any]) -> ParsedItem:

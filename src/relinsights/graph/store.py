@@ -6,17 +6,20 @@ restart resumes from the last committed link, and replays of a page are harmless
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import gc
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
+from sqlalchemy import Boolean, Connection, Engine, Table, delete, insert, select, update
 
 from relinsights.db.models import Event, EventAttendee, MailFolder, Message, MessageParticipant, SyncCursor, table_of
 from relinsights.graph.parse import (
     EVENT_PARTY_COLUMNS,
+    MESSAGE_COLUMNS,
     MESSAGE_PARTY_COLUMNS,
     ParsedItem,
     parse_event,
@@ -44,10 +47,18 @@ class ItemKind:
     child: Table
     child_fk: str
     parse: Callable[[dict[str, Any]], ParsedItem]
+    # Every column the parser fills, with its value when an item does not say; a complete item's row
+    # (ParsedItem.complete) holds them in this order.
     defaults: dict[str, Any]
     child_columns: tuple[str, ...]  # the order of the participant tuples the parser builds
     container_column: str | None  # rows belong to a folder (messages) or to the whole mailbox (events)
     datetime_columns: frozenset[str] = frozenset()
+    # Columns that never hold "" (the parser keeps None instead): the bulk insert into SQLite binds "" for
+    # their None and stores NULLIF(?, ''), because sqlite3 binds a str several times faster than None (it
+    # looks None up in its adapter protocol first; booleans too, so those go in as 0/1, as SQLAlchemy stores them).
+    blank_is_null: frozenset[str] = frozenset()
+    # The same for participant columns; there the parser itself gives "" for absent, on both databases.
+    child_blank_is_null: frozenset[str] = frozenset()
 
 
 MESSAGES = ItemKind(
@@ -56,22 +67,12 @@ MESSAGES = ItemKind(
     child=participant_t,
     child_fk="message_id",
     parse=parse_message,
-    defaults={
-        "internet_message_id": None,
-        "conversation_id": None,
-        "conversation_index": None,
-        "subject": None,
-        "from_address": None,
-        "sender_address": None,
-        "sent_at": None,
-        "received_at": None,
-        "is_draft": False,
-        "is_read": None,
-        "in_reply_to": None,
-    },
+    defaults={column: False if column == "is_draft" else None for column in MESSAGE_COLUMNS},
     child_columns=MESSAGE_PARTY_COLUMNS,
     container_column="folder_graph_id",
     datetime_columns=frozenset({"sent_at", "received_at"}),
+    blank_is_null=frozenset({"from_raw_address", "from_name", "sender_raw_address", "sender_name", "in_reply_to"}),
+    child_blank_is_null=frozenset({"raw_address", "name"}),
 )
 EVENTS = ItemKind(
     name="event",
@@ -133,12 +134,17 @@ def _final_states(
             invalid.append(("?", "item is not an object"))
             continue
         gid = item.get("id")
-        if not isinstance(gid, str) or not gid:
+        if type(gid) is not str or not gid:
             invalid.append(("?", "item without an id"))
             continue
         state[gid] = item
-    live = [it for it in state.values() if "@removed" not in it]
-    removed = [gid for gid, it in state.items() if "@removed" in it]
+    live: list[dict[str, Any]] = []
+    removed: list[str] = []
+    for gid, item in state.items():
+        if "@removed" in item:
+            removed.append(gid)
+        else:
+            live.append(item)
     return live, removed, invalid
 
 
@@ -151,6 +157,38 @@ def apply_page(
     advance: CursorAdvance,
 ) -> PageResult:
     """Upsert, merge and delete one page's items and move the cursor, in one transaction."""
+    with _collector_paused():
+        return _apply_page(engine, kind, mailbox_pk, container, items, advance)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while one page is parsed and written.
+
+    A page makes some 30 container objects per message (the JSON dicts, the rows, the participant tuples),
+    all alive until the page is stored and all freed by reference counting right after: the collector,
+    triggered every 700 of them, only walked live objects again and again (about 7 us a message in
+    scripts/bench_sync.py). It is switched back on at the end of the page, so collections still happen
+    between pages, also with several mailboxes writing at once. Left alone when something else turned it off.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _apply_page(
+    engine: Engine,
+    kind: ItemKind,
+    mailbox_pk: int,
+    container: str | None,
+    items: list[dict[str, Any]],
+    advance: CursorAdvance,
+) -> PageResult:
     live, removed, invalid = _final_states(items)
     result = PageResult(problems=invalid)
     parsed: list[ParsedItem] = []
@@ -162,6 +200,19 @@ def apply_page(
     now = datetime.now(UTC)
     t = kind.table
     with engine.begin() as conn:
+        # The cursor first: on SQLite this statement takes the write lock, so what the page reads below (the
+        # stored ids, the next free row id) cannot change before it commits.
+        conn.execute(
+            update(cursor_t)
+            .where(cursor_t.c.id == advance.cursor_id)
+            .values(
+                link=advance.link,
+                is_delta=advance.is_delta,
+                full_round=advance.full_round and not advance.is_delta,
+                updated_at=now,
+                **({"completed_at": now} if advance.is_delta else {}),
+            )
+        )
         existing = _existing_ids(conn, t, mailbox_pk, [p.graph_id for p in parsed])
         new = [p for p in parsed if p.graph_id not in existing]
         old = [p for p in parsed if p.graph_id in existing]
@@ -185,20 +236,10 @@ def apply_page(
             result.removed += conn.execute(delete(t).where(*cond)).rowcount or 0
         if advance.is_delta and advance.full_round:
             result.dropped_at_round_end = _drop_unseen(conn, kind, mailbox_pk, container, advance.round)
-        conn.execute(
-            update(cursor_t)
-            .where(cursor_t.c.id == advance.cursor_id)
-            .values(
-                link=advance.link,
-                is_delta=advance.is_delta,
-                full_round=advance.full_round and not advance.is_delta,
-                updated_at=now,
-                **({"completed_at": now} if advance.is_delta else {}),
-            )
-        )
     result.added, result.updated = len(new), len(old)
     for p in parsed:
-        result.problems.extend((p.graph_id, msg) for msg in p.problems)
+        if p.problems:
+            result.problems.extend((p.graph_id, msg) for msg in p.problems)
     return result
 
 
@@ -206,28 +247,69 @@ def _insert_new(
     conn: Connection, kind: ItemKind, mailbox_pk: int, container: str | None, round_no: int, new: list[ParsedItem]
 ) -> None:
     """The bulk path: plain DBAPI executemany, because SQLAlchemy's per-row parameter processing cost more
-    than the inserts themselves (scripts/bench_sync.py). Ids are read back with one indexed query."""
+    than the inserts themselves (scripts/bench_sync.py).
+
+    On SQLite the rows get their ids here, counting on from the largest stored one: apply_page's transaction
+    already holds the write lock, so no other writer can take them, and the participant rows are built in
+    the same pass. On PostgreSQL the ids are read back with one indexed query."""
     sqlite = conn.dialect.name == "sqlite"
     ph = "?" if sqlite else "%s"
     defaults = list(kind.defaults.items())
     fixed = ["graph_id", "mailbox_pk", "seen_round", *([kind.container_column] if kind.container_column else [])]
     head: tuple[Any, ...] = (mailbox_pk, round_no, *([container] if kind.container_column else []))
-    to_db = _sqlite_time if sqlite else _pass
-    dt_at = [i for i, (c, _) in enumerate(defaults) if c in kind.datetime_columns]
-    rows = []
+    # SQLite only: what its bulk insert binds in another form (see ItemKind.blank_is_null).
+    bools = {c.name for c in kind.table.columns if isinstance(c.type, Boolean)} if sqlite else set()
+    dt_columns = [c for c in kind.defaults if c in kind.datetime_columns] if sqlite else []
+    bool_columns = [c for c in kind.defaults if c in bools]
+    blank_columns = [c for c in kind.defaults if c in kind.blank_is_null] if sqlite else []
+    dt_at, bool_at, blank_at = (
+        [i for i, (c, _) in enumerate(defaults) if c in cs] for cs in (dt_columns, bools, blank_columns)
+    )
+    rows: list[tuple[Any, ...]] = []
+    children: list[tuple[Any, ...]] = []
+    next_id = 0
+    if sqlite:
+        next_id = (conn.exec_driver_sql(f"SELECT max(id) FROM {kind.table.name}").scalar() or 0) + 1
     for p in new:
         r = p.row
-        values = [r.get(c, d) for c, d in defaults]
-        for i in dt_at:
-            if values[i] is not None:
-                values[i] = to_db(values[i])
-        rows.append((p.graph_id, *head, *values))
-    names = ", ".join(_q(c) for c in (*fixed, *kind.defaults))
-    conn.exec_driver_sql(
-        f"INSERT INTO {kind.table.name} ({names}) VALUES ({', '.join([ph] * (len(fixed) + len(defaults)))})", rows
-    )
-    ids = _existing_ids(conn, kind.table, mailbox_pk, [p.graph_id for p in new])
-    children = [(ids[p.graph_id], *part) for p in new for part in p.participants or ()]
+        values: Iterable[Any]
+        if p.complete:  # every column, in the defaults' order: the usual first-sync item
+            # (the row is not used after this insert: it is converted in place)
+            for c in dt_columns:
+                if (v := r[c]) is not None:
+                    r[c] = v.isoformat(" ", "microseconds")[:26] if v.tzinfo is UTC else _sqlite_time(v)
+            for c in bool_columns:
+                if (v := r[c]) is not None:
+                    r[c] = 1 if v else 0
+            for c in blank_columns:
+                if r[c] is None:
+                    r[c] = ""
+            values = r.values()
+        else:
+            values = [r.get(c, d) for c, d in defaults]
+            for i in dt_at:
+                if (v := values[i]) is not None:
+                    values[i] = _sqlite_time(v)
+            for i in bool_at:
+                if (v := values[i]) is not None:
+                    values[i] = 1 if v else 0
+            for i in blank_at:
+                if values[i] is None:
+                    values[i] = ""
+        if sqlite:
+            rows.append((next_id, p.graph_id, *head, *values))
+            for part in p.participants or ():
+                children.append((next_id, *part))
+            next_id += 1
+        else:
+            rows.append((p.graph_id, *head, *values))
+    names = ", ".join(_q(c) for c in (*(["id"] if sqlite else []), *fixed, *kind.defaults))
+    marks = [ph] * (len(fixed) + (1 if sqlite else 0))
+    marks += [f"NULLIF({ph}, '')" if c in blank_columns else ph for c in kind.defaults]
+    conn.exec_driver_sql(f"INSERT INTO {kind.table.name} ({names}) VALUES ({', '.join(marks)})", rows)
+    if not sqlite:
+        ids = _existing_ids(conn, kind.table, mailbox_pk, [p.graph_id for p in new])
+        children = [(ids[p.graph_id], *part) for p in new for part in p.participants or ()]
     if children:
         _insert_children(conn, kind, children)
 
@@ -235,9 +317,8 @@ def _insert_new(
 def _insert_children(conn: Connection, kind: ItemKind, rows: list[tuple[Any, ...]]) -> None:
     ph = "?" if conn.dialect.name == "sqlite" else "%s"
     names = ", ".join((kind.child_fk, *kind.child_columns))
-    conn.exec_driver_sql(
-        f"INSERT INTO {kind.child.name} ({names}) VALUES ({', '.join([ph] * (len(kind.child_columns) + 1))})", rows
-    )
+    marks = [ph, *(f"NULLIF({ph}, '')" if c in kind.child_blank_is_null else ph for c in kind.child_columns)]
+    conn.exec_driver_sql(f"INSERT INTO {kind.child.name} ({names}) VALUES ({', '.join(marks)})", rows)
 
 
 def _q(column: str) -> str:
@@ -249,10 +330,6 @@ def _sqlite_time(value: datetime) -> str:
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
     return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
-
-
-def _pass(value: Any) -> Any:
-    return value
 
 
 def _existing_ids(conn: Connection, t: Table, mailbox_pk: int, graph_ids: list[str]) -> dict[str, int]:
