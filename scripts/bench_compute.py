@@ -186,7 +186,7 @@ class Builder:
                     "is_draft": False,
                 }
             )
-            for role, addrs in (("from", [sender]), ("to", to), ("cc", cc)):
+            for role, addrs in (("to", to), ("cc", cc)):  # from and sender are message columns
                 for a in addrs:
                     parts.append({"id": self.next_part, "message_id": mid, "role": role, "address": a})
                     self.next_part += 1

@@ -418,7 +418,7 @@ def test_messages_stream_each_with_its_own_recipients(engine: Engine, tenant: Te
             is_draft=draft,
             seen_round=1,
         )
-        for role, address in [("from", ANN), ("sender", ANN), *parts]:
+        for role, address in parts:
             rows.insert(MessageParticipant, message_id=pk, role=role, address=address)
 
     message(BOB, "old", "2024-01-01 09:00", [("to", "leak-old@x.com")])  # before the window
