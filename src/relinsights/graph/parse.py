@@ -69,23 +69,7 @@ MESSAGE_COLUMNS = (
     "in_reply_to",
 )
 # The keys of a complete message (what a first sync's pages carry for every message): the fast path.
-_COMPLETE_MESSAGE = frozenset(
-    {
-        "internetMessageId",
-        "conversationId",
-        "conversationIndex",
-        "subject",
-        "from",
-        "sender",
-        "toRecipients",
-        "ccRecipients",
-        "bccRecipients",
-        "sentDateTime",
-        "receivedDateTime",
-        "isDraft",
-        "isRead",
-    }
-)
+_COMPLETE_MESSAGE = frozenset(MESSAGE_SELECT) - {"id", "parentFolderId"}
 _ABSENT = object()  # a key that is missing, as opposed to present with null
 
 
