@@ -148,19 +148,6 @@ def _final_states(
     return live, removed, invalid
 
 
-def apply_page(
-    engine: Engine,
-    kind: ItemKind,
-    mailbox_pk: int,
-    container: str | None,
-    items: list[dict[str, Any]],
-    advance: CursorAdvance,
-) -> PageResult:
-    """Upsert, merge and delete one page's items and move the cursor, in one transaction."""
-    with _collector_paused():
-        return _apply_page(engine, kind, mailbox_pk, container, items, advance)
-
-
 @contextmanager
 def _collector_paused() -> Iterator[None]:
     """The cyclic garbage collector off while one page is parsed and written.
@@ -181,7 +168,8 @@ def _collector_paused() -> Iterator[None]:
         gc.enable()
 
 
-def _apply_page(
+@_collector_paused()
+def apply_page(
     engine: Engine,
     kind: ItemKind,
     mailbox_pk: int,
@@ -189,6 +177,7 @@ def _apply_page(
     items: list[dict[str, Any]],
     advance: CursorAdvance,
 ) -> PageResult:
+    """Upsert, merge and delete one page's items and move the cursor, in one transaction."""
     live, removed, invalid = _final_states(items)
     result = PageResult(problems=invalid)
     parsed: list[ParsedItem] = []
