@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, inspect, text
 
 import relinsights.db
 from relinsights.db import make_engine, migrate
 from relinsights.db.engine import schema_status
+from relinsights.graph.store import _collector_paused
 
 
 def test_migrations_are_idempotent_and_complete(engine: Engine) -> None:
@@ -114,3 +117,27 @@ def test_migration_0008_moves_from_and_sender_rows_onto_the_message(engine: Engi
         (2, "sender", "assistant@contoso.com", "Assistant@contoso.com", "Assistant"),
     ]
     migrate(engine)
+
+
+def test_the_garbage_collector_is_paused_only_while_a_page_is_stored() -> None:
+    """apply_page runs with the cyclic collector off (a page's objects are freed by reference counting)
+    and turns it back on after, even when the page fails; one already off is left off."""
+    seen: list[bool] = []
+
+    @_collector_paused()
+    def page(fail: bool) -> None:
+        seen.append(gc.isenabled())
+        if fail:
+            raise RuntimeError("page failed")
+
+    assert gc.isenabled()
+    page(False)
+    with pytest.raises(RuntimeError):
+        page(True)
+    assert seen == [False, False] and gc.isenabled()
+    gc.disable()
+    try:
+        page(False)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
