@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import Engine, inspect, text
 
 import relinsights.db
+from relinsights.collector import collector_paused
 from relinsights.db import make_engine, migrate
 from relinsights.db.engine import schema_status
-from relinsights.graph.store import _collector_paused
 
 
 def test_migrations_are_idempotent_and_complete(engine: Engine) -> None:
@@ -119,12 +119,12 @@ def test_migration_0008_moves_from_and_sender_rows_onto_the_message(engine: Engi
     migrate(engine)
 
 
-def test_the_garbage_collector_is_paused_only_while_a_page_is_stored() -> None:
-    """apply_page runs with the cyclic collector off (a page's objects are freed by reference counting)
-    and turns it back on after, even when the page fails; one already off is left off."""
+def test_the_garbage_collector_is_paused_only_while_bulk_work_runs() -> None:
+    """collector_paused (around apply_page and a KPI run) turns the cyclic collector off while the work
+    runs and back on after, even when it fails; one already off is left off."""
     seen: list[bool] = []
 
-    @_collector_paused()
+    @collector_paused()
     def page(fail: bool) -> None:
         seen.append(gc.isenabled())
         if fail:

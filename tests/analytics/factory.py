@@ -24,10 +24,12 @@ from relinsights.analytics import (
     RecordRef,
     Settings,
     Tier,
+    assign_threads,
     build_activities,
     compute_all,
     match_activities,
 )
+from relinsights.analytics.columnar import compute_kpis
 from relinsights.config import KpiConfig
 
 _ids = count(1)
@@ -171,4 +173,11 @@ def run(
     )
     index = RecordIndex(records, party_rules, kpi=settings.kpi, zone=settings.zone)
     match = match_activities(acts.activities, index)
-    return Run(acts, match, compute_all(match, as_of, settings, health_for=records.health_refs()))
+    kpis = compute_all(match, as_of, settings, health_for=records.health_refs())
+    # Every analytics test run also holds the column engine to the per-record reference, value by value.
+    threads = assign_threads({lk.activity.key: lk.activity for links in match.links.values() for lk in links}.values())
+    columnar = compute_kpis(
+        match.links, as_of, settings, threads=threads, identities=match.identities, health_for=records.health_refs()
+    )
+    assert {k.record: k for k in columnar} == kpis
+    return Run(acts, match, kpis)

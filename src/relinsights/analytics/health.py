@@ -15,6 +15,7 @@ Decisions where kpis.md is silent:
 - The weakest part is the one losing the most points (weight x (1 - part)); ties go to E, R, P, Q in
   that order, so a measured part is named before the neutral default of Q.
 - Kind weights are HealthConfig's (a tenant scales each within +/-50% of email 1, meeting 3, call 2).
+- V is summed exactly (math.fsum), so it does not depend on the order the activities come in.
 """
 
 from __future__ import annotations
@@ -115,15 +116,51 @@ def health_snapshot(
     done = [a for a in activities if a.completed(as_of)]
     lookback = [a for a in done if a.time >= lookback_start]
     window = [a for a in done if a.time >= window_start]
+    if turns is None:
+        emails = [a for a in lookback if a.kind is Kind.EMAIL]
+        turns = build_turns(emails, as_of=as_of, kpi=settings.kpi, zone=settings.zone, threads=threads)
+    theirs = summarise_turns(turns, opened_since=window_start).by_them
+    return snapshot_from_measures(
+        as_of,
+        settings,
+        decayed=[decayed_weight(a.kind, a.time, as_of, settings) for a in window],
+        last=max((a.time for a in lookback), default=None),
+        window_activities=len(window),
+        customer_initiated=sum(1 for a in window if a.direction is Direction.INCOMING),
+        lookback_activities=len(lookback),
+        judged_our_turns=theirs.judged,
+        answered_our_turns=theirs.answered,
+    )
 
-    weights = {Kind.EMAIL: cfg.weight_email, Kind.MEETING: cfg.weight_meeting, Kind.CALL: cfg.weight_call}
+
+def decayed_weight(kind: Kind, time: datetime, as_of: datetime, settings: Settings) -> float:
+    """One activity's share of the engagement volume V as of T: its kind's weight, halved every 14 days."""
+    cfg = settings.kpi.health
+    weight = cfg.weight_email if kind is Kind.EMAIL else cfg.weight_meeting if kind is Kind.MEETING else cfg.weight_call
+    return weight * 0.5 ** ((as_of - time).total_seconds() / 86400.0 / HALF_LIFE_DAYS)
+
+
+def snapshot_from_measures(
+    as_of: datetime,
+    settings: Settings,
+    *,
+    decayed: Sequence[float],
+    last: datetime | None,
+    window_activities: int,
+    customer_initiated: int,
+    lookback_activities: int,
+    judged_our_turns: int,
+    answered_our_turns: int,
+) -> HealthSnapshot:
+    """Score, state and parts from a record's measures as of T (the per-record core and the column engine
+    both measure, then call this). V is summed exactly (fsum), so it does not depend on the order."""
+    cfg = settings.kpi.health
     day = 86400.0
-    volume = sum(weights[a.kind] * 0.5 ** ((as_of - a.time).total_seconds() / day / HALF_LIFE_DAYS) for a in window)
+    volume = math.fsum(decayed)
     g = 7.0 / cfg.expected_interactions_per_week
     expected = 1.0 / (1.0 - 0.5 ** (g / HALF_LIFE_DAYS))
     engagement = min(1.0, volume / expected)
 
-    last = max((a.time for a in lookback), default=None)
     d = (as_of - last).total_seconds() / day if last is not None else None
     if d is None:
         recency = 0.0  # no completed interaction at all in the lookback window
@@ -132,15 +169,9 @@ def health_snapshot(
     else:
         recency = math.exp(-(d - g) / (2 * g))
 
-    initiated = sum(1 for a in window if a.direction is Direction.INCOMING)
-    reciprocity = min(1.0, 2 * initiated / len(window)) if window else 0.0
-
-    if turns is None:
-        emails = [a for a in lookback if a.kind is Kind.EMAIL]
-        turns = build_turns(emails, as_of=as_of, kpi=settings.kpi, zone=settings.zone, threads=threads)
-    theirs = summarise_turns(turns, opened_since=window_start).by_them
-    if theirs.judged >= MIN_JUDGED_TURNS and theirs.rate is not None:
-        responsiveness = theirs.rate
+    reciprocity = min(1.0, 2 * customer_initiated / window_activities) if window_activities else 0.0
+    if judged_our_turns >= MIN_JUDGED_TURNS:
+        responsiveness = answered_our_turns / judged_our_turns
     else:
         responsiveness = NEUTRAL_RESPONSIVENESS
 
@@ -153,13 +184,13 @@ def health_snapshot(
         expected_volume=expected,
         cadence_days=g,
         days_since_last=d,
-        window_activities=len(window),
-        customer_initiated=initiated,
-        judged_our_turns=theirs.judged,
-        answered_our_turns=theirs.answered,
+        window_activities=window_activities,
+        customer_initiated=customer_initiated,
+        judged_our_turns=judged_our_turns,
+        answered_our_turns=answered_our_turns,
     )
     score = round_half_up(100 * sum(w * getattr(parts, name) for name, w in PART_WEIGHTS.items()))
-    return HealthSnapshot(as_of, score, state_for(score, len(lookback), settings), parts, len(lookback))
+    return HealthSnapshot(as_of, score, state_for(score, lookback_activities, settings), parts, lookback_activities)
 
 
 def compute_health(
@@ -173,6 +204,11 @@ def compute_health(
     """Health as of T with its trend against T - 14 days and the reason for its weakest part."""
     now = health_snapshot(activities, as_of, settings, threads=threads, turns=turns)
     before = health_snapshot(activities, as_of - timedelta(days=TREND_DAYS), settings, threads=threads)
+    return health_of(now, before, settings)
+
+
+def health_of(now: HealthSnapshot, before: HealthSnapshot, settings: Settings) -> Health:
+    """Health as of T from its snapshots as of T and T - 14 days."""
     weakest = weakest_part(now.parts)
     return Health(
         score=now.score,

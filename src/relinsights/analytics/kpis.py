@@ -8,8 +8,8 @@ Decisions where kpis.md is silent:
 - The sent/received ratios are over all kinds: (emails sent + meetings sent + calls made) against
   (emails received + meetings received + calls received); not rounded (the writer rounds to the
   column's precision). Empty (None) when the divisor is 0.
-- Time spent is rounded half up to whole minutes, once at the end. Only attending people count for a
-  meeting (the organizer always); an email's sender is never also one of its readers.
+- Time spent is summed exactly and rounded half up to whole minutes, once at the end. Only attending
+  people count for a meeting (the organizer always); an email's sender is never also one of its readers.
 - "Internal party" of an interaction: the internal sender / organizer / calling user when it is ours,
   else the first internal recipient / attendee / called user; None when none is known.
 - Next interaction: the earliest linked meeting or call that starts after T (no upper bound; the
@@ -30,7 +30,7 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 
 from relinsights.analytics.activities import Activity, Direction, Kind, Participant, Role
-from relinsights.analytics.health import Health, compute_health
+from relinsights.analytics.health import Health, compute_health, round_half_up
 from relinsights.analytics.matching import Link, MatchResult
 from relinsights.analytics.records import RecordRef
 from relinsights.analytics.responses import ResponseKpis, assign_threads, build_turns, summarise_turns
@@ -172,13 +172,13 @@ def compute_record_kpis(
         record=record,
         as_of=as_of,
         counts=counts,
-        time_spent_by_team_minutes=_round_minutes(team),
-        time_spent_by_customer_minutes=_round_minutes(customer),
+        time_spent_by_team_minutes=round_half_up(team),
+        time_spent_by_customer_minutes=round_half_up(customer),
         ratio_by_us=counts.sent / counts.received if counts.received else None,
         ratio_by_them=counts.received / counts.sent if counts.sent else None,
         responses=summarise_turns(turns),
-        last_interaction=_interaction(last),
-        next_interaction=_interaction(nxt),
+        last_interaction=interaction_of(last),
+        next_interaction=interaction_of(nxt),
         top_contacts_ours=_top(counted, lambda lk, p: p.internal, lambda p: p.person),
         top_contacts_theirs=_top(
             counted, lambda lk, p: p.person in lk.members, lambda p: identities.get(p.person, p.person)
@@ -229,48 +229,59 @@ def daily_series(links: Sequence[Link], as_of: datetime, settings: Settings) -> 
             if first_day <= d <= last_day:
                 per_day.setdefault(d, []).append(a)
     return tuple(
-        DailyCounts(d, count_activities(per_day[d])) if d in per_day else _empty_day(d) for d in _series(last_day)
+        DailyCounts(d, count_activities(per_day[d])) if d in per_day else empty_day(d) for d in series_dates(last_day)
     )
 
 
 # Every record's series names the same 60 days, mostly empty: make those once per run, not once per record.
 @lru_cache(maxsize=4)
-def _series(last_day: date) -> tuple[date, ...]:
+def series_dates(last_day: date) -> tuple[date, ...]:
     return tuple(last_day - timedelta(days=SERIES_DAYS - 1 - i) for i in range(SERIES_DAYS))
 
 
 @lru_cache(maxsize=4 * SERIES_DAYS)
-def _empty_day(day: date) -> DailyCounts:
+def empty_day(day: date) -> DailyCounts:
     return DailyCounts(day, _NO_COUNTS)
 
 
 def _time_spent(links: Iterable[Link], settings: Settings) -> tuple[float, float]:
-    write, read = settings.kpi.email_write_minutes, settings.kpi.email_read_minutes
-    team = customer = 0.0
+    team: list[float] = []  # meeting and call minutes, one term per activity
+    customer: list[float] = []
+    team_write = team_read = customer_write = customer_read = 0  # email participants by role
     for lk in links:
         a = lk.activity
         if a.kind is Kind.MEETING:
             if not a.all_day:
-                team += a.duration_minutes * sum(1 for p in a.participants if p.internal and p.attended)
-                customer += a.duration_minutes * sum(1 for p in a.participants if p.person in lk.members and p.attended)
+                team.append(a.duration_minutes * sum(1 for p in a.participants if p.internal and p.attended))
+                customer.append(
+                    a.duration_minutes * sum(1 for p in a.participants if p.person in lk.members and p.attended)
+                )
         elif a.kind is Kind.CALL:
-            team += a.duration_minutes
-            customer += a.duration_minutes
+            team.append(a.duration_minutes)
+            customer.append(a.duration_minutes)
         else:
             for p in a.participants:
-                minutes = write if p.role is Role.FROM else read
+                writes = p.role is Role.FROM
                 if p.internal:
-                    team += minutes
+                    team_write += writes
+                    team_read += not writes
                 if p.person in lk.members:
-                    customer += minutes
-    return team, customer
+                    customer_write += writes
+                    customer_read += not writes
+    return (
+        minutes_spent(team_write, team_read, team, settings),
+        minutes_spent(customer_write, customer_read, customer, settings),
+    )
 
 
-def _round_minutes(value: float) -> int:
-    return math.floor(value + 0.5 + 1e-9)
+def minutes_spent(writes: int, reads: int, terms: Iterable[float], settings: Settings) -> float:
+    """Emails written and read at the configured minutes, plus meeting and call minutes; summed exactly
+    (fsum), so the total does not depend on the order of the activities."""
+    kpi = settings.kpi
+    return math.fsum([kpi.email_write_minutes * writes, kpi.email_read_minutes * reads, *terms])
 
 
-def _interaction(a: Activity | None) -> Interaction | None:
+def interaction_of(a: Activity | None) -> Interaction | None:
     if a is None:
         return None
     init = a.initiator

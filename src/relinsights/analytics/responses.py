@@ -131,7 +131,7 @@ def build_turns(
                 continue  # joins the open turn
             opener = _opener(opening)
             answered = email.time - opening.time <= window and opener in {p.person for p in email.recipients}
-            hours = _hours(opening.time, email.time, kpi, zone) if answered else None
+            hours = response_hours(opening.time, email.time, kpi, zone) if answered else None
             turns.append(
                 Turn(
                     _side(opening),
@@ -165,15 +165,23 @@ def summarise_turns(turns: Sequence[Turn], *, opened_since: datetime | None = No
 
 def _side_stats(turns: Sequence[Turn]) -> SideResponse:
     judged = [t for t in turns if t.judged]
-    times = [t.response_hours for t in judged if t.answered and t.response_hours is not None]
-    answered = sum(1 for t in judged if t.answered)
-    return SideResponse(
+    return side_response(
         turns=len(turns),
         judged=len(judged),
+        answered=sum(1 for t in judged if t.answered),
+        hours=[t.response_hours for t in judged if t.answered and t.response_hours is not None],
+    )
+
+
+def side_response(*, turns: int, judged: int, answered: int, hours: Sequence[float]) -> SideResponse:
+    """One side's response KPIs from its turn counts and the response times of its answered turns."""
+    return SideResponse(
+        turns=turns,
+        judged=judged,
         answered=answered,
-        rate=answered / len(judged) if judged else None,
-        mean_hours=round(statistics.fmean(times), 2) if times else None,
-        median_hours=round(statistics.median(times), 2) if times else None,
+        rate=answered / judged if judged else None,
+        mean_hours=round(statistics.fmean(hours), 2) if hours else None,
+        median_hours=round(statistics.median(hours), 2) if hours else None,
     )
 
 
@@ -187,7 +195,7 @@ def _opener(email: Activity) -> str:
     return sender.person if sender is not None else ""
 
 
-def _hours(start: datetime, end: datetime, kpi: KpiConfig, zone: tzinfo) -> float:
+def response_hours(start: datetime, end: datetime, kpi: KpiConfig, zone: tzinfo) -> float:
     if kpi.business_hours:
         seconds = working_seconds(
             start, end, zone=zone, day_start=kpi.workday_start, day_end=kpi.workday_end, workdays=kpi.workdays

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,19 +22,21 @@ from sqlalchemy import Engine
 
 from relinsights.analytics import (
     ActivitySet,
-    Link,
+    Entity,
     MatchResult,
     OpportunityState,
     RecordIndex,
+    RecordKpis,
     RecordRef,
     Settings,
     Tier,
     assign_threads,
     build_activities,
-    compute_record_kpis,
     match_activities,
 )
+from relinsights.analytics.columnar import ActivityTable, compute_kpis
 from relinsights.analytics.timeutil import as_utc
+from relinsights.collector import collector_paused
 from relinsights.compute.fingerprint import Fingerprints, stable_until
 from relinsights.compute.load import TenantInputs, load_inputs
 from relinsights.compute.payload import kpi_payload
@@ -51,6 +54,7 @@ from relinsights.config import TenantConfig
 from relinsights.graph.sync import ensure_tenant, tenant_enabled
 
 log = structlog.get_logger(__name__)
+RECORD_BATCH = 2000  # records whose KPIs are computed together: bounds the column engine's tables
 COMPLETE, PARTIAL = "Complete", "Partial"
 
 
@@ -116,23 +120,35 @@ class Prepared:
     def fingerprints(self) -> Fingerprints:
         return Fingerprints(self.settings, self.threads, self.match.identities)
 
-    def snapshot(self, ref: RecordRef, links: tuple[Link, ...], fingerprint: str) -> SnapshotRow:
-        """Compute one record's KPIs as of T (exactly what `compute_all` would)."""
-        k = compute_record_kpis(
-            ref,
-            links,
-            self.as_of,
-            self.settings,
-            threads=self.threads,
-            identities=self.match.identities,
-            with_health=ref in self.health_refs,
+    def snapshots(self, wanted: Sequence[tuple[RecordRef, str]]) -> Iterator[SnapshotRow]:
+        """Compute these records' KPIs as of T (ref, fingerprint), a batch of records at a time."""
+        unique = {id(lk.activity): lk.activity for ref, _ in wanted for lk in self.match.links[ref]}
+        table = ActivityTable(
+            list(unique.values()), self.as_of, self.settings, threads=self.threads, identities=self.match.identities
         )
+        del unique
+        for start in range(0, len(wanted), RECORD_BATCH):
+            batch = wanted[start : start + RECORD_BATCH]
+            fingerprints = dict(batch)
+            kpis = compute_kpis(
+                {ref: self.match.links[ref] for ref, _ in batch},
+                self.as_of,
+                self.settings,
+                threads=self.threads,
+                identities=self.match.identities,
+                health_for=self.health_refs,
+                table=table,
+            )
+            for k in kpis:
+                yield self._row(k, fingerprints[k.record])
+
+    def _row(self, k: RecordKpis, fingerprint: str) -> SnapshotRow:
         return SnapshotRow(
-            entity=str(ref.entity),
-            record_id=ref.id,
+            entity=str(k.record.entity),
+            record_id=k.record.id,
             payload=orjson.dumps(kpi_payload(k)),
             fingerprint=fingerprint,
-            stable_until=stable_until(links, self.as_of, self.settings, k.health),
+            stable_until=stable_until(self.match.links[k.record], self.as_of, self.settings, k.health),
             activities=k.counts.total,
             last_interaction_at=k.last_interaction.time if k.last_interaction else None,
             health_score=k.health.score if k.health else None,
@@ -176,12 +192,13 @@ def compute_payloads(engine: Engine, tenant: TenantConfig, as_of: datetime) -> d
     """Every record's payload as of T, computed in full and stored nowhere (checks and tests)."""
     p = prepare(engine, tenant, as_of)
     fps = p.fingerprints()
-    return {
-        ref: orjson.loads(p.snapshot(ref, links, fps.record(ref, links, ref in p.health_refs)).payload)
-        for ref, links in sorted(p.match.links.items())
-    }
+    wanted = [(ref, fps.record(ref, links, ref in p.health_refs)) for ref, links in sorted(p.match.links.items())]
+    return {RecordRef(Entity(row.entity), row.record_id): orjson.loads(row.payload) for row in p.snapshots(wanted)}
 
 
+# A run holds millions of activities, links and rows alive until it ends, and makes no cycles: the collector
+# only walked them again and again (a quarter of a run's time in scripts/bench_compute.py).
+@collector_paused()
 def compute_tenant(
     engine: Engine, tenant: TenantConfig, as_of: datetime | None = None, full: bool = False
 ) -> ComputeReport:
@@ -208,7 +225,7 @@ def compute_tenant(
     )
     previous = {} if full else previous_snapshots(engine, p.tenant_pk, as_of)
     fps = p.fingerprints()
-    computed: list[SnapshotRow] = []
+    wanted: list[tuple[RecordRef, str]] = []
     reused: list[int] = []
     for ref, links in sorted(p.match.links.items()):
         fingerprint = fps.record(ref, links, ref in p.health_refs)
@@ -216,7 +233,8 @@ def compute_tenant(
         if prev is not None and prev.fingerprint == fingerprint and prev.still_valid(as_of):
             reused.append(prev.id)
         else:
-            computed.append(p.snapshot(ref, links, fingerprint))
+            wanted.append((ref, fingerprint))
+    computed = list(p.snapshots(wanted))
     report.computed, report.reused = len(computed), len(reused)
     run = RunRecord(
         tenant_pk=p.tenant_pk,

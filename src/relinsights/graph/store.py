@@ -6,9 +6,7 @@ restart resumes from the last committed link, and replays of a page are harmless
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Boolean, Connection, Engine, Table, delete, insert, select, update
 
+from relinsights.collector import collector_paused
 from relinsights.db.models import Event, EventAttendee, MailFolder, Message, MessageParticipant, SyncCursor, table_of
 from relinsights.graph.parse import (
     EVENT_PARTY_COLUMNS,
@@ -148,27 +147,9 @@ def _final_states(
     return live, removed, invalid
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector off while one page is parsed and written.
-
-    A page makes some 30 container objects per message (the JSON dicts, the rows, the participant tuples),
-    all alive until the page is stored and all freed by reference counting right after: the collector,
-    triggered every 700 of them, only walked live objects again and again (about 7 us a message in
-    scripts/bench_sync.py). It is switched back on at the end of the page, so collections still happen
-    between pages, also with several mailboxes writing at once. Left alone when something else turned it off.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-@_collector_paused()
+# A page makes some 30 container objects per message, all freed right after it is stored: the collector
+# only walked them again and again (about 7 us a message in scripts/bench_sync.py). On again between pages.
+@collector_paused()
 def apply_page(
     engine: Engine,
     kind: ItemKind,

@@ -1,0 +1,570 @@
+"""Every record's KPIs at once (kpis.md section 5), as column operations over links, activities and people.
+
+`compute_kpis` returns for each record the very `RecordKpis` that `compute_record_kpis` (kpis.py) returns;
+that per-record code stays the readable reference this is tested equal to (tests/analytics/test_columnar.py).
+The per-record walk visits every link and participant once per record, so a contact's emails are walked
+again for its account and each opportunity; here each step is one polars operation over all the records'
+links, and only the final per-record formulas run in Python (the core's own: `side_response`,
+`snapshot_from_measures`, `health_of`, `minutes_spent`, `interaction_of`).
+
+Exactness: times are integer microseconds; sums that depend on order (time spent, engagement volume) are
+exact (math.fsum) in both implementations over the same terms; each float term is computed by the same
+operation (a product, or the core's own function) in both; local days come from the core's `local_date`
+(zoneinfo), not from polars' own time zone database.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+
+from relinsights.analytics.activities import Activity, Direction, Kind, Participant, Role
+from relinsights.analytics.health import (
+    TREND_DAYS,
+    HealthSnapshot,
+    decayed_weight,
+    health_of,
+    round_half_up,
+    snapshot_from_measures,
+)
+from relinsights.analytics.kpis import (
+    SERIES_DAYS,
+    TOP_CONTACTS,
+    Counts,
+    DailyCounts,
+    RecordKpis,
+    TopContact,
+    empty_day,
+    interaction_of,
+    minutes_spent,
+    series_dates,
+)
+from relinsights.analytics.matching import Link
+from relinsights.analytics.records import RecordRef
+from relinsights.analytics.responses import ResponseKpis, SideResponse, response_hours, side_response
+from relinsights.analytics.settings import Settings
+from relinsights.analytics.timeutil import as_utc, local_date, start_of_local_day
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_KIND = {Kind.EMAIL: 0, Kind.MEETING: 1, Kind.CALL: 2}
+_DIR = {Direction.OUTGOING: 0, Direction.INCOMING: 1}
+_ROLE = {r: i for i, r in enumerate(Role)}
+_FROM, _TO, _CC = _ROLE[Role.FROM], _ROLE[Role.TO], _ROLE[Role.CC]
+EMAIL, MEETING, CALL = 0, 1, 2
+OURS, THEIRS = 0, 1
+_CHUNK = 50_000  # activities turned into columns at a time
+# The link columns the KPIs over the lookback window read (joins carry only what they need).
+_COUNTED = (
+    "r",
+    "a",
+    "mid",
+    "rid",
+    "kind",
+    "dir",
+    "t",
+    "krank",
+    "all_day",
+    "dur",
+    "thread",
+    "side",
+    "opener",
+)  # a turn's side: opened by us / by the customer (responses.Side)
+_NO_RESPONSE = side_response(turns=0, judged=0, answered=0, hours=())
+
+
+def _us(t: datetime) -> int:
+    return _us_delta(t - _EPOCH)
+
+
+def _us_delta(d: timedelta) -> int:
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+def _at(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def compute_kpis(
+    links: Mapping[RecordRef, Sequence[Link]],
+    as_of: datetime,
+    settings: Settings,
+    *,
+    threads: Mapping[str, str],
+    identities: Mapping[str, str] | None = None,
+    health_for: Collection[RecordRef] = (),
+    table: ActivityTable | None = None,
+) -> Iterator[RecordKpis]:
+    """The KPIs of every record of `links` as of T, in the records' order; health for those in `health_for`.
+
+    `table` (the run's activities as columns, built once) lets a caller compute records a batch at a time."""
+    refs = sorted(links)
+    if not refs:
+        return
+    if table is None:
+        unique = {id(lk.activity): lk.activity for ref in refs for lk in links[ref]}
+        table = ActivityTable(list(unique.values()), as_of, settings, threads=threads, identities=identities or {})
+    yield from _Frames(table, links, refs).records(set(health_for))
+
+
+class ActivityTable:
+    """One run's activities as columns (one row per activity, one per participant), built once as of T."""
+
+    def __init__(
+        self,
+        acts: Sequence[Activity],
+        as_of: datetime,
+        settings: Settings,
+        *,
+        threads: Mapping[str, str],
+        identities: Mapping[str, str],
+    ) -> None:
+        self.as_of, self.settings = as_utc(as_of), settings
+        self.before = self.as_of - timedelta(days=TREND_DAYS)
+        self.acts = acts
+        self.index = {id(a): i for i, a in enumerate(acts)}
+
+        # People as integer codes in the order of their names, so sorting by code sorts by name.
+        # Participants are shared objects (activities.py interns them): numbered by identity, not by value.
+        self._pid: dict[int, int] = {}
+        plist: list[Participant] = []
+        for a in acts:
+            for p in a.participants:
+                if id(p) not in self._pid:
+                    self._pid[id(p)] = len(plist)
+                    plist.append(p)
+        names = {p.person for p in plist}
+        names.update([identities.get(n, n) for n in names])
+        names.add("")
+        self.names = sorted(names)
+        self.code = code = {n: c for c, n in enumerate(self.names)}
+        self.addresses = sorted({p.address for p in plist if p.address})
+        addr_code = {x: c for c, x in enumerate(self.addresses)}
+        self._people = pl.DataFrame(
+            {
+                "pid": range(len(plist)),
+                "person": [code[p.person] for p in plist],
+                "role": [_ROLE[p.role] for p in plist],
+                "internal": [p.internal for p in plist],
+                "attended": [p.attended for p in plist],
+                "addr": [addr_code.get(p.address or "") for p in plist],
+                "who": [code[identities.get(p.person, p.person)] for p in plist],
+            },
+            schema_overrides={"pid": pl.Int32, "person": pl.Int32, "role": pl.Int8, "addr": pl.Int32, "who": pl.Int32},
+        )
+        # The series' local days by their first instants (zoneinfo's), so a time's day is a bisection.
+        days = series_dates(local_date(self.as_of, settings.zone))
+        self._bounds = [_us(start_of_local_day(d, settings.zone)) for d in (*days, days[-1] + timedelta(days=1))]
+        self._first_day = days[0].toordinal()
+        self._threads: dict[str, int] = {}
+        # A chunk at a time, so the Python lists the columns are made from stay small however big the run.
+        chunks = [self._chunk(acts, i, threads) for i in range(0, len(acts), _CHUNK)]
+        self.activities = pl.concat([c[0] for c in chunks]).with_columns(
+            krank=pl.col("key").rank("ordinal").cast(pl.Int32)
+        )
+        self.parts = pl.concat([c[1] for c in chunks]).join(self._people, on="pid").drop("pid")
+        del self._people, self._pid, self._threads
+
+    def _chunk(
+        self, acts: Sequence[Activity], offset: int, threads: Mapping[str, str]
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        chunk = acts[offset : offset + _CHUNK]
+        s, as_of, before, code = self.settings, self.as_of, self.before, self.code
+        p_act: list[int] = []
+        p_pid: list[int] = []
+        for i, a in enumerate(chunk, offset):
+            for p in a.participants:
+                p_act.append(i)
+                p_pid.append(self._pid[id(p)])
+        parts = pl.DataFrame({"a": p_act, "pid": p_pid}, schema={"a": pl.Int32, "pid": pl.Int32})
+        bounds, first_day = self._bounds, self._first_day
+        decay_from = before - timedelta(days=s.kpi.health.window_days)
+        opener: list[int] = []
+        side: list[int] = []
+        day: list[int] = []
+        decay_now: list[float] = []
+        decay_before: list[float] = []
+        t_us = [_us(a.time) for a in chunk]
+        for a, t in zip(chunk, t_us, strict=True):
+            init = a.initiator
+            opener.append(code[init.person] if init is not None else code[""])
+            side.append(OURS if init is not None and init.internal else THEIRS)
+            day.append(first_day + bisect_right(bounds, t) - 1 if bounds[0] <= t < bounds[-1] else -1)
+            recent = decay_from <= a.time <= as_of
+            decay_now.append(decayed_weight(a.kind, a.time, as_of, s) if recent else 0.0)
+            decay_before.append(decayed_weight(a.kind, a.time, before, s) if recent else 0.0)
+        thread = self._threads
+        activities = pl.DataFrame(
+            {
+                "a": range(offset, offset + len(chunk)),
+                "key": [a.key for a in chunk],
+                "kind": [_KIND[a.kind] for a in chunk],
+                "dir": [_DIR[a.direction] for a in chunk],
+                "t": t_us,
+                "end": [_us(a.end) for a in chunk],
+                "pending": [a.pending for a in chunk],
+                "all_day": [a.all_day for a in chunk],
+                "dur": [a.duration_minutes for a in chunk],
+                "thread": [
+                    thread.setdefault(threads.get(a.key, a.key), len(thread)) if a.kind is Kind.EMAIL else -1
+                    for a in chunk
+                ],
+                "side": side,
+                "opener": opener,
+                "day": day,
+                "decay_now": decay_now,
+                "decay_before": decay_before,
+            },
+            schema_overrides={
+                "a": pl.Int32,
+                "kind": pl.Int8,
+                "dir": pl.Int8,
+                "t": pl.Int64,
+                "end": pl.Int64,
+                "thread": pl.Int32,
+                "side": pl.Int8,
+                "opener": pl.Int32,
+                "day": pl.Int32,
+            },
+        )
+        return activities, parts
+
+
+class _Frames:
+    """Some records' links as a table over the run's `ActivityTable`, and the KPIs over them."""
+
+    def __init__(
+        self, table: ActivityTable, links: Mapping[RecordRef, Sequence[Link]], refs: Sequence[RecordRef]
+    ) -> None:
+        self.table, self.refs = table, refs
+        self.acts, self.parts, self.names, self.addresses = table.acts, table.parts, table.names, table.addresses
+        self.as_of, self.before, self.settings = table.as_of, table.before, table.settings
+        index, code = table.index, table.code
+        # Links share their members and reasons objects: numbered by identity (equal copies just repeat).
+        member_ids: dict[int, int] = {}
+        member_sets: list[frozenset[str]] = []
+        reason_ids: dict[int, int] = {}
+        self.reasons: list[tuple[str, ...]] = []
+        l_rec: list[int] = []
+        l_act: list[int] = []
+        l_mem: list[int] = []
+        l_rsn: list[int] = []
+        for r, ref in enumerate(refs):
+            for lk in links[ref]:
+                mid = member_ids.get(id(lk.members))
+                if mid is None:
+                    mid = member_ids[id(lk.members)] = len(member_sets)
+                    member_sets.append(lk.members)
+                rid = reason_ids.get(id(lk.reasons))
+                if rid is None:
+                    rid = reason_ids[id(lk.reasons)] = len(self.reasons)
+                    self.reasons.append(lk.reasons)
+                l_rec.append(r)
+                l_act.append(index[id(lk.activity)])
+                l_mem.append(mid)
+                l_rsn.append(rid)
+        # Members are people of the activity, so each has a code; one that had none could match no one.
+        pairs = [(m, code[x]) for m, s in enumerate(member_sets) for x in s if x in code]
+        self.members = pl.DataFrame(
+            {"mid": [m for m, _ in pairs], "person": [c for _, c in pairs]},
+            schema={"mid": pl.Int32, "person": pl.Int32},
+        )
+        self.links = pl.DataFrame(
+            {"r": l_rec, "a": l_act, "mid": l_mem, "rid": l_rsn},
+            schema={"r": pl.Int32, "a": pl.Int32, "mid": pl.Int32, "rid": pl.Int32},
+        ).join(table.activities.drop("key"), on="a")
+
+    # ------------------------------------------------------------------ per-record assembly
+
+    def records(self, health_for: set[RecordRef]) -> Iterator[RecordKpis]:
+        s, as_of = self.settings, self.as_of
+        lookback = timedelta(days=s.lookback_days)
+        counted = self.links.filter(_done(self.as_of) & (pl.col("t") >= _us(as_of - lookback))).select(_COUNTED)
+        counts = _tallies(counted.group_by("r", "kind", "dir").len())
+        team, customer = self._time_spent(counted)
+        turns = self._turns(counted.filter(pl.col("kind") == EMAIL), as_of)
+        responses = self._responses(turns)
+        last = _pick(counted, descending=True)
+        nxt = _pick(self.links.filter((pl.col("kind") != EMAIL) & (pl.col("t") > _us(as_of))), descending=False)
+        internal = self.parts.filter(pl.col("internal") & pl.col("attended")).select("a", "person", "addr")
+        ours = self._top(counted.select("r", "a", "kind", "t").join(internal, on="a"), "person")
+        theirs = self._top(self._member_rows(counted).filter(pl.col("attended")), "who")
+        daily = self._daily()
+        reasons = self._reasons(counted)
+        wanted = [r for r, ref in enumerate(self.refs) if ref in health_for]
+        health_now = self._health_measures(as_of, wanted, turns)
+        health_before = self._health_measures(self.before, wanted, None)
+        last_day = local_date(as_of, s.zone)
+        days = series_dates(last_day)
+        for r, ref in enumerate(self.refs):
+            c = Counts(*counts.get(r, (0,) * 6))
+            t_team, t_cust = team.get(r, (0, 0, [])), customer.get(r, (0, 0, []))
+            per_day = daily.get(r, {})
+            health = None
+            if r in health_now:
+                health = health_of(health_now[r], health_before[r], s)
+            yield RecordKpis(
+                record=ref,
+                as_of=as_of,
+                counts=c,
+                time_spent_by_team_minutes=round_half_up(minutes_spent(*t_team, s)),
+                time_spent_by_customer_minutes=round_half_up(minutes_spent(*t_cust, s)),
+                ratio_by_us=c.sent / c.received if c.received else None,
+                ratio_by_them=c.received / c.sent if c.sent else None,
+                responses=responses.get(r, ResponseKpis(_NO_RESPONSE, _NO_RESPONSE)),
+                last_interaction=interaction_of(self.acts[last[r]]) if r in last else None,
+                next_interaction=interaction_of(self.acts[nxt[r]]) if r in nxt else None,
+                top_contacts_ours=ours.get(r, ()),
+                top_contacts_theirs=theirs.get(r, ()),
+                daily=tuple(
+                    DailyCounts(d, Counts(*per_day[d.toordinal()])) if d.toordinal() in per_day else empty_day(d)
+                    for d in days
+                ),
+                health=health,
+                reasons=reasons.get(r, {}),
+            )
+
+    # ------------------------------------------------------------------ the KPIs, each over every record
+
+    def _member_rows(self, links: pl.DataFrame) -> pl.DataFrame:
+        """One row per (link, participant of the activity in the link's external members)."""
+        people = self.parts.select("a", "person", "role", "attended", "addr", "who")
+        return (
+            links.select("r", "a", "mid", "kind", "t", "all_day", "dur")
+            .join(self.members, on="mid")
+            .join(people, on=["a", "person"])
+        )
+
+    def _time_spent(self, counted: pl.DataFrame) -> tuple[dict[int, tuple[int, int, list[float]]], ...]:
+        """Per record: (emails written, emails read, meeting and call minutes) for the team and the customer."""
+        timed = pl.col("kind").eq(CALL) | (pl.col("kind").eq(MEETING) & ~pl.col("all_day"))
+        team_mail = (
+            counted.filter(pl.col("kind") == EMAIL)
+            .select("r", "a")
+            .join(self.parts.filter(pl.col("internal")).select("a", "role"), on="a")
+            .group_by("r")
+            .agg(w=(pl.col("role") == _FROM).sum(), rd=(pl.col("role") != _FROM).sum())
+        )
+        attending = self.parts.filter(pl.col("internal") & pl.col("attended")).group_by("a").len().rename({"len": "n"})
+        team_terms = (
+            counted.filter(timed)
+            .join(attending, on="a", how="left")
+            .select(
+                "r",
+                term=pl.when(pl.col("kind") == CALL)
+                .then(pl.col("dur"))
+                .otherwise(pl.col("dur") * pl.col("n").fill_null(0)),
+            )
+            .group_by("r")
+            .agg(pl.col("term"))
+        )
+        members = self._member_rows(counted)
+        cust_mail = (
+            members.filter(pl.col("kind") == EMAIL)
+            .group_by("r")
+            .agg(w=(pl.col("role") == _FROM).sum(), rd=(pl.col("role") != _FROM).sum())
+        )
+        meeting_members = (
+            members.filter((pl.col("kind") == MEETING) & ~pl.col("all_day") & pl.col("attended"))
+            .group_by("r", "a", "mid")
+            .agg(n=pl.len(), dur=pl.col("dur").first())
+        )
+        cust_terms = (
+            pl.concat(
+                [
+                    meeting_members.select("r", term=pl.col("dur") * pl.col("n")),
+                    counted.filter(pl.col("kind") == CALL).select("r", term=pl.col("dur")),
+                ]
+            )
+            .group_by("r")
+            .agg(pl.col("term"))
+        )
+        return _spent(team_mail, team_terms), _spent(cust_mail, cust_terms)
+
+    def _turns(self, emails: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+        """The turns of 5.1 of every record's emails as of T (responses.build_turns): one row per turn."""
+        window = _us_delta(timedelta(hours=self.settings.kpi.response_window_hours))
+        e = emails.select("r", "a", "t", "krank", "thread", "side", "opener").sort("r", "thread", "t", "krank")
+        group_start = (pl.col("r") != pl.col("r").shift(1)) | (pl.col("thread") != pl.col("thread").shift(1))
+        e = e.with_columns(group_start=group_start.fill_null(True))
+        e = e.with_columns(
+            run_start=pl.col("group_start") | (pl.col("side") != pl.col("side").shift(1)).fill_null(True)
+        )
+        opens = e.filter(pl.col("run_start")).with_columns(
+            closed=(~pl.col("group_start").shift(-1)).fill_null(False),
+            close_a=pl.col("a").shift(-1),
+            close_t=pl.col("t").shift(-1),
+        )
+        recipients = (
+            self.parts.filter(pl.col("role").is_in([_TO, _CC]))
+            .select(close_a="a", opener="person")
+            .unique()
+            .with_columns(to_opener=pl.lit(True))
+        )
+        opens = opens.join(recipients, on=["close_a", "opener"], how="left")
+        answered = pl.col("closed") & (pl.col("close_t") - pl.col("t") <= window) & pl.col("to_opener").fill_null(False)
+        turns = opens.select(
+            "r",
+            "side",
+            "t",
+            "a",
+            "close_a",
+            judged=pl.col("closed") | (_us(as_of) - pl.col("t") > window),
+            answered=answered,
+            hours=pl.when(answered).then((pl.col("close_t") - pl.col("t")).cast(pl.Float64) / 1_000_000.0 / 3600.0),
+        )
+        kpi = self.settings.kpi
+        if kpi.business_hours and turns.height:
+            hours = [
+                response_hours(self.acts[a].time, self.acts[c].time, kpi, self.settings.zone) if ok else None
+                for a, c, ok in turns.select("a", "close_a", "answered").iter_rows()
+            ]
+            turns = turns.with_columns(hours=pl.Series(hours, dtype=pl.Float64))
+        return turns
+
+    def _responses(self, turns: pl.DataFrame) -> dict[int, ResponseKpis]:
+        stats = turns.group_by("r", "side").agg(
+            n=pl.len(),
+            judged=pl.col("judged").sum(),
+            answered=(pl.col("judged") & pl.col("answered")).sum(),
+            hours=pl.col("hours").filter(pl.col("judged") & pl.col("answered")).drop_nulls(),
+        )
+        sides: dict[int, dict[int, SideResponse]] = {}
+        for r, sd, n, judged, answered, hours in stats.iter_rows():
+            sides.setdefault(r, {})[sd] = side_response(turns=n, judged=judged, answered=answered, hours=hours)
+        return {
+            r: ResponseKpis(by_us=x.get(THEIRS, _NO_RESPONSE), by_them=x.get(OURS, _NO_RESPONSE))
+            for r, x in sides.items()
+        }
+
+    def _top(self, rows: pl.DataFrame, who: str) -> dict[int, tuple[TopContact, ...]]:
+        """Top contacts (kpis._top) from (record, activity, person) rows of the people who took part."""
+        people = rows.group_by("r", who).agg(
+            emails=pl.col("a").filter(pl.col("kind") == EMAIL).n_unique(),
+            meetings=pl.col("a").filter(pl.col("kind") == MEETING).n_unique(),
+            calls=pl.col("a").filter(pl.col("kind") == CALL).n_unique(),
+            last=pl.col("t").max(),
+            addrs=pl.col("addr").drop_nulls().unique().sort(),
+        )
+        ranked = (
+            people.with_columns(total=pl.col("emails") + pl.col("meetings") + pl.col("calls"))
+            .sort(["r", "total", "last", who], descending=[False, True, True, False])
+            .group_by("r", maintain_order=True)
+            .head(TOP_CONTACTS)
+        )
+        out: dict[int, list[TopContact]] = {}
+        for r, w, emails, meetings, calls, last, addrs, _total in ranked.iter_rows():
+            out.setdefault(r, []).append(
+                TopContact(
+                    person=self.names[w],
+                    addresses=tuple(self.addresses[x] for x in addrs),
+                    emails=emails,
+                    meetings=meetings,
+                    calls=calls,
+                    last_contacted=_at(last),
+                )
+            )
+        return {r: tuple(v) for r, v in out.items()}
+
+    def _daily(self) -> dict[int, dict[int, list[int]]]:
+        """The 60-day series: per record, per tenant-local day (ordinal), the six counts."""
+        last_day = local_date(self.as_of, self.settings.zone).toordinal()
+        rows = (
+            self.links.filter(_done(self.as_of) & pl.col("day").is_between(last_day - SERIES_DAYS + 1, last_day))
+            .group_by("r", "day", "kind", "dir")
+            .len()
+        )
+        out: dict[int, dict[int, list[int]]] = {}
+        for r, d, kind, direction, n in rows.iter_rows():
+            out.setdefault(r, {}).setdefault(d, [0] * 6)[kind * 2 + direction] = n
+        return out
+
+    def _reasons(self, counted: pl.DataFrame) -> dict[int, dict[str, int]]:
+        tally: dict[int, Counter[str]] = {}
+        for r, rid, n in counted.group_by("r", "rid").len().iter_rows():
+            c = tally.setdefault(r, Counter())
+            for reason in self.reasons[rid]:
+                c[reason] += n
+        return {r: dict(sorted(c.items())) for r, c in tally.items()}
+
+    def _health_measures(
+        self, at: datetime, wanted: list[int], turns: pl.DataFrame | None
+    ) -> dict[int, HealthSnapshot]:
+        """Health as of `at` (T, or T - 14 days for the trend) of the records `wanted`: health.health_snapshot."""
+        if not wanted:
+            return {}
+        s = self.settings
+        lookback_start = _us(at - timedelta(days=s.lookback_days))
+        window_start = _us(at - timedelta(days=s.kpi.health.window_days))
+        decay = "decay_now" if at == self.as_of else "decay_before"
+        done = self.links.filter(pl.col("r").is_in(wanted) & _done(at))
+        lookback = done.filter(pl.col("t") >= lookback_start)
+        if turns is None:
+            turns = self._turns(lookback.filter(pl.col("kind") == EMAIL), at)
+        ours = (
+            turns.filter((pl.col("side") == OURS) & (pl.col("t") >= window_start))
+            .group_by("r")
+            .agg(judged=pl.col("judged").sum(), answered=(pl.col("judged") & pl.col("answered")).sum())
+        )
+        window = (
+            done.filter(pl.col("t") >= window_start)
+            .group_by("r")
+            .agg(n=pl.len(), initiated=(pl.col("dir") == _DIR[Direction.INCOMING]).sum(), decayed=pl.col(decay))
+        )
+        back = lookback.group_by("r").agg(n=pl.len(), last=pl.col("t").max())
+        win = {r: (n, i, d) for r, n, i, d in window.iter_rows()}
+        bk = {r: (n, last) for r, n, last in back.iter_rows()}
+        resp = {r: (j, a) for r, j, a in ours.iter_rows()}
+        out: dict[int, HealthSnapshot] = {}
+        for r in wanted:
+            n_window, initiated, decayed = win.get(r, (0, 0, []))
+            n_lookback, last = bk.get(r, (0, None))
+            judged, answered = resp.get(r, (0, 0))
+            out[r] = snapshot_from_measures(
+                at,
+                s,
+                decayed=decayed,
+                last=_at(last) if last is not None else None,
+                window_activities=n_window,
+                customer_initiated=initiated,
+                lookback_activities=n_lookback,
+                judged_our_turns=judged,
+                answered_our_turns=answered,
+            )
+        return out
+
+
+def _done(at: datetime) -> pl.Expr:
+    """Activity.completed(at): a meeting by its end, an email or call by its time unless pending."""
+    t = _us(at)
+    return (
+        pl.when(pl.col("kind") == MEETING).then(pl.col("end") <= t).otherwise(~pl.col("pending") & (pl.col("t") <= t))
+    )
+
+
+def _pick(links: pl.DataFrame, *, descending: bool) -> dict[int, int]:
+    """Per record, the activity with the greatest (or least) (time, key)."""
+    best = (
+        links.sort(["r", "t", "krank"], descending=[False, descending, descending])
+        .group_by("r", maintain_order=True)
+        .first()
+    )
+    return dict(best.select("r", "a").iter_rows())
+
+
+def _tallies(rows: pl.DataFrame) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for r, kind, direction, n in rows.iter_rows():
+        out.setdefault(r, [0] * 6)[kind * 2 + direction] = n
+    return out
+
+
+def _spent(mail: pl.DataFrame, terms: pl.DataFrame) -> dict[int, tuple[int, int, list[float]]]:
+    out: dict[int, tuple[int, int, list[float]]] = {r: (w, rd, []) for r, w, rd in mail.iter_rows()}
+    for r, values in terms.iter_rows():
+        w, rd, _ = out.get(r, (0, 0, []))
+        out[r] = (w, rd, values)
+    return out

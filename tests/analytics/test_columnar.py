@@ -1,0 +1,227 @@
+"""The column engine (analytics/columnar.py) against the per-record reference (kpis.compute_record_kpis).
+
+Every analytics test already runs both through factory.run; this drives them apart where they are most
+likely to differ: times on a coarse grid (so activities fall exactly on the window, lookback, health,
+trend and response-window edges), a zone with DST and one whose days start at a DST change, a short
+lookback, business hours, calls (open ones too), all-day and declined meetings, reply chains, several
+contacts of one account, a lead and opportunities, and records computed a batch at a time over one
+shared activity table.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relinsights.analytics import (
+    Account,
+    Attendee,
+    CalendarEvent,
+    CallState,
+    Contact,
+    CrmParty,
+    CrmRecords,
+    Entity,
+    Lead,
+    MailMessage,
+    Opportunity,
+    PhoneCall,
+    RecordRef,
+    Settings,
+    assign_threads,
+    compute_record_kpis,
+)
+from relinsights.analytics.columnar import ActivityTable, compute_kpis
+from relinsights.config import HealthConfig, KpiConfig
+
+from .factory import run
+
+INTERNAL = ["bob@contoso.com", "carl@contoso.com"]
+EXTERNAL = ["ann@fabrikam.com", "eve@fabrikam.com", "ann.b@fabrikam.com", "zoe@tailspin.com", "max@gmail.com"]
+PEOPLE = INTERNAL + EXTERNAL
+T = datetime(2026, 3, 29, 12, tzinfo=UTC)  # the week Europe changes to summer time
+RECORDS = CrmRecords(
+    contacts=(
+        Contact("ann", ("ann@fabrikam.com", "ann.b@fabrikam.com"), "fab"),
+        Contact("eve", ("eve@fabrikam.com",), "fab"),
+        Contact("zoe", ("zoe@tailspin.com",)),
+    ),
+    accounts=(Account("fab", website_url="https://www.fabrikam.com"),),
+    leads=(Lead("max", ("max@gmail.com",)),),
+    opportunities=(
+        Opportunity("deal", created_on=T - timedelta(days=200), account_id="fab", contact_id="ann"),
+        Opportunity("old", created_on=T - timedelta(days=300), contact_id="zoe"),
+    ),
+)
+# Hours before T on which edges fall for the settings below: 14 / 30 / 90 / 104 days, 2 / 24 / 168 hours,
+# and the first local midnight of the 60-day series in UTC, Berlin and Santiago.
+EDGES = [0, 2, 24, 168, 14 * 24, 30 * 24, 44 * 24, 59 * 24, 60 * 24, 90 * 24, 104 * 24]
+EDGES += [59 * 24 + 12, 59 * 24 + 13, 59 * 24 + 9]
+
+
+@st.composite
+def hours_before(draw: st.DrawFn) -> int:
+    edge = draw(st.sampled_from(EDGES))
+    return edge + draw(st.sampled_from([-1, 0, 0, 1])) if draw(st.booleans()) else draw(st.integers(-72, 110 * 24))
+
+
+@st.composite
+def emails(draw: st.DrawFn) -> list[MailMessage]:
+    out: list[MailMessage] = []
+    for n in range(draw(st.integers(0, 16))):
+        sender = draw(st.sampled_from(PEOPLE))
+        others = [p for p in PEOPLE if p != sender]
+        to = draw(st.lists(st.sampled_from(others), min_size=1, max_size=3, unique=True))
+        cc = draw(st.lists(st.sampled_from([p for p in others if p not in to]), max_size=2, unique=True))
+        reply = draw(st.none() | st.integers(0, max(0, n - 1))) if n else None
+        out.append(
+            MailMessage(
+                graph_id=f"m{n}",
+                mailbox=sender,
+                sent_at=T - timedelta(hours=draw(hours_before())),
+                from_address=sender,
+                to=tuple(to),
+                cc=tuple(cc),
+                internet_message_id=f"<m{n}@x>",
+                conversation_id=f"c{draw(st.integers(0, 3))}",
+                in_reply_to=f"<m{reply}@x>" if reply is not None else None,
+            )
+        )
+    return out
+
+
+@st.composite
+def meetings(draw: st.DrawFn) -> list[CalendarEvent]:
+    out: list[CalendarEvent] = []
+    for n in range(draw(st.integers(0, 5))):
+        organizer = draw(st.sampled_from(PEOPLE))
+        attendees = draw(
+            st.lists(st.sampled_from([p for p in PEOPLE if p != organizer]), min_size=1, max_size=4, unique=True)
+        )
+        start = T - timedelta(hours=draw(hours_before()))
+        all_day = draw(st.booleans()) and draw(st.booleans())
+        out.append(
+            CalendarEvent(
+                graph_id=f"e{n}",
+                mailbox=organizer,
+                start=start,
+                end=start + timedelta(minutes=draw(st.sampled_from([0, 20, 45, 61, 24 * 60]))),
+                organizer=organizer,
+                attendees=tuple(
+                    Attendee(a, "required", draw(st.sampled_from(["accepted", "declined", "none", None])))
+                    for a in attendees
+                ),
+                ical_uid=f"uid{n}",
+                is_all_day=all_day,
+            )
+        )
+    return out
+
+
+@st.composite
+def calls(draw: st.DrawFn) -> list[PhoneCall]:
+    out: list[PhoneCall] = []
+    for n in range(draw(st.integers(0, 4))):
+        user = CrmParty("systemuser", "u-bob", "bob@contoso.com")
+        customer = draw(
+            st.sampled_from([CrmParty("contact", "ann", None), CrmParty("contact", "zoe", "zoe@tailspin.com")])
+        )
+        outgoing = draw(st.booleans())
+        out.append(
+            PhoneCall(
+                activity_id=f"call{n}",
+                outgoing=outgoing,
+                from_parties=(user,) if outgoing else (customer,),
+                to_parties=(customer,) if outgoing else (user,),
+                actual_end=T - timedelta(hours=draw(hours_before())),
+                duration_minutes=draw(st.sampled_from([None, 0, 7.5, 30])),
+                state=draw(st.sampled_from([CallState.COMPLETED, CallState.COMPLETED, CallState.OPEN])),
+            )
+        )
+    return out
+
+
+@st.composite
+def tenant_settings(draw: st.DrawFn) -> Settings:
+    kpi = KpiConfig(
+        email_write_minutes=draw(st.sampled_from([5.0, 0.7])),
+        email_read_minutes=draw(st.sampled_from([2.5, 0.3])),
+        response_window_hours=draw(st.sampled_from([2.0, 24.0, 168.0])),
+        business_hours=draw(st.booleans()),
+        health=HealthConfig(
+            window_days=draw(st.sampled_from([30, 90])),
+            expected_interactions_per_week=draw(st.sampled_from([0.5, 1.0, 3.0])),
+        ),
+    )
+    zone = ZoneInfo(draw(st.sampled_from(["UTC", "Europe/Berlin", "America/Santiago"])))
+    return Settings(kpi=kpi, zone=zone, lookback_days=draw(st.sampled_from([30, 365])))
+
+
+FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FAST
+@given(emails(), meetings(), calls(), tenant_settings())
+def test_the_column_engine_equals_the_per_record_core(
+    msgs: list[MailMessage], evs: list[CalendarEvent], phone: list[PhoneCall], cfg: Settings
+) -> None:
+    # factory.run asserts the equality record by record (every value of RecordKpis) and returns the core's.
+    result = run(RECORDS, T, messages=msgs, events=evs, calls=phone, settings=cfg)
+    assert set(result.kpis) == set(result.match.links)
+
+
+@FAST
+@given(emails(), meetings(), calls(), tenant_settings(), st.integers(1, 3))
+def test_batches_over_one_shared_table_equal_one_pass(
+    msgs: list[MailMessage], evs: list[CalendarEvent], phone: list[PhoneCall], cfg: Settings, size: int
+) -> None:
+    result = run(RECORDS, T, messages=msgs, events=evs, calls=phone, settings=cfg)
+    links, identities = result.match.links, result.match.identities
+    acts = list({lk.activity.key: lk.activity for ls in links.values() for lk in ls}.values())
+    threads = assign_threads(acts)
+    table = ActivityTable(acts, T, cfg, threads=threads, identities=identities)
+    refs = sorted(links)
+    health = RECORDS.health_refs()
+    batched = [
+        k
+        for i in range(0, len(refs), size)
+        for k in compute_kpis(
+            {r: links[r] for r in refs[i : i + size]},
+            T,
+            cfg,
+            threads=threads,
+            identities=identities,
+            health_for=health,
+            table=table,
+        )
+    ]
+    assert batched == [
+        compute_record_kpis(r, links[r], T, cfg, threads=threads, identities=identities, with_health=r in health)
+        for r in refs
+    ]
+
+
+def test_no_records_give_no_kpis() -> None:
+    assert list(compute_kpis({}, T, Settings(), threads={})) == []
+
+
+def test_a_record_gets_health_only_when_asked() -> None:
+    msgs = [
+        MailMessage(
+            graph_id="m1",
+            mailbox="bob@contoso.com",
+            sent_at=T - timedelta(days=1),
+            from_address="bob@contoso.com",
+            to=("ann@fabrikam.com",),
+            internet_message_id="<a@x>",
+            conversation_id="c",
+        ),
+    ]
+    result = run(RECORDS, T, messages=msgs)
+    ann = RecordRef(Entity.CONTACT, "ann")
+    got = {k.record: k for k in compute_kpis(result.match.links, T, Settings(), threads={}, health_for=())}
+    assert got[ann].health is None and result.of(ann).health is not None
+    assert got[ann].counts == result.of(ann).counts
