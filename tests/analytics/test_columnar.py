@@ -206,6 +206,8 @@ def test_batches_over_one_shared_table_equal_one_pass(
 
 def test_no_records_give_no_kpis() -> None:
     assert list(compute_kpis({}, T, Settings(), threads={})) == []
+    empty = ActivityTable([], T, Settings(), threads={}, identities={})
+    assert empty.activities.height == 0 and empty.parts.height == 0
 
 
 def test_a_record_gets_health_only_when_asked() -> None:

@@ -161,7 +161,7 @@ class ActivityTable:
         self._first_day = days[0].toordinal()
         self._threads: dict[str, int] = {}
         # A chunk at a time, so the Python lists the columns are made from stay small however big the run.
-        chunks = [self._chunk(acts, i, threads) for i in range(0, len(acts), _CHUNK)]
+        chunks = [self._chunk(acts, i, threads) for i in range(0, max(len(acts), 1), _CHUNK)]  # one, even empty
         self.activities = pl.concat([c[0] for c in chunks]).with_columns(
             krank=pl.col("key").rank("ordinal").cast(pl.Int32)
         )
