@@ -299,6 +299,8 @@ class _Frames:
         health_before = self._health_measures(self.before, wanted, None)
         last_day = local_date(as_of, s.zone)
         days = series_dates(last_day)
+        empty = tuple(empty_day(d) for d in days)  # a record's series is mostly these shared empty days
+        first = days[0].toordinal()
         for r, ref in enumerate(self.refs):
             c = Counts(*counts.get(r, (0,) * 6))
             t_team, t_cust = team.get(r, (0, 0, [])), customer.get(r, (0, 0, []))
@@ -319,10 +321,7 @@ class _Frames:
                 next_interaction=interaction_of(self.acts[nxt[r]]) if r in nxt else None,
                 top_contacts_ours=ours.get(r, ()),
                 top_contacts_theirs=theirs.get(r, ()),
-                daily=tuple(
-                    DailyCounts(d, Counts(*per_day[d.toordinal()])) if d.toordinal() in per_day else empty_day(d)
-                    for d in days
-                ),
+                daily=_series(empty, first, per_day),
                 health=health,
                 reasons=reasons.get(r, {}),
             )
@@ -553,6 +552,15 @@ def _pick(links: pl.DataFrame, *, descending: bool) -> dict[int, int]:
         .first()
     )
     return dict(best.select("r", "a").iter_rows())
+
+
+def _series(empty: tuple[DailyCounts, ...], first: int, per_day: Mapping[int, list[int]]) -> tuple[DailyCounts, ...]:
+    if not per_day:
+        return empty
+    days = list(empty)
+    for d, tally in per_day.items():
+        days[d - first] = DailyCounts(empty[d - first].day, Counts(*tally))
+    return tuple(days)
 
 
 def _tallies(rows: pl.DataFrame) -> dict[int, list[int]]:

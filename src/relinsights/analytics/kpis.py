@@ -80,7 +80,7 @@ _COUNT_FIELD = {
 }
 
 
-_NO_COUNTS = Counts()
+NO_COUNTS = Counts()
 _SLOT = {key: i for i, key in enumerate(_COUNT_FIELD)}
 
 
@@ -241,7 +241,7 @@ def series_dates(last_day: date) -> tuple[date, ...]:
 
 @lru_cache(maxsize=4 * SERIES_DAYS)
 def empty_day(day: date) -> DailyCounts:
-    return DailyCounts(day, _NO_COUNTS)
+    return DailyCounts(day, NO_COUNTS)
 
 
 def _time_spent(links: Iterable[Link], settings: Settings) -> tuple[float, float]:

@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
 from relinsights.analytics import Counts, Health, Interaction, RecordKpis, SideResponse, TopContact
-from relinsights.analytics.kpis import SERIES_DAYS
+from relinsights.analytics.kpis import NO_COUNTS, SERIES_DAYS
 from relinsights.analytics.timeutil import as_utc, local_date
 
 PAYLOAD_VERSION = 1
@@ -113,7 +113,10 @@ def kpi_payload(k: RecordKpis) -> dict[str, Any]:
         "next_interaction": _interaction(k.next_interaction),
         "top_contacts_ours": [_contact(t) for t in k.top_contacts_ours],
         "top_contacts_theirs": [_contact(t) for t in k.top_contacts_theirs],
-        "relationship_activities": {d.day.isoformat(): _counts(d.counts) for d in k.daily if d.counts.total},
+        # Most days share the one empty Counts: skipped by identity before adding anything up.
+        "relationship_activities": {
+            d.day.isoformat(): _counts(d.counts) for d in k.daily if d.counts is not NO_COUNTS and d.counts.total
+        },
         "health": _health(k.health),
         "link_reasons": dict(k.reasons),
     }
