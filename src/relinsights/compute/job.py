@@ -174,9 +174,10 @@ def prepare(engine: Engine, tenant: TenantConfig, as_of: datetime, keep_rows: bo
     )
     if not keep_rows:
         inputs.release_rows()
+    # Threads before links: their temporary strings come and go while the links do not exist yet.
+    threads = assign_threads(activities.activities)
     index = RecordIndex(inputs.records, inputs.rules, kpi=settings.kpi, zone=settings.zone)
     match = match_activities(activities.activities, index)
-    threads = assign_threads(activities.activities)
     return Prepared(row.id, as_of, settings, inputs, activities, match, threads, inputs.records.health_refs())
 
 
