@@ -1,5 +1,4 @@
-"""The compute job's memory-saving mechanisms keep every value: compact payloads, shared participants and
-strings, links stored compactly and made on demand, threads assigned without temporary strings."""
+"""The compute job's memory-saving mechanisms keep every value (the analytics' own: tests/analytics/test_memory.py)."""
 
 from __future__ import annotations
 

@@ -207,7 +207,7 @@ def compute_tenant(
         source_rows=p.inputs.source_rows,
         activities=len(p.activities.activities),
         skipped_rows=dict(p.activities.skipped),
-        links=sum(len(v) for v in p.match.links.values()),
+        links=p.match.link_count,
         records=len(p.match.links),
         ambiguous_domains=[
             {"domain": a.domain, "account_ids": list(a.account_ids), "activities": a.activities}

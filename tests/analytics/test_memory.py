@@ -1,0 +1,59 @@
+"""Memory-saving representations of the analytics core: same values, fewer objects."""
+
+from __future__ import annotations
+
+from relinsights.analytics import (
+    Account,
+    Contact,
+    CrmRecords,
+    Link,
+    RecordIndex,
+    Settings,
+    build_activities,
+    match_activities,
+)
+from relinsights.analytics.matching import LinkTable
+
+from .factory import mail, rules
+from .test_matching import ANN, BOB, CARL, USERS, acc, con
+
+ZOE = "zoe@fabrikam.com"
+
+
+def test_links_are_stored_compactly_and_made_equal_on_demand() -> None:
+    records = CrmRecords(
+        contacts=[Contact("ann", (ANN,), parent_account_id="fab"), Contact("zoe", (ZOE,), parent_account_id="fab")],
+        accounts=[Account("fab", website_url="fabrikam.com")],
+    )
+    r = rules(users=USERS)
+    messages = [
+        mail(BOB, [ANN], "2026-03-01 09:00"),
+        mail(ZOE, [CARL], "2026-03-02 09:00"),
+        mail(BOB, [ANN, ZOE], "2026-03-03 09:00", cc=[CARL]),
+        mail(ANN, [BOB], "2026-03-04 09:00"),
+    ]
+    acts = build_activities(rules=r, messages=messages).activities
+    res = match_activities(acts, RecordIndex(records, r, zone=Settings().zone))
+    table = res.links
+    assert isinstance(table, LinkTable)
+    assert list(table) == [acc("fab"), con("ann"), con("zoe")] and len(table) == 3 and acc("fab") in table
+    assert res.link_count == sum(len(v) for v in table.values()) == 9
+
+    account = table[acc("fab")]
+    assert [lk.activity for lk in account] == list(acts)  # in activity order, the activities themselves
+    assert all(type(lk) is Link and lk.record == acc("fab") for lk in account)
+    assert [(lk.reasons, lk.members) for lk in account] == [
+        (("account-contact", "account-domain"), {ANN}),
+        (("account-contact", "account-domain"), {ZOE}),
+        (("account-contact", "account-domain"), {ANN, ZOE}),
+        (("account-contact", "account-domain"), {ANN}),
+    ]
+    # Made on demand: equal every time, and the (reasons, members) objects are shared between links.
+    assert table[acc("fab")] == account and table[acc("fab")] is not account
+    assert account[0].members is account[3].members and account[0].reasons is account[2].reasons
+    assert table[con("ann")][0].reasons is table[con("zoe")][0].reasons
+    # A plain dict of the same links compares equal (and so do results holding either).
+    plain = {ref: table[ref] for ref in table}
+    assert table == plain and plain == table and res.links_of(con("zoe")) == plain[con("zoe")]
+    assert res.links_of(acc("nobody")) == ()
+    assert repr(table).startswith("LinkTable({RecordRef(")
