@@ -57,3 +57,29 @@ def test_links_are_stored_compactly_and_made_equal_on_demand() -> None:
     assert table == plain and plain == table and res.links_of(con("zoe")) == plain[con("zoe")]
     assert res.links_of(acc("nobody")) == ()
     assert repr(table).startswith("LinkTable({RecordRef(")
+
+
+def test_one_build_shares_participants_groups_and_conversations() -> None:
+    r = rules(users=USERS)
+    messages = [
+        mail(BOB, [ANN], "2026-03-01 09:00", conv="c1"),
+        mail(BOB, [ANN], "2026-03-02 09:00", conv="c1"),
+        mail(ANN, [BOB], "2026-03-03 09:00", conv="c1"),
+        mail(ANN, [BOB], "2026-03-04 09:00", conv="c2"),
+        mail(BOB, [ANN, ZOE], "2026-03-05 09:00", conv="c2"),
+    ]
+    a1, a2, a3, a4, a5 = build_activities(rules=r, messages=messages).activities
+    assert a1.participants is a2.participants  # the same people in the same roles: one tuple
+    assert a3.participants is a4.participants
+    bob_from, ann_to = a1.participants
+    ann_from, bob_to = a3.participants
+    assert bob_from.person == bob_to.person and bob_from != bob_to  # one person, two roles: two participants
+    assert (ann_to.role, ann_from.role) == ("to", "from")
+    assert a5.participants[:2] == a1.participants and a5.participants[1] is ann_to  # other group, same people
+    assert a1.conversations == ("graph:c1",) and a1.conversations is a2.conversations is a3.conversations
+    assert a4.conversations == ("graph:c2",) and a4.conversations is a5.conversations
+
+    # Nothing is shared between builds, and each build's activities equal the other's.
+    again = build_activities(rules=r, messages=messages).activities
+    assert again == (a1, a2, a3, a4, a5) and again[0].participants is not a1.participants
+    assert again[0].participants[0] is not a1.participants[0]

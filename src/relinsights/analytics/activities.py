@@ -49,7 +49,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from functools import lru_cache
 from typing import TypeVar
 
 from relinsights.analytics.parties import PartyKind, PartyRules, canonical_address
@@ -163,23 +162,38 @@ class _Who:
     def counts(self) -> bool:
         return self.kind is PartyKind.INTERNAL or self.kind is PartyKind.EXTERNAL
 
-    def as_participant(self, role: Role, attended: bool = True) -> Participant:
-        return _participant(self.person, self.kind is PartyKind.INTERNAL, role, self.address, self.party, attended)
-
-
-@lru_cache(maxsize=1 << 18)
-def _participant(
-    person: str, internal: bool, role: Role, address: str | None, party: RecordRef | None, attended: bool
-) -> Participant:
-    # Participants are immutable values and a year of mail repeats the same few thousand people in the
-    # same roles: one shared object each keeps millions of activities small.
-    return Participant(person, internal, role, address, party, attended)
-
 
 class _Resolver:
+    """Resolves the addresses and parties of one build, and shares its immutable values.
+
+    Participants, participant tuples and conversation ids are immutable values, and a year of mail
+    repeats the same few thousand people in the same roles, the same groups of people and the same
+    threads: one object of each per build (not a global cache: nothing outlives the build) keeps millions
+    of activities small. Shared objects compare equal to separately made ones: only memory changes.
+    """
+
     def __init__(self, rules: PartyRules) -> None:
         self.rules = rules
         self._addresses: dict[str | None, _Who | None] = {}
+        self._participants: dict[Participant, Participant] = {}
+        self._groups: dict[tuple[Participant, ...], tuple[Participant, ...]] = {}
+        self._strings: dict[str, str] = {}
+        self._string_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def participant(self, who: _Who, role: Role, attended: bool = True) -> Participant:
+        p = Participant(who.person, who.kind is PartyKind.INTERNAL, role, who.address, who.party, attended)
+        return self._participants.setdefault(p, p)
+
+    def group(self, participants: Iterable[Participant]) -> tuple[Participant, ...]:
+        t = tuple(participants)
+        return self._groups.setdefault(t, t)
+
+    def string(self, value: str) -> str:
+        return self._strings.setdefault(value, value)
+
+    def strings(self, values: Iterable[str | None]) -> tuple[str, ...]:
+        t = _unique(values)
+        return self._string_tuples.setdefault(t, t) if t else ()
 
     def address(self, raw: str | None) -> _Who | None:
         # A year of mail names the same few thousand addresses over and over: resolve each once.
@@ -264,7 +278,7 @@ def _graph_mail(m: MailMessage, res: _Resolver, skipped: Counter[str]) -> _MailC
         sender=res.address(m.from_address) or res.address(m.sender_address),
         recipients=recips,
         message_id=mid,
-        conversation=f"graph:{m.conversation_id}" if m.conversation_id else None,
+        conversation=res.string(f"graph:{m.conversation_id}") if m.conversation_id else None,
         reply_to=replies,
         regarding=None,
     )
@@ -290,13 +304,13 @@ def _crm_mail(e: CrmEmail, res: _Resolver, skipped: Counter[str]) -> _MailCopy |
         sender=res.party(e.sender) if e.sender else None,
         recipients=recips,
         message_id=mid,
-        conversation=f"crm:{e.conversation_id}" if e.conversation_id else None,
+        conversation=res.string(f"crm:{e.conversation_id}") if e.conversation_id else None,
         reply_to=(reply,) if reply else (),
         regarding=e.regarding,
     )
 
 
-def _merge_mail(key: str, copies: list[_MailCopy], skipped: Counter[str]) -> Activity | None:
+def _merge_mail(key: str, copies: list[_MailCopy], res: _Resolver, skipped: Counter[str]) -> Activity | None:
     copies = sorted(copies, key=lambda c: c.source)  # the result must not depend on arrival order
     primary = sorted((c for c in copies if c.source.startswith("graph:")), key=lambda c: (c.mailbox, c.source))
     primary = primary or sorted(copies, key=lambda c: c.source)
@@ -307,11 +321,11 @@ def _merge_mail(key: str, copies: list[_MailCopy], skipped: Counter[str]) -> Act
     if not sender.counts:
         skipped["ignored-sender"] += 1
         return None
-    parts: dict[str, Participant] = {sender.person: sender.as_participant(Role.FROM)}
+    parts: dict[str, Participant] = {sender.person: res.participant(sender, Role.FROM)}
     for copy in primary:
         for who, role in sorted(copy.recipients, key=lambda wr: wr[1] is Role.CC):
             if who.counts and who.person not in parts:
-                parts[who.person] = who.as_participant(role)
+                parts[who.person] = res.participant(who, role)
     recips = [p for p in parts.values() if p.role is not Role.FROM]
     if sender.kind is PartyKind.INTERNAL and any(not p.internal for p in recips):
         direction = Direction.OUTGOING
@@ -327,9 +341,9 @@ def _merge_mail(key: str, copies: list[_MailCopy], skipped: Counter[str]) -> Act
         direction=direction,
         time=sent,
         end=sent,
-        participants=tuple(parts.values()),
+        participants=res.group(parts.values()),
         message_id=primary[0].message_id,
-        conversations=_unique(c.conversation for c in copies),
+        conversations=res.strings(c.conversation for c in copies),
         reply_to=_unique(r for c in copies for r in c.reply_to),
         regarding=_unique(c.regarding for c in copies),
         sources=tuple(sorted(c.source for c in copies)),
@@ -406,7 +420,7 @@ def _crm_event(a: CrmAppointment, res: _Resolver) -> _EventCopy:
     )
 
 
-def _merge_event(key: str, copies: list[_EventCopy], skipped: Counter[str]) -> Activity | None:
+def _merge_event(key: str, copies: list[_EventCopy], res: _Resolver, skipped: Counter[str]) -> Activity | None:
     copies = sorted(copies, key=lambda c: c.source)
     if any(c.cancelled for c in copies):
         skipped["cancelled"] += 1
@@ -442,12 +456,12 @@ def _merge_event(key: str, copies: list[_EventCopy], skipped: Counter[str]) -> A
             best[who.person] = min(best.get(who.person, cand), cand)
             if who.person not in roles or (role is Role.REQUIRED and roles[who.person][1] is not Role.REQUIRED):
                 roles[who.person] = (who, role)
-    parts = [organizer.as_participant(Role.ORGANIZER)]
+    parts = [res.participant(organizer, Role.ORGANIZER)]
     for person in sorted(roles, key=lambda p: (roles[p][1] is not Role.REQUIRED, p)):
         who, role = roles[person]
         # Organizer-role rows in an attendee list are the organizer themself, already there.
         role = Role.REQUIRED if role is Role.ORGANIZER else role
-        parts.append(who.as_participant(role, attended=best[person][2] != "declined"))
+        parts.append(res.participant(who, role, attended=best[person][2] != "declined"))
 
     if organizer.kind is PartyKind.INTERNAL:
         if not any(not p.internal for p in parts):
@@ -463,7 +477,7 @@ def _merge_event(key: str, copies: list[_EventCopy], skipped: Counter[str]) -> A
         direction=direction,
         time=start,
         end=end,
-        participants=tuple(parts),
+        participants=res.group(parts),
         duration_minutes=duration,
         all_day=base.all_day,
         regarding=_unique(c.regarding for c in copies),
@@ -486,7 +500,7 @@ def _call(c: PhoneCall, res: _Resolver, skipped: Counter[str]) -> Activity | Non
     for parties, role in ((c.from_parties, Role.FROM), (c.to_parties, Role.TO)):
         for who in map(res.party, parties):
             if who is not None and who.counts and who.person not in parts:
-                parts[who.person] = who.as_participant(role)
+                parts[who.person] = res.participant(who, role)
     t = as_utc(when)
     return Activity(
         key=f"call:{c.activity_id.lower()}",
@@ -494,7 +508,7 @@ def _call(c: PhoneCall, res: _Resolver, skipped: Counter[str]) -> Activity | Non
         direction=Direction.OUTGOING if c.outgoing else Direction.INCOMING,
         time=t,
         end=t,
-        participants=tuple(parts.values()),
+        participants=res.group(parts.values()),
         duration_minutes=max(0.0, float(c.duration_minutes or 0.0)),
         pending=c.state is CallState.OPEN,
         regarding=(c.regarding,) if c.regarding else (),
@@ -542,11 +556,11 @@ def build_activities(
     # Popped as merged, so each email's copies are freed while the rest are built (the peak of a big run).
     while mails:
         key, mail_copies = mails.popitem()
-        if (act := _merge_mail(key, mail_copies, skipped)) is not None:
+        if (act := _merge_mail(key, mail_copies, res, skipped)) is not None:
             out.append(act)
     while meetings:
         key, event_copies = meetings.popitem()
-        if (act := _merge_event(key, event_copies, skipped)) is not None:
+        if (act := _merge_event(key, event_copies, res, skipped)) is not None:
             out.append(act)
     seen_calls: set[str] = set()
     for call in sorted(phone_calls, key=lambda c: c.activity_id):
