@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from relinsights.analytics import (
     Account,
+    Activity,
     Contact,
     CrmRecords,
+    Direction,
+    Kind,
     Link,
     RecordIndex,
     Settings,
+    assign_threads,
     build_activities,
     match_activities,
 )
 from relinsights.analytics.matching import LinkTable
+from relinsights.analytics.threads import assign_threads_compact
 
 from .factory import mail, rules
 from .test_matching import ANN, BOB, CARL, USERS, acc, con
@@ -83,3 +93,75 @@ def test_one_build_shares_participants_groups_and_conversations() -> None:
     again = build_activities(rules=r, messages=messages).activities
     assert again == (a1, a2, a3, a4, a5) and again[0].participants is not a1.participants
     assert again[0].participants[0] is not a1.participants[0]
+
+
+T = datetime(2026, 3, 10, 12, tzinfo=UTC)
+_ids = st.sampled_from(["<a@x>", "<b@x>", "<c@x>", "<d@x>", "<e@x>", "<f@x>"])
+
+
+@st.composite
+def thread_inputs(draw: st.DrawFn) -> list[Activity]:
+    """Emails (and a few meetings) sharing keys, conversations, message ids and references at random."""
+    out = []
+    for n in range(draw(st.integers(0, 25))):
+        mid = draw(st.none() | _ids)
+        key = draw(st.sampled_from([f"email:{mid}" if mid else f"email:graph:g{n}", f"email:k{n % 4}"]))
+        out.append(
+            Activity(
+                key=key,
+                kind=draw(st.sampled_from([Kind.EMAIL] * 5 + [Kind.MEETING])),
+                direction=Direction.OUTGOING,
+                time=T - timedelta(minutes=n),
+                end=T - timedelta(minutes=n),
+                participants=(),
+                message_id=mid,
+                conversations=tuple(
+                    draw(st.lists(st.sampled_from(["graph:c1", "graph:c2", "crm:c1", "c3"]), max_size=2))
+                ),
+                reply_to=tuple(draw(st.lists(_ids, max_size=3))),
+            )
+        )
+    return out
+
+
+@given(thread_inputs())
+def test_compact_threads_equal_assign_threads(activities: list[Activity]) -> None:
+    expected = assign_threads(activities)
+    got = assign_threads_compact(activities)
+    assert got == expected and list(got) == list(expected)
+
+
+def test_compact_threads_join_through_ids_nobody_holds() -> None:
+    def email(key: str, mid: str | None, conv: str = "", refs: tuple[str, ...] = ()) -> Activity:
+        return Activity(
+            key,
+            Kind.EMAIL,
+            Direction.INCOMING,
+            T,
+            T,
+            (),
+            message_id=mid,
+            conversations=(conv,) if conv else (),
+            reply_to=refs,
+        )
+
+    acts = [
+        email("email:<z@x>", "<z@x>", "graph:c1"),
+        email("email:<y@x>", "<y@x>", "graph:c2", refs=("<parent@x>",)),  # the parent is not synced...
+        email("email:<x@x>", "<x@x>", refs=("<parent@x>",)),  # ...its two replies still share a thread
+        email("email:<w@x>", "<w@x>", "crm:c1"),
+        email("email:<v@x>", "<v@x>", "graph:c1"),
+        email("email:<u@x>", "<u@x>", "c1"),  # conversation ids compare with their namespace
+    ]
+    assert (
+        assign_threads_compact(acts)
+        == assign_threads(acts)
+        == {
+            "email:<z@x>": "email:<v@x>",
+            "email:<y@x>": "email:<x@x>",
+            "email:<x@x>": "email:<x@x>",
+            "email:<w@x>": "email:<w@x>",
+            "email:<v@x>": "email:<v@x>",
+            "email:<u@x>": "email:<u@x>",
+        }
+    )

@@ -28,11 +28,11 @@ from relinsights.analytics import (
     RecordRef,
     Settings,
     Tier,
-    assign_threads,
     build_activities,
     compute_record_kpis,
     match_activities,
 )
+from relinsights.analytics.threads import assign_threads_compact
 from relinsights.analytics.timeutil import as_utc
 from relinsights.compute.fingerprint import Fingerprints, stable_until
 from relinsights.compute.load import TenantInputs, load_inputs
@@ -174,8 +174,8 @@ def prepare(engine: Engine, tenant: TenantConfig, as_of: datetime, keep_rows: bo
     )
     if not keep_rows:
         inputs.release_rows()
-    # Threads before links: their temporary strings come and go while the links do not exist yet.
-    threads = assign_threads(activities.activities)
+    # Threads before links: their temporary objects come and go while the links do not exist yet.
+    threads = assign_threads_compact(activities.activities)
     index = RecordIndex(inputs.records, inputs.rules, kpi=settings.kpi, zone=settings.zone)
     match = match_activities(activities.activities, index)
     return Prepared(row.id, as_of, settings, inputs, activities, match, threads, inputs.records.health_refs())
