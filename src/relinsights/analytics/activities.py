@@ -151,7 +151,8 @@ class ActivitySet:
     skipped: Mapping[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+# Compared by identity (never by value: the builder compares persons): hashing one is then cheap.
+@dataclass(frozen=True, slots=True, eq=False)
 class _Who:
     person: str
     kind: PartyKind
@@ -179,6 +180,7 @@ class _Resolver:
         self._groups: dict[tuple[Participant, ...], tuple[Participant, ...]] = {}
         self._strings: dict[str, str] = {}
         self._string_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._whos: dict[tuple[_Who, ...], tuple[_Who, ...]] = {}
 
     def participant(self, who: _Who, role: Role, attended: bool = True) -> Participant:
         p = Participant(who.person, who.kind is PartyKind.INTERNAL, role, who.address, who.party, attended)
@@ -187,6 +189,11 @@ class _Resolver:
     def group(self, participants: Iterable[Participant]) -> tuple[Participant, ...]:
         t = tuple(participants)
         return self._groups.setdefault(t, t)
+
+    def whos(self, resolved: Iterable[_Who | None]) -> tuple[_Who, ...]:
+        """The resolved people of a To or Cc list (the same lists recur: one tuple each)."""
+        t = tuple(w for w in resolved if w is not None)
+        return self._whos.setdefault(t, t) if t else ()
 
     def string(self, value: str) -> str:
         return self._strings.setdefault(value, value)
@@ -251,7 +258,8 @@ class _MailCopy:
     mailbox: str
     sent_at: datetime
     sender: _Who | None
-    recipients: list[tuple[_Who, Role]]
+    to: tuple[_Who, ...]
+    cc: tuple[_Who, ...]
     message_id: str | None
     conversation: str | None
     reply_to: tuple[str, ...]
@@ -266,9 +274,6 @@ def _graph_mail(m: MailMessage, res: _Resolver, skipped: Counter[str]) -> _MailC
         skipped["no-time"] += 1
         return None
     mid = normalise_message_id(m.internet_message_id)
-    recips: list[tuple[_Who, Role]] = []
-    for raws, role in ((m.to, Role.TO), (m.cc, Role.CC)):  # Bcc is never read: never a participant
-        recips += [(w, role) for w in map(res.address, raws) if w is not None]
     replies = tuple(x for x in (normalise_message_id(r) for r in (m.in_reply_to, *m.references)) if x)
     return _MailCopy(
         key=f"email:{mid}" if mid else f"email:graph:{m.graph_id}",
@@ -276,7 +281,8 @@ def _graph_mail(m: MailMessage, res: _Resolver, skipped: Counter[str]) -> _MailC
         mailbox=res.mailbox(m.mailbox),
         sent_at=as_utc(m.sent_at),
         sender=res.address(m.from_address) or res.address(m.sender_address),
-        recipients=recips,
+        to=res.whos(map(res.address, m.to)),
+        cc=res.whos(map(res.address, m.cc)),  # Bcc is never read: never a participant
         message_id=mid,
         conversation=res.string(f"graph:{m.conversation_id}") if m.conversation_id else None,
         reply_to=replies,
@@ -292,9 +298,6 @@ def _crm_mail(e: CrmEmail, res: _Resolver, skipped: Counter[str]) -> _MailCopy |
         skipped["no-time"] += 1
         return None
     mid = normalise_message_id(e.message_id)
-    recips: list[tuple[_Who, Role]] = []
-    for parties, role in ((e.to, Role.TO), (e.cc, Role.CC)):
-        recips += [(w, role) for w in map(res.party, parties) if w is not None]
     reply = normalise_message_id(e.in_reply_to)
     return _MailCopy(
         key=f"email:{mid}" if mid else f"email:crm:{e.activity_id}",
@@ -302,7 +305,8 @@ def _crm_mail(e: CrmEmail, res: _Resolver, skipped: Counter[str]) -> _MailCopy |
         mailbox="",
         sent_at=as_utc(e.sent_at),
         sender=res.party(e.sender) if e.sender else None,
-        recipients=recips,
+        to=res.whos(map(res.party, e.to)),
+        cc=res.whos(map(res.party, e.cc)),
         message_id=mid,
         conversation=res.string(f"crm:{e.conversation_id}") if e.conversation_id else None,
         reply_to=(reply,) if reply else (),
@@ -323,9 +327,10 @@ def _merge_mail(key: str, copies: list[_MailCopy], res: _Resolver, skipped: Coun
         return None
     parts: dict[str, Participant] = {sender.person: res.participant(sender, Role.FROM)}
     for copy in primary:
-        for who, role in sorted(copy.recipients, key=lambda wr: wr[1] is Role.CC):
-            if who.counts and who.person not in parts:
-                parts[who.person] = res.participant(who, role)
+        for whos, role in ((copy.to, Role.TO), (copy.cc, Role.CC)):
+            for who in whos:
+                if who.counts and who.person not in parts:
+                    parts[who.person] = res.participant(who, role)
     recips = [p for p in parts.values() if p.role is not Role.FROM]
     if sender.kind is PartyKind.INTERNAL and any(not p.internal for p in recips):
         direction = Direction.OUTGOING
@@ -536,18 +541,19 @@ def build_activities(
     """
     res = _Resolver(rules)
     skipped: Counter[str] = Counter()
-    mails: dict[str, list[_MailCopy]] = defaultdict(list)
+    # Most emails have one copy: it is kept alone, a list only for the others (millions of small lists).
+    mails: dict[str, _MailCopy | list[_MailCopy]] = {}
     meetings: dict[str, list[_EventCopy]] = defaultdict(list)
     if tier is Tier.ENHANCED:
         for m in messages:
             if (mc := _graph_mail(m, res, skipped)) is not None:
-                mails[mc.key].append(mc)
+                _add_copy(mails, mc)
         for e in events:
             if (ec := _graph_event(e, res, skipped)) is not None:
                 meetings[ec.key].append(ec)
     for ce in crm_emails:
         if (mc := _crm_mail(ce, res, skipped)) is not None:
-            mails[mc.key].append(mc)
+            _add_copy(mails, mc)
     for ca in crm_appointments:
         ec = _crm_event(ca, res)
         meetings[ec.key].append(ec)
@@ -556,6 +562,8 @@ def build_activities(
     # Popped as merged, so each email's copies are freed while the rest are built (the peak of a big run).
     while mails:
         key, mail_copies = mails.popitem()
+        if not isinstance(mail_copies, list):
+            mail_copies = [mail_copies]
         if (act := _merge_mail(key, mail_copies, res, skipped)) is not None:
             out.append(act)
     while meetings:
@@ -571,6 +579,16 @@ def build_activities(
             out.append(act)
     out.sort(key=lambda a: (a.time, a.key))
     return ActivitySet(tuple(out), dict(sorted(skipped.items())))
+
+
+def _add_copy(mails: dict[str, _MailCopy | list[_MailCopy]], copy: _MailCopy) -> None:
+    have = mails.get(copy.key)
+    if have is None:
+        mails[copy.key] = copy
+    elif isinstance(have, list):
+        have.append(copy)
+    else:
+        mails[copy.key] = [have, copy]
 
 
 def _unique(values: Iterable[_T | None]) -> tuple[_T, ...]:
