@@ -185,10 +185,11 @@ def compute_payloads(engine: Engine, tenant: TenantConfig, as_of: datetime) -> d
     """Every record's payload as of T, computed in full and stored nowhere (checks and tests)."""
     p = prepare(engine, tenant, as_of)
     fps = p.fingerprints()
-    return {
-        ref: orjson.loads(p.snapshot(ref, links, fps.record(ref, links, ref in p.health_refs)).payload)
-        for ref, links in sorted(p.match.links.items())
-    }
+    out = {}
+    for ref in sorted(p.match.links):  # one record's links at a time (they are made on demand)
+        links = p.match.links[ref]
+        out[ref] = orjson.loads(p.snapshot(ref, links, fps.record(ref, links, ref in p.health_refs)).payload)
+    return out
 
 
 def compute_tenant(
@@ -219,7 +220,8 @@ def compute_tenant(
     fps = p.fingerprints()
     computed: list[SnapshotRow] = []
     reused: list[int] = []
-    for ref, links in sorted(p.match.links.items()):
+    for ref in sorted(p.match.links):  # one record's links at a time (they are made on demand)
+        links = p.match.links[ref]
         fingerprint = fps.record(ref, links, ref in p.health_refs)
         prev = previous.get((str(ref.entity), ref.id))
         if prev is not None and prev.fingerprint == fingerprint and prev.still_valid(as_of):
