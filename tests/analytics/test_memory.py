@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -11,10 +12,13 @@ from relinsights.analytics import (
     Account,
     Activity,
     Contact,
+    CrmEmail,
+    CrmParty,
     CrmRecords,
     Direction,
     Kind,
     Link,
+    PhoneCall,
     RecordIndex,
     Settings,
     assign_threads,
@@ -24,7 +28,7 @@ from relinsights.analytics import (
 from relinsights.analytics.matching import LinkTable
 from relinsights.analytics.threads import assign_threads_compact
 
-from .factory import mail, rules
+from .factory import copies, event_copy, mail, meeting, rules
 from .test_matching import ANN, BOB, CARL, USERS, acc, con
 
 ZOE = "zoe@fabrikam.com"
@@ -93,6 +97,27 @@ def test_one_build_shares_participants_groups_and_conversations() -> None:
     again = build_activities(rules=r, messages=messages).activities
     assert again == (a1, a2, a3, a4, a5) and again[0].participants is not a1.participants
     assert again[0].participants[0] is not a1.participants[0]
+
+
+def test_activities_without_sources_are_the_same_activities() -> None:
+    r = rules(users=USERS)
+    m = mail(BOB, [ANN], "2026-03-01 09:00", mid="<x1@test>")
+    bob, ann = CrmParty("systemuser", "su-bob", BOB), CrmParty("contact", "ann", ANN)
+    crm = CrmEmail("A1", m.sent_at, sender=bob, to=(ann,), message_id="X1@test")  # the same email, tracked
+    meet = meeting(BOB, {ANN: "accepted"}, "2026-03-02 10:00", "2026-03-02 11:00")
+    call = PhoneCall("C1", True, (bob,), (ann,), actual_end=datetime(2026, 3, 3, 9, tzinfo=UTC))
+    rows = {
+        "messages": [*copies(m, CARL), mail(ZOE, [CARL], "2026-03-04 09:00")],
+        "events": [meet, event_copy(meet, CARL)],
+        "crm_emails": [crm],
+        "phone_calls": [call],
+    }
+    full = build_activities(rules=r, **rows)  # type: ignore[arg-type]
+    lean = build_activities(rules=r, keep_sources=False, **rows)  # type: ignore[arg-type]
+    assert [len(a.sources) for a in full.activities] == [3, 2, 1, 1]
+    assert all(a.sources == () for a in lean.activities)
+    assert lean.activities == tuple(replace(a, sources=()) for a in full.activities)
+    assert lean.skipped == full.skipped
 
 
 T = datetime(2026, 3, 10, 12, tzinfo=UTC)

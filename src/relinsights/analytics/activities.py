@@ -121,7 +121,9 @@ class Activity:
     conversations: tuple[str, ...] = ()  # namespaced conversation ids ("graph:...", "crm:...")
     reply_to: tuple[str, ...] = ()  # In-Reply-To and References message ids
     regarding: tuple[RecordRef, ...] = ()
-    sources: tuple[str, ...] = ()  # "graph:<id>" / "crm:<activityid>" of every merged copy
+    # "graph:<id>" / "crm:<activityid>" of every merged copy; empty when built with keep_sources=False (the
+    # KPI job: no value it computes reads them, and a year of Graph ids is a large part of its memory).
+    sources: tuple[str, ...] = ()
 
     @property
     def initiator(self) -> Participant | None:
@@ -173,8 +175,9 @@ class _Resolver:
     of activities small. Shared objects compare equal to separately made ones: only memory changes.
     """
 
-    def __init__(self, rules: PartyRules) -> None:
+    def __init__(self, rules: PartyRules, keep_sources: bool = True) -> None:
         self.rules = rules
+        self.keep_sources = keep_sources
         self._addresses: dict[str | None, _Who | None] = {}
         self._participants: dict[Participant, Participant] = {}
         self._groups: dict[tuple[Participant, ...], tuple[Participant, ...]] = {}
@@ -194,6 +197,9 @@ class _Resolver:
         """The resolved people of a To or Cc list (the same lists recur: one tuple each)."""
         t = tuple(w for w in resolved if w is not None)
         return self._whos.setdefault(t, t) if t else ()
+
+    def sources(self, copies: Iterable[_MailCopy | _EventCopy]) -> tuple[str, ...]:
+        return tuple(sorted(c.source for c in copies)) if self.keep_sources else ()
 
     def string(self, value: str) -> str:
         return self._strings.setdefault(value, value)
@@ -351,7 +357,7 @@ def _merge_mail(key: str, copies: list[_MailCopy], res: _Resolver, skipped: Coun
         conversations=res.strings(c.conversation for c in copies),
         reply_to=_unique(r for c in copies for r in c.reply_to),
         regarding=_unique(c.regarding for c in copies),
-        sources=tuple(sorted(c.source for c in copies)),
+        sources=res.sources(copies),
     )
 
 
@@ -486,7 +492,7 @@ def _merge_event(key: str, copies: list[_EventCopy], res: _Resolver, skipped: Co
         duration_minutes=duration,
         all_day=base.all_day,
         regarding=_unique(c.regarding for c in copies),
-        sources=tuple(sorted(c.source for c in copies)),
+        sources=res.sources(copies),
     )
 
 
@@ -517,7 +523,7 @@ def _call(c: PhoneCall, res: _Resolver, skipped: Counter[str]) -> Activity | Non
         duration_minutes=max(0.0, float(c.duration_minutes or 0.0)),
         pending=c.state is CallState.OPEN,
         regarding=(c.regarding,) if c.regarding else (),
-        sources=(f"crm:{c.activity_id}",),
+        sources=(f"crm:{c.activity_id}",) if res.keep_sources else (),
     )
 
 
@@ -533,13 +539,15 @@ def build_activities(
     crm_emails: Iterable[CrmEmail] = (),
     crm_appointments: Iterable[CrmAppointment] = (),
     phone_calls: Iterable[PhoneCall] = (),
+    keep_sources: bool = True,
 ) -> ActivitySet:
     """Normalise and deduplicate every source into activities, sorted by (time, key).
 
     In the basic tier the Graph rows are not read (the tenant has enhanced insights off).
-    The result does not depend on the order the rows arrive in.
+    The result does not depend on the order the rows arrive in. keep_sources=False leaves every
+    activity's `sources` empty (nothing else changes: copies are still merged and ordered by them).
     """
-    res = _Resolver(rules)
+    res = _Resolver(rules, keep_sources)
     skipped: Counter[str] = Counter()
     # Most emails have one copy: it is kept alone, a list only for the others (millions of small lists).
     mails: dict[str, _MailCopy | list[_MailCopy]] = {}

@@ -153,10 +153,14 @@ def normalise_as_of(as_of: datetime | None) -> datetime:
     return as_utc(as_of) if as_of is not None else datetime.now(UTC).replace(microsecond=0)
 
 
-def prepare(engine: Engine, tenant: TenantConfig, as_of: datetime, keep_rows: bool = True) -> Prepared:
+def prepare(
+    engine: Engine, tenant: TenantConfig, as_of: datetime, keep_rows: bool = True, keep_sources: bool = True
+) -> Prepared:
     """Load the tenant's rows, build its activities and link them to its CRM records.
 
-    keep_rows=False drops the loaded source rows once the activities are built (the job's memory peak)."""
+    keep_rows=False drops the loaded source rows once the activities are built; keep_sources=False
+    builds activities without their `sources` (the Graph and CRM ids of their copies), which no KPI
+    reads: the KPI job does both, for memory."""
     row = ensure_tenant(engine, tenant)
     assert row.id is not None
     tier = Tier.ENHANCED if tenant_enabled(row, tenant) else Tier.BASIC
@@ -171,6 +175,7 @@ def prepare(engine: Engine, tenant: TenantConfig, as_of: datetime, keep_rows: bo
         crm_emails=inputs.crm_emails,
         crm_appointments=inputs.crm_appointments,
         phone_calls=inputs.phone_calls,
+        keep_sources=keep_sources,
     )
     if not keep_rows:
         inputs.release_rows()
@@ -198,7 +203,7 @@ def compute_tenant(
     """Compute and store the KPI snapshots of every linked record of `tenant` as of `as_of` (default now)."""
     started_wall, started = datetime.now(UTC), time.monotonic()
     as_of = normalise_as_of(as_of)
-    p = prepare(engine, tenant, as_of, keep_rows=False)
+    p = prepare(engine, tenant, as_of, keep_rows=False, keep_sources=False)
     report = ComputeReport(
         tenant=tenant.name,
         as_of=as_of,
