@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,7 @@ from relinsights.analytics import (
     compute_record_kpis,
     match_activities,
 )
+from relinsights.analytics.matching import LinkTable
 from relinsights.analytics.threads import assign_threads_compact
 from relinsights.analytics.timeutil import as_utc
 from relinsights.compute.fingerprint import Fingerprints, stable_until
@@ -114,7 +116,12 @@ class Prepared:
         return PARTIAL if self.inputs.failed_mailboxes else COMPLETE
 
     def fingerprints(self) -> Fingerprints:
-        return Fingerprints(self.settings, self.threads, self.match.identities)
+        return Fingerprints(self.settings, self.threads, self.match.identities, self.activities.activities)
+
+    def positions(self, ref: RecordRef) -> Sequence[int] | None:
+        """Where the record's links' activities are in `activities` (None when the links do not say)."""
+        links = self.match.links
+        return links.positions(ref) if isinstance(links, LinkTable) else None
 
     def snapshot(self, ref: RecordRef, links: tuple[Link, ...], fingerprint: str) -> SnapshotRow:
         """Compute one record's KPIs as of T (exactly what `compute_all` would)."""
@@ -193,7 +200,8 @@ def compute_payloads(engine: Engine, tenant: TenantConfig, as_of: datetime) -> d
     out = {}
     for ref in sorted(p.match.links):  # one record's links at a time (they are made on demand)
         links = p.match.links[ref]
-        out[ref] = orjson.loads(p.snapshot(ref, links, fps.record(ref, links, ref in p.health_refs)).payload)
+        fingerprint = fps.record(ref, links, ref in p.health_refs, p.positions(ref))
+        out[ref] = orjson.loads(p.snapshot(ref, links, fingerprint).payload)
     return out
 
 
@@ -227,7 +235,7 @@ def compute_tenant(
     reused: list[int] = []
     for ref in sorted(p.match.links):  # one record's links at a time (they are made on demand)
         links = p.match.links[ref]
-        fingerprint = fps.record(ref, links, ref in p.health_refs)
+        fingerprint = fps.record(ref, links, ref in p.health_refs, p.positions(ref))
         prev = previous.get((str(ref.entity), ref.id))
         if prev is not None and prev.fingerprint == fingerprint and prev.still_valid(as_of):
             reused.append(prev.id)
