@@ -220,3 +220,9 @@ def test_compact_threads_join_through_ids_nobody_holds() -> None:
             "email:<u@x>": "email:<u@x>",
         }
     )
+    # One message id under two keys (not from the builder, which keys an email by its id): one thread,
+    # whichever comes first.
+    pair = [email("email:crm:A1", "<t@x>"), email("email:<t@x>", "<t@x>")]
+    for acts in (pair, pair[::-1]):
+        assert assign_threads_compact(acts) == assign_threads(acts)
+        assert set(assign_threads_compact(acts).values()) == {"email:<t@x>"}

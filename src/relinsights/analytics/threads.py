@@ -2,27 +2,26 @@
 temporary memory.
 
 `assign_threads` makes a namespaced string node per email, conversation id and message id (three new
-strings and three dictionary entries per email); over a year of mail that is the KPI job's memory peak.
-Here the only nodes are the emails themselves (integers in an array): a conversation or message id is
-represented by the first email that names it, and every later email naming it joins that email's
-group. That is the same connectivity, so the same threads, each named by its smallest email key; the
-property test in tests/analytics/test_memory.py checks the two agree.
+strings and three dictionary entries per email); over a year of mail that was the KPI job's memory
+peak. Here the only nodes are the emails' own keys (no new object at all): a conversation or message
+id is represented by the first email that names it, and every later email naming it joins that email's
+group, which is the same connectivity, so the same threads. Groups are joined under their smaller key,
+so each root is its thread's smallest email key, the thread's name: the union-find's parent dictionary
+becomes the result in place. The property test in tests/analytics/test_memory.py checks the two agree.
 """
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Iterable
-from typing import cast
 
 from relinsights.analytics.activities import Activity, Kind
 
 
 def assign_threads_compact(activities: Iterable[Activity]) -> dict[str, str]:
     """Email key -> thread id (the smallest email key of its thread), as `responses.assign_threads`."""
-    parent = array("q")
+    parent: dict[str, str] = {}
 
-    def find(x: int) -> int:
+    def find(x: str) -> str:
         root = x
         while parent[root] != root:
             root = parent[root]
@@ -30,38 +29,46 @@ def assign_threads_compact(activities: Iterable[Activity]) -> dict[str, str]:
             parent[x], x = root, parent[x]
         return root
 
-    def union(a: int, b: int) -> None:
+    def union(a: str, b: str) -> None:
         ra, rb = find(a), find(b)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
 
-    # Email key -> its node; turned into key -> thread id in place at the end (no second big dict).
-    nodes: dict[str, int | str] = {}
-    conversations: dict[str, int] = {}
-    message_ids: dict[str, int] = {}
-    for act in activities:
-        if act.kind is not Kind.EMAIL:
-            continue
-        node = nodes.get(act.key)
-        if node is None:
-            node = nodes[act.key] = len(parent)
-            parent.append(node)
-        assert isinstance(node, int)
+    emails = [a for a in activities if a.kind is Kind.EMAIL]
+    # An email's own message id only joins it to an email that refers to it, or to another email with
+    # that id: the builder keys an email by its id ("email:<id>"), so all of those are one node already,
+    # and the id needs no entry unless it is referred to or some email with it has another key.
+    referenced = {ref for a in emails for ref in a.reply_to}
+    conversations: dict[str, str] = {}
+    message_ids: dict[str, str] = {}
+    for act in emails:
+        key = act.key
+        if key not in parent:
+            parent[key] = key
         for conv in act.conversations:
-            union(node, conversations.setdefault(conv, node))
-        if act.message_id:
-            union(node, message_ids.setdefault(act.message_id, node))
+            union(key, conversations.setdefault(conv, key))
+        mid = act.message_id
+        if not mid:
+            pass
+        elif mid in referenced:
+            union(key, message_ids.setdefault(mid, key))
+        elif _keyed_by(key, mid):
+            other = message_ids.get(mid)  # an email with this id and another key, seen before
+            if other is not None:
+                union(key, other)
+        else:
+            union(key, message_ids.setdefault(mid, key))
+            own = "email:" + mid  # the email keyed by this id, if seen before
+            if own in parent:
+                union(key, own)
         for ref in act.reply_to:
-            union(node, message_ids.setdefault(ref, node))
-    conversations.clear()
-    message_ids.clear()
-    # Name each thread by its smallest email key.
-    names: list[str | None] = [None] * len(parent)
-    for key, node in nodes.items():
-        root = find(cast(int, node))
-        name = names[root]
-        if name is None or key < name:
-            names[root] = key
-    for key, node in nodes.items():
-        nodes[key] = cast(str, names[find(cast(int, node))])
-    return cast(dict[str, str], nodes)
+            union(key, message_ids.setdefault(ref, key))
+    del emails, referenced, conversations, message_ids
+    for key in parent:  # every root is the smallest key of its group: the parent of all becomes the thread
+        parent[key] = find(key)
+    return parent
+
+
+def _keyed_by(key: str, message_id: str) -> bool:
+    """key == "email:" + message_id, without making that string."""
+    return len(key) == len(message_id) + 6 and key.startswith("email:") and key.endswith(message_id)
