@@ -26,3 +26,18 @@ def test_compact_json_is_orjson_in_a_buffer_of_its_own_size() -> None:
 
     size = len(orjson.dumps(value))
     assert held(compact_json) < size + 100  # orjson.dumps alone holds ~8 KiB here (orjson 3.13)
+
+
+def test_the_job_reads_with_a_small_sqlite_page_cache_and_gives_the_pool_its_own_back(tmp_path: Any) -> None:
+    from sqlalchemy import text
+
+    from relinsights.compute.dbcache import small_page_cache
+    from relinsights.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'cache.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA cache_size")).scalar_one() == -65536  # the engine's own
+        with small_page_cache(conn) as same:
+            assert same is conn and conn.execute(text("PRAGMA cache_size")).scalar_one() == -2048
+        assert conn.execute(text("PRAGMA cache_size")).scalar_one() == -65536
+    engine.dispose()
