@@ -49,7 +49,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from functools import lru_cache
 from typing import TypeVar
 
 from relinsights.analytics.parties import PartyKind, PartyRules, canonical_address
@@ -122,7 +121,9 @@ class Activity:
     conversations: tuple[str, ...] = ()  # namespaced conversation ids ("graph:...", "crm:...")
     reply_to: tuple[str, ...] = ()  # In-Reply-To and References message ids
     regarding: tuple[RecordRef, ...] = ()
-    sources: tuple[str, ...] = ()  # "graph:<id>" / "crm:<activityid>" of every merged copy
+    # "graph:<id>" / "crm:<activityid>" of every merged copy; empty when built with keep_sources=False (the
+    # KPI job: no value it computes reads them, and a year of Graph ids is a large part of its memory).
+    sources: tuple[str, ...] = ()
 
     @property
     def initiator(self) -> Participant | None:
@@ -152,7 +153,8 @@ class ActivitySet:
     skipped: Mapping[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+# Compared by identity (never by value: the builder compares persons): hashing one is then cheap.
+@dataclass(frozen=True, slots=True, eq=False)
 class _Who:
     person: str
     kind: PartyKind
@@ -163,23 +165,48 @@ class _Who:
     def counts(self) -> bool:
         return self.kind is PartyKind.INTERNAL or self.kind is PartyKind.EXTERNAL
 
-    def as_participant(self, role: Role, attended: bool = True) -> Participant:
-        return _participant(self.person, self.kind is PartyKind.INTERNAL, role, self.address, self.party, attended)
-
-
-@lru_cache(maxsize=1 << 18)
-def _participant(
-    person: str, internal: bool, role: Role, address: str | None, party: RecordRef | None, attended: bool
-) -> Participant:
-    # Participants are immutable values and a year of mail repeats the same few thousand people in the
-    # same roles: one shared object each keeps millions of activities small.
-    return Participant(person, internal, role, address, party, attended)
-
 
 class _Resolver:
-    def __init__(self, rules: PartyRules) -> None:
+    """Resolves the addresses and parties of one build, and shares its immutable values.
+
+    Participants, participant tuples and conversation ids are immutable values, and a year of mail
+    repeats the same few thousand people in the same roles, the same groups of people and the same
+    threads: one object of each per build (not a global cache: nothing outlives the build) keeps millions
+    of activities small. Shared objects compare equal to separately made ones: only memory changes.
+    """
+
+    def __init__(self, rules: PartyRules, keep_sources: bool = True) -> None:
         self.rules = rules
+        self.keep_sources = keep_sources
         self._addresses: dict[str | None, _Who | None] = {}
+        self._participants: dict[Participant, Participant] = {}
+        self._groups: dict[tuple[Participant, ...], tuple[Participant, ...]] = {}
+        self._strings: dict[str, str] = {}
+        self._string_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._whos: dict[tuple[_Who, ...], tuple[_Who, ...]] = {}
+
+    def participant(self, who: _Who, role: Role, attended: bool = True) -> Participant:
+        p = Participant(who.person, who.kind is PartyKind.INTERNAL, role, who.address, who.party, attended)
+        return self._participants.setdefault(p, p)
+
+    def group(self, participants: Iterable[Participant]) -> tuple[Participant, ...]:
+        t = tuple(participants)
+        return self._groups.setdefault(t, t)
+
+    def whos(self, resolved: Iterable[_Who | None]) -> tuple[_Who, ...]:
+        """The resolved people of a To or Cc list (the same lists recur: one tuple each)."""
+        t = tuple(w for w in resolved if w is not None)
+        return self._whos.setdefault(t, t) if t else ()
+
+    def sources(self, copies: Iterable[_MailCopy | _EventCopy]) -> tuple[str, ...]:
+        return tuple(sorted(c.source for c in copies)) if self.keep_sources else ()
+
+    def string(self, value: str) -> str:
+        return self._strings.setdefault(value, value)
+
+    def strings(self, values: Iterable[str | None]) -> tuple[str, ...]:
+        t = _unique(values)
+        return self._string_tuples.setdefault(t, t) if t else ()
 
     def address(self, raw: str | None) -> _Who | None:
         # A year of mail names the same few thousand addresses over and over: resolve each once.
@@ -237,7 +264,8 @@ class _MailCopy:
     mailbox: str
     sent_at: datetime
     sender: _Who | None
-    recipients: list[tuple[_Who, Role]]
+    to: tuple[_Who, ...]
+    cc: tuple[_Who, ...]
     message_id: str | None
     conversation: str | None
     reply_to: tuple[str, ...]
@@ -252,9 +280,6 @@ def _graph_mail(m: MailMessage, res: _Resolver, skipped: Counter[str]) -> _MailC
         skipped["no-time"] += 1
         return None
     mid = normalise_message_id(m.internet_message_id)
-    recips: list[tuple[_Who, Role]] = []
-    for raws, role in ((m.to, Role.TO), (m.cc, Role.CC)):  # Bcc is never read: never a participant
-        recips += [(w, role) for w in map(res.address, raws) if w is not None]
     replies = tuple(x for x in (normalise_message_id(r) for r in (m.in_reply_to, *m.references)) if x)
     return _MailCopy(
         key=f"email:{mid}" if mid else f"email:graph:{m.graph_id}",
@@ -262,9 +287,10 @@ def _graph_mail(m: MailMessage, res: _Resolver, skipped: Counter[str]) -> _MailC
         mailbox=res.mailbox(m.mailbox),
         sent_at=as_utc(m.sent_at),
         sender=res.address(m.from_address) or res.address(m.sender_address),
-        recipients=recips,
+        to=res.whos(map(res.address, m.to)),
+        cc=res.whos(map(res.address, m.cc)),  # Bcc is never read: never a participant
         message_id=mid,
-        conversation=f"graph:{m.conversation_id}" if m.conversation_id else None,
+        conversation=res.string(f"graph:{m.conversation_id}") if m.conversation_id else None,
         reply_to=replies,
         regarding=None,
     )
@@ -278,9 +304,6 @@ def _crm_mail(e: CrmEmail, res: _Resolver, skipped: Counter[str]) -> _MailCopy |
         skipped["no-time"] += 1
         return None
     mid = normalise_message_id(e.message_id)
-    recips: list[tuple[_Who, Role]] = []
-    for parties, role in ((e.to, Role.TO), (e.cc, Role.CC)):
-        recips += [(w, role) for w in map(res.party, parties) if w is not None]
     reply = normalise_message_id(e.in_reply_to)
     return _MailCopy(
         key=f"email:{mid}" if mid else f"email:crm:{e.activity_id}",
@@ -288,15 +311,16 @@ def _crm_mail(e: CrmEmail, res: _Resolver, skipped: Counter[str]) -> _MailCopy |
         mailbox="",
         sent_at=as_utc(e.sent_at),
         sender=res.party(e.sender) if e.sender else None,
-        recipients=recips,
+        to=res.whos(map(res.party, e.to)),
+        cc=res.whos(map(res.party, e.cc)),
         message_id=mid,
-        conversation=f"crm:{e.conversation_id}" if e.conversation_id else None,
+        conversation=res.string(f"crm:{e.conversation_id}") if e.conversation_id else None,
         reply_to=(reply,) if reply else (),
         regarding=e.regarding,
     )
 
 
-def _merge_mail(key: str, copies: list[_MailCopy], skipped: Counter[str]) -> Activity | None:
+def _merge_mail(key: str, copies: list[_MailCopy], res: _Resolver, skipped: Counter[str]) -> Activity | None:
     copies = sorted(copies, key=lambda c: c.source)  # the result must not depend on arrival order
     primary = sorted((c for c in copies if c.source.startswith("graph:")), key=lambda c: (c.mailbox, c.source))
     primary = primary or sorted(copies, key=lambda c: c.source)
@@ -307,11 +331,12 @@ def _merge_mail(key: str, copies: list[_MailCopy], skipped: Counter[str]) -> Act
     if not sender.counts:
         skipped["ignored-sender"] += 1
         return None
-    parts: dict[str, Participant] = {sender.person: sender.as_participant(Role.FROM)}
+    parts: dict[str, Participant] = {sender.person: res.participant(sender, Role.FROM)}
     for copy in primary:
-        for who, role in sorted(copy.recipients, key=lambda wr: wr[1] is Role.CC):
-            if who.counts and who.person not in parts:
-                parts[who.person] = who.as_participant(role)
+        for whos, role in ((copy.to, Role.TO), (copy.cc, Role.CC)):
+            for who in whos:
+                if who.counts and who.person not in parts:
+                    parts[who.person] = res.participant(who, role)
     recips = [p for p in parts.values() if p.role is not Role.FROM]
     if sender.kind is PartyKind.INTERNAL and any(not p.internal for p in recips):
         direction = Direction.OUTGOING
@@ -327,12 +352,12 @@ def _merge_mail(key: str, copies: list[_MailCopy], skipped: Counter[str]) -> Act
         direction=direction,
         time=sent,
         end=sent,
-        participants=tuple(parts.values()),
+        participants=res.group(parts.values()),
         message_id=primary[0].message_id,
-        conversations=_unique(c.conversation for c in copies),
+        conversations=res.strings(c.conversation for c in copies),
         reply_to=_unique(r for c in copies for r in c.reply_to),
         regarding=_unique(c.regarding for c in copies),
-        sources=tuple(sorted(c.source for c in copies)),
+        sources=res.sources(copies),
     )
 
 
@@ -406,7 +431,7 @@ def _crm_event(a: CrmAppointment, res: _Resolver) -> _EventCopy:
     )
 
 
-def _merge_event(key: str, copies: list[_EventCopy], skipped: Counter[str]) -> Activity | None:
+def _merge_event(key: str, copies: list[_EventCopy], res: _Resolver, skipped: Counter[str]) -> Activity | None:
     copies = sorted(copies, key=lambda c: c.source)
     if any(c.cancelled for c in copies):
         skipped["cancelled"] += 1
@@ -442,12 +467,12 @@ def _merge_event(key: str, copies: list[_EventCopy], skipped: Counter[str]) -> A
             best[who.person] = min(best.get(who.person, cand), cand)
             if who.person not in roles or (role is Role.REQUIRED and roles[who.person][1] is not Role.REQUIRED):
                 roles[who.person] = (who, role)
-    parts = [organizer.as_participant(Role.ORGANIZER)]
+    parts = [res.participant(organizer, Role.ORGANIZER)]
     for person in sorted(roles, key=lambda p: (roles[p][1] is not Role.REQUIRED, p)):
         who, role = roles[person]
         # Organizer-role rows in an attendee list are the organizer themself, already there.
         role = Role.REQUIRED if role is Role.ORGANIZER else role
-        parts.append(who.as_participant(role, attended=best[person][2] != "declined"))
+        parts.append(res.participant(who, role, attended=best[person][2] != "declined"))
 
     if organizer.kind is PartyKind.INTERNAL:
         if not any(not p.internal for p in parts):
@@ -463,11 +488,11 @@ def _merge_event(key: str, copies: list[_EventCopy], skipped: Counter[str]) -> A
         direction=direction,
         time=start,
         end=end,
-        participants=tuple(parts),
+        participants=res.group(parts),
         duration_minutes=duration,
         all_day=base.all_day,
         regarding=_unique(c.regarding for c in copies),
-        sources=tuple(sorted(c.source for c in copies)),
+        sources=res.sources(copies),
     )
 
 
@@ -486,7 +511,7 @@ def _call(c: PhoneCall, res: _Resolver, skipped: Counter[str]) -> Activity | Non
     for parties, role in ((c.from_parties, Role.FROM), (c.to_parties, Role.TO)):
         for who in map(res.party, parties):
             if who is not None and who.counts and who.person not in parts:
-                parts[who.person] = who.as_participant(role)
+                parts[who.person] = res.participant(who, role)
     t = as_utc(when)
     return Activity(
         key=f"call:{c.activity_id.lower()}",
@@ -494,11 +519,11 @@ def _call(c: PhoneCall, res: _Resolver, skipped: Counter[str]) -> Activity | Non
         direction=Direction.OUTGOING if c.outgoing else Direction.INCOMING,
         time=t,
         end=t,
-        participants=tuple(parts.values()),
+        participants=res.group(parts.values()),
         duration_minutes=max(0.0, float(c.duration_minutes or 0.0)),
         pending=c.state is CallState.OPEN,
         regarding=(c.regarding,) if c.regarding else (),
-        sources=(f"crm:{c.activity_id}",),
+        sources=(f"crm:{c.activity_id}",) if res.keep_sources else (),
     )
 
 
@@ -514,26 +539,29 @@ def build_activities(
     crm_emails: Iterable[CrmEmail] = (),
     crm_appointments: Iterable[CrmAppointment] = (),
     phone_calls: Iterable[PhoneCall] = (),
+    keep_sources: bool = True,
 ) -> ActivitySet:
     """Normalise and deduplicate every source into activities, sorted by (time, key).
 
     In the basic tier the Graph rows are not read (the tenant has enhanced insights off).
-    The result does not depend on the order the rows arrive in.
+    The result does not depend on the order the rows arrive in. keep_sources=False leaves every
+    activity's `sources` empty (nothing else changes: copies are still merged and ordered by them).
     """
-    res = _Resolver(rules)
+    res = _Resolver(rules, keep_sources)
     skipped: Counter[str] = Counter()
-    mails: dict[str, list[_MailCopy]] = defaultdict(list)
+    # Most emails have one copy: it is kept alone, a list only for the others (millions of small lists).
+    mails: dict[str, _MailCopy | list[_MailCopy]] = {}
     meetings: dict[str, list[_EventCopy]] = defaultdict(list)
     if tier is Tier.ENHANCED:
         for m in messages:
             if (mc := _graph_mail(m, res, skipped)) is not None:
-                mails[mc.key].append(mc)
+                _add_copy(mails, mc)
         for e in events:
             if (ec := _graph_event(e, res, skipped)) is not None:
                 meetings[ec.key].append(ec)
     for ce in crm_emails:
         if (mc := _crm_mail(ce, res, skipped)) is not None:
-            mails[mc.key].append(mc)
+            _add_copy(mails, mc)
     for ca in crm_appointments:
         ec = _crm_event(ca, res)
         meetings[ec.key].append(ec)
@@ -542,11 +570,13 @@ def build_activities(
     # Popped as merged, so each email's copies are freed while the rest are built (the peak of a big run).
     while mails:
         key, mail_copies = mails.popitem()
-        if (act := _merge_mail(key, mail_copies, skipped)) is not None:
+        if not isinstance(mail_copies, list):
+            mail_copies = [mail_copies]
+        if (act := _merge_mail(key, mail_copies, res, skipped)) is not None:
             out.append(act)
     while meetings:
         key, event_copies = meetings.popitem()
-        if (act := _merge_event(key, event_copies, skipped)) is not None:
+        if (act := _merge_event(key, event_copies, res, skipped)) is not None:
             out.append(act)
     seen_calls: set[str] = set()
     for call in sorted(phone_calls, key=lambda c: c.activity_id):
@@ -557,6 +587,16 @@ def build_activities(
             out.append(act)
     out.sort(key=lambda a: (a.time, a.key))
     return ActivitySet(tuple(out), dict(sorted(skipped.items())))
+
+
+def _add_copy(mails: dict[str, _MailCopy | list[_MailCopy]], copy: _MailCopy) -> None:
+    have = mails.get(copy.key)
+    if have is None:
+        mails[copy.key] = copy
+    elif isinstance(have, list):
+        have.append(copy)
+    else:
+        mails[copy.key] = [have, copy]
 
 
 def _unique(values: Iterable[_T | None]) -> tuple[_T, ...]:

@@ -15,10 +15,12 @@ operation (a product, or the core's own function) in both; local days come from 
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 
 import polars as pl
 
@@ -43,7 +45,7 @@ from relinsights.analytics.kpis import (
     minutes_spent,
     series_dates,
 )
-from relinsights.analytics.matching import Link
+from relinsights.analytics.matching import Link, LinkTable
 from relinsights.analytics.records import RecordRef
 from relinsights.analytics.responses import ResponseKpis, SideResponse, response_hours, side_response
 from relinsights.analytics.settings import Settings
@@ -96,17 +98,24 @@ def compute_kpis(
     threads: Mapping[str, str],
     identities: Mapping[str, str] | None = None,
     health_for: Collection[RecordRef] = (),
+    refs: Sequence[RecordRef] | None = None,
     table: ActivityTable | None = None,
 ) -> Iterator[RecordKpis]:
-    """The KPIs of every record of `links` as of T, in the records' order; health for those in `health_for`.
+    """The KPIs of the records `refs` (default: every record of `links`, sorted) as of T, in that order;
+    health for those in `health_for`.
 
-    `table` (the run's activities as columns, built once) lets a caller compute records a batch at a time."""
-    refs = sorted(links)
+    `table` (the run's activities as columns, built once) lets a caller compute records a batch at a time.
+    With a `LinkTable` and a table built over its activities, links are read as the positions they are
+    stored as, without making Link objects."""
+    refs = sorted(links) if refs is None else refs
     if not refs:
         return
     if table is None:
-        unique = {id(lk.activity): lk.activity for ref in refs for lk in links[ref]}
-        table = ActivityTable(list(unique.values()), as_of, settings, threads=threads, identities=identities or {})
+        if isinstance(links, LinkTable):
+            acts: Sequence[Activity] = links.activities
+        else:
+            acts = list({id(lk.activity): lk.activity for ref in refs for lk in links[ref]}.values())
+        table = ActivityTable(acts, as_of, settings, threads=threads, identities=identities or {})
     yield from _Frames(table, links, refs).records(set(health_for))
 
 
@@ -125,7 +134,16 @@ class ActivityTable:
         self.as_of, self.settings = as_utc(as_of), settings
         self.before = self.as_of - timedelta(days=TREND_DAYS)
         self.acts = acts
-        self.index = {id(a): i for i, a in enumerate(acts)}
+        self._members: tuple[LinkTable, pl.DataFrame] | None = None
+        self._columns(threads, identities)
+
+    @cached_property
+    def index(self) -> dict[int, int]:
+        """Activity identity -> row, for links given as Link objects."""
+        return {id(a): i for i, a in enumerate(self.acts)}
+
+    def _columns(self, threads: Mapping[str, str], identities: Mapping[str, str]) -> None:
+        acts, settings = self.acts, self.settings
 
         # People as integer codes in the order of their names, so sorting by code sorts by name.
         # Participants are shared objects (activities.py interns them): numbered by identity, not by value.
@@ -167,6 +185,18 @@ class ActivityTable:
         )
         self.parts = pl.concat([c[1] for c in chunks]).join(self._people, on="pid").drop("pid")
         del self._people, self._pid, self._threads
+
+    def members_of(self, links: LinkTable) -> pl.DataFrame:
+        """(shape index, member person) of every shape of the link table: made once per run."""
+        if self._members is None or self._members[0] is not links:
+            code = self.code
+            pairs = [(i, code[x]) for i, (_, members) in enumerate(links.shapes) for x in members if x in code]
+            frame = pl.DataFrame(
+                {"mid": [i for i, _ in pairs], "person": [c for _, c in pairs]},
+                schema={"mid": pl.Int32, "person": pl.Int32},
+            )
+            self._members = (links, frame)
+        return self._members[1]
 
     def _chunk(
         self, acts: Sequence[Activity], offset: int, threads: Mapping[str, str]
@@ -242,12 +272,42 @@ class _Frames:
         self.table, self.refs = table, refs
         self.acts, self.parts, self.names, self.addresses = table.acts, table.parts, table.names, table.addresses
         self.as_of, self.before, self.settings = table.as_of, table.before, table.settings
-        index, code = table.index, table.code
-        # Links share their members and reasons objects: numbered by identity (equal copies just repeat).
+        self.reasons: list[tuple[str, ...]]
+        self.members: pl.DataFrame
+        self.links: pl.DataFrame
+        if isinstance(links, LinkTable) and links.activities is table.acts:
+            self._read_table(links, refs)
+        else:
+            self._read_links(links, refs)
+        self.links = self.links.join(table.activities.drop("key"), on="a")
+
+    def _read_table(self, links: LinkTable, refs: Sequence[RecordRef]) -> None:
+        """Links as stored: (activity position, shape) pairs; a shape's members and reasons by its index."""
+        flat: array[int] = array("I")
+        rec: array[int] = array("I")
+        for r, ref in enumerate(refs):
+            row = links.pairs(ref)
+            flat.extend(row)
+            rec.extend(array("I", [r]) * (len(row) // 2))
+        shape = pl.Series(flat[1::2], dtype=pl.Int32)
+        self.links = pl.DataFrame(
+            {
+                "r": pl.Series(rec, dtype=pl.Int32),
+                "a": pl.Series(flat[0::2], dtype=pl.Int32),
+                "mid": shape,
+                "rid": shape,
+            }
+        )
+        self.reasons = [reasons for reasons, _ in links.shapes]
+        self.members = self.table.members_of(links)
+
+    def _read_links(self, links: Mapping[RecordRef, Sequence[Link]], refs: Sequence[RecordRef]) -> None:
+        """Links as Link objects, which share their members and reasons: numbered by identity."""
+        index, code = self.table.index, self.table.code
         member_ids: dict[int, int] = {}
         member_sets: list[frozenset[str]] = []
         reason_ids: dict[int, int] = {}
-        self.reasons: list[tuple[str, ...]] = []
+        self.reasons = []
         l_rec: list[int] = []
         l_act: list[int] = []
         l_mem: list[int] = []
@@ -275,7 +335,7 @@ class _Frames:
         self.links = pl.DataFrame(
             {"r": l_rec, "a": l_act, "mid": l_mem, "rid": l_rsn},
             schema={"r": pl.Int32, "a": pl.Int32, "mid": pl.Int32, "rid": pl.Int32},
-        ).join(table.activities.drop("key"), on="a")
+        )
 
     # ------------------------------------------------------------------ per-record assembly
 

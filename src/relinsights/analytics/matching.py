@@ -32,8 +32,9 @@ Decisions where kpis.md is silent:
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import TypeVar
@@ -81,6 +82,66 @@ class AmbiguousDomain:
     activities: int  # activities with an external participant at that domain
 
 
+_Shape = tuple[tuple[str, ...], frozenset[str]]  # a link's (reasons, members)
+
+
+class LinkTable(Mapping[RecordRef, tuple[Link, ...]]):
+    """Record -> its links (in activity order), stored compactly; each Link is made when asked for.
+
+    A year of activities links to millions of (record, activity) pairs, and a Link object costs ten
+    times the two array entries it is stored as here: (the activity's index, the index of its
+    (reasons, members) pair, shared by every link with the same pair). Two lookups of one record give
+    equal, not identical, links.
+    """
+
+    __slots__ = ("_activities", "_count", "_rows", "_shapes")
+
+    def __init__(
+        self, activities: Sequence[Activity], rows: Mapping[RecordRef, array[int]], shapes: Sequence[_Shape]
+    ) -> None:
+        self._activities, self._rows, self._shapes = activities, rows, shapes
+        self._count = sum(len(r) for r in rows.values()) // 2
+
+    def __getitem__(self, ref: RecordRef) -> tuple[Link, ...]:
+        row, acts, shapes = self._rows[ref], self._activities, self._shapes
+        return tuple([Link(ref, acts[row[j]], *shapes[row[j + 1]]) for j in range(0, len(row), 2)])
+
+    def __contains__(self, ref: object) -> bool:
+        return ref in self._rows
+
+    def __iter__(self) -> Iterator[RecordRef]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __repr__(self) -> str:
+        return f"LinkTable({dict(self)!r})"
+
+    @property
+    def link_count(self) -> int:
+        """The number of links of all records (without making them)."""
+        return self._count
+
+    def positions(self, ref: RecordRef) -> array[int]:
+        """The positions, in the activities, of the activities of the record's links (in link order)."""
+        return self._rows[ref][::2]
+
+    @property
+    def activities(self) -> Sequence[Activity]:
+        """The activities the links point into (by position)."""
+        return self._activities
+
+    @property
+    def shapes(self) -> Sequence[_Shape]:
+        """The (reasons, members) pairs the links point to (by index)."""
+        return self._shapes
+
+    def pairs(self, ref: RecordRef) -> array[int]:
+        """The record's links as flat (activity position, shape index) pairs, in link order."""
+        return self._rows[ref]
+
+
 @dataclass(frozen=True, slots=True)
 class MatchResult:
     links: Mapping[RecordRef, tuple[Link, ...]]
@@ -89,6 +150,11 @@ class MatchResult:
 
     def links_of(self, ref: RecordRef) -> tuple[Link, ...]:
         return self.links.get(ref, ())
+
+    @property
+    def link_count(self) -> int:
+        links = self.links
+        return links.link_count if isinstance(links, LinkTable) else sum(len(v) for v in links.values())
 
 
 def website_domain(url: str | None) -> str | None:
@@ -238,19 +304,33 @@ _K = TypeVar("_K")
 
 
 def match_activities(activities: Iterable[Activity], index: RecordIndex) -> MatchResult:
-    """Link every activity to the records it belongs to. Links of a record come in activity order."""
-    links: dict[RecordRef, list[Link]] = defaultdict(list)
+    """Link every activity to the records it belongs to. Links of a record come in activity order.
+
+    The links are a `LinkTable` over `activities` (kept, not copied, when it is a tuple)."""
+    acts = activities if isinstance(activities, tuple) else tuple(activities)
+    rows: dict[RecordRef, array[int]] = {}
     shared_seen: Counter[str] = Counter()
-    # Millions of links repeat a few reason tuples and member sets: share one object of each.
-    shared: dict[object, object] = {}
-    for act in activities:
-        for link in _match_one(act, index, shared_seen, shared):
-            links[link.record].append(link)
+    # Millions of links repeat a few (reasons, members) pairs: one index, and one object of each, per pair.
+    shapes: dict[_Shape, int] = {}
+    reason_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
+    member_sets: dict[frozenset[str], frozenset[str]] = {}
+    for i, act in enumerate(acts):
+        for ref, shape in _match_one(act, index, shared_seen):
+            at = shapes.get(shape)
+            if at is None:
+                why, who = shape
+                shape = (reason_sets.setdefault(why, why), member_sets.setdefault(who, who))
+                at = shapes[shape] = len(shapes)
+            row = rows.get(ref)
+            if row is None:
+                row = rows[ref] = array("I")
+            row.append(i)
+            row.append(at)
     ambiguous = tuple(AmbiguousDomain(dom, ids, shared_seen[dom]) for dom, ids in sorted(index.shared_domains.items()))
-    return MatchResult({ref: tuple(v) for ref, v in links.items()}, ambiguous, index.identities)
+    return MatchResult(LinkTable(acts, rows, list(shapes)), ambiguous, index.identities)
 
 
-def _match_one(act: Activity, idx: RecordIndex, shared_seen: Counter[str], shared: dict[object, object]) -> list[Link]:
+def _match_one(act: Activity, idx: RecordIndex, shared_seen: Counter[str]) -> list[tuple[RecordRef, _Shape]]:
     hits: _Hits = {}
     opp_hits: dict[str, tuple[set[str], set[str]]] = {}
     shared_here: set[str] = set()
@@ -308,15 +388,13 @@ def _match_one(act: Activity, idx: RecordIndex, shared_seen: Counter[str], share
         if ref not in hits:
             hits[ref] = (set(), set())
 
-    out: list[Link] = []
+    out: list[tuple[RecordRef, _Shape]] = []
     for ref in sorted(hits) if len(hits) > 1 else hits:
         reasons, members = hits[ref]
         if ref in regarding:
             reasons.add(REGARDING)
         if reasons:
-            why = tuple(sorted(reasons))
-            who = frozenset(members)
-            out.append(Link(ref, act, shared.setdefault(why, why), shared.setdefault(who, who)))  # type: ignore[arg-type]
+            out.append((ref, (tuple(sorted(reasons)), frozenset(members))))
     return out
 
 

@@ -21,6 +21,7 @@ import structlog
 from sqlalchemy import Engine
 
 from relinsights.analytics import (
+    Activity,
     ActivitySet,
     Entity,
     MatchResult,
@@ -30,11 +31,12 @@ from relinsights.analytics import (
     RecordRef,
     Settings,
     Tier,
-    assign_threads,
     build_activities,
     match_activities,
 )
 from relinsights.analytics.columnar import ActivityTable, compute_kpis
+from relinsights.analytics.matching import LinkTable
+from relinsights.analytics.threads import assign_threads_compact
 from relinsights.analytics.timeutil import as_utc
 from relinsights.collector import collector_paused
 from relinsights.compute.fingerprint import Fingerprints, stable_until
@@ -118,25 +120,33 @@ class Prepared:
         return PARTIAL if self.inputs.failed_mailboxes else COMPLETE
 
     def fingerprints(self) -> Fingerprints:
-        return Fingerprints(self.settings, self.threads, self.match.identities)
+        return Fingerprints(self.settings, self.threads, self.match.identities, self.activities.activities)
+
+    def positions(self, ref: RecordRef) -> Sequence[int] | None:
+        """Where the record's links' activities are in `activities` (None when the links do not say)."""
+        links = self.match.links
+        return links.positions(ref) if isinstance(links, LinkTable) else None
 
     def snapshots(self, wanted: Sequence[tuple[RecordRef, str]]) -> Iterator[SnapshotRow]:
         """Compute these records' KPIs as of T (ref, fingerprint), a batch of records at a time."""
-        unique = {id(lk.activity): lk.activity for ref, _ in wanted for lk in self.match.links[ref]}
-        table = ActivityTable(
-            list(unique.values()), self.as_of, self.settings, threads=self.threads, identities=self.match.identities
-        )
-        del unique
+        links = self.match.links
+        if isinstance(links, LinkTable):  # its links are positions in its activities: columns of all of them
+            acts: Sequence[Activity] = links.activities
+        else:
+            acts = list({id(lk.activity): lk.activity for ref, _ in wanted for lk in links[ref]}.values())
+        table = ActivityTable(acts, self.as_of, self.settings, threads=self.threads, identities=self.match.identities)
+        del acts
         for start in range(0, len(wanted), RECORD_BATCH):
             batch = wanted[start : start + RECORD_BATCH]
             fingerprints = dict(batch)
             kpis = compute_kpis(
-                {ref: self.match.links[ref] for ref, _ in batch},
+                links,
                 self.as_of,
                 self.settings,
                 threads=self.threads,
                 identities=self.match.identities,
                 health_for=self.health_refs,
+                refs=[ref for ref, _ in batch],
                 table=table,
             )
             for k in kpis:
@@ -146,9 +156,9 @@ class Prepared:
         return SnapshotRow(
             entity=str(k.record.entity),
             record_id=k.record.id,
-            payload=orjson.dumps(kpi_payload(k)),
+            payload=compact_json(kpi_payload(k)),
             fingerprint=fingerprint,
-            stable_until=stable_until(self.match.links[k.record], self.as_of, self.settings, k.health),
+            stable_until=stable_until(lambda: self.match.links[k.record], self.as_of, self.settings, k.health),
             activities=k.counts.total,
             last_interaction_at=k.last_interaction.time if k.last_interaction else None,
             health_score=k.health.score if k.health else None,
@@ -157,14 +167,26 @@ class Prepared:
         )
 
 
+def compact_json(value: Any) -> bytes:
+    """orjson.dumps(value) in a bytes object of its own size.
+
+    orjson returns its whole growth buffer (about 8 KiB for a 2 KiB payload here), and a run holds every
+    record's payload until it writes them: copied, 20,000 payloads take about a third of the memory."""
+    return bytes(memoryview(orjson.dumps(value)))
+
+
 def normalise_as_of(as_of: datetime | None) -> datetime:
     return as_utc(as_of) if as_of is not None else datetime.now(UTC).replace(microsecond=0)
 
 
-def prepare(engine: Engine, tenant: TenantConfig, as_of: datetime, keep_rows: bool = True) -> Prepared:
+def prepare(
+    engine: Engine, tenant: TenantConfig, as_of: datetime, keep_rows: bool = True, keep_sources: bool = True
+) -> Prepared:
     """Load the tenant's rows, build its activities and link them to its CRM records.
 
-    keep_rows=False drops the loaded source rows once the activities are built (the job's memory peak)."""
+    keep_rows=False drops the loaded source rows once the activities are built; keep_sources=False
+    builds activities without their `sources` (the Graph and CRM ids of their copies), which no KPI
+    reads: the KPI job does both, for memory."""
     row = ensure_tenant(engine, tenant)
     assert row.id is not None
     tier = Tier.ENHANCED if tenant_enabled(row, tenant) else Tier.BASIC
@@ -179,12 +201,14 @@ def prepare(engine: Engine, tenant: TenantConfig, as_of: datetime, keep_rows: bo
         crm_emails=inputs.crm_emails,
         crm_appointments=inputs.crm_appointments,
         phone_calls=inputs.phone_calls,
+        keep_sources=keep_sources,
     )
     if not keep_rows:
         inputs.release_rows()
+    # Threads before links: their temporary objects come and go while the links do not exist yet.
+    threads = assign_threads_compact(activities.activities)
     index = RecordIndex(inputs.records, inputs.rules, kpi=settings.kpi, zone=settings.zone)
     match = match_activities(activities.activities, index)
-    threads = assign_threads(activities.activities)
     return Prepared(row.id, as_of, settings, inputs, activities, match, threads, inputs.records.health_refs())
 
 
@@ -192,7 +216,10 @@ def compute_payloads(engine: Engine, tenant: TenantConfig, as_of: datetime) -> d
     """Every record's payload as of T, computed in full and stored nowhere (checks and tests)."""
     p = prepare(engine, tenant, as_of)
     fps = p.fingerprints()
-    wanted = [(ref, fps.record(ref, links, ref in p.health_refs)) for ref, links in sorted(p.match.links.items())]
+    wanted = [  # one record's links at a time (they are made on demand)
+        (ref, fps.record(ref, p.match.links[ref], ref in p.health_refs, p.positions(ref)))
+        for ref in sorted(p.match.links)
+    ]
     return {RecordRef(Entity(row.entity), row.record_id): orjson.loads(row.payload) for row in p.snapshots(wanted)}
 
 
@@ -205,7 +232,7 @@ def compute_tenant(
     """Compute and store the KPI snapshots of every linked record of `tenant` as of `as_of` (default now)."""
     started_wall, started = datetime.now(UTC), time.monotonic()
     as_of = normalise_as_of(as_of)
-    p = prepare(engine, tenant, as_of, keep_rows=False)
+    p = prepare(engine, tenant, as_of, keep_rows=False, keep_sources=False)
     report = ComputeReport(
         tenant=tenant.name,
         as_of=as_of,
@@ -215,7 +242,7 @@ def compute_tenant(
         source_rows=p.inputs.source_rows,
         activities=len(p.activities.activities),
         skipped_rows=dict(p.activities.skipped),
-        links=sum(len(v) for v in p.match.links.values()),
+        links=p.match.link_count,
         records=len(p.match.links),
         ambiguous_domains=[
             {"domain": a.domain, "account_ids": list(a.account_ids), "activities": a.activities}
@@ -227,8 +254,9 @@ def compute_tenant(
     fps = p.fingerprints()
     wanted: list[tuple[RecordRef, str]] = []
     reused: list[int] = []
-    for ref, links in sorted(p.match.links.items()):
-        fingerprint = fps.record(ref, links, ref in p.health_refs)
+    for ref in sorted(p.match.links):  # one record's links at a time (they are made on demand)
+        links = p.match.links[ref]
+        fingerprint = fps.record(ref, links, ref in p.health_refs, p.positions(ref))
         prev = previous.get((str(ref.entity), ref.id))
         if prev is not None and prev.fingerprint == fingerprint and prev.still_valid(as_of):
             reused.append(prev.id)

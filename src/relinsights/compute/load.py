@@ -56,6 +56,7 @@ from relinsights.compute.dataverse_rows import (
     parties_by_activity,
     phone_call,
 )
+from relinsights.compute.dbcache import small_page_cache
 from relinsights.config import TenantConfig
 from relinsights.db.models import CrmRecord, Event, EventAttendee, Mailbox, Message, MessageParticipant, table_of
 
@@ -132,7 +133,7 @@ def load_inputs(
     tier: Tier,
 ) -> TenantInputs:
     since = as_of - timedelta(days=tenant.sync.lookback_days + TREND_DAYS)
-    with engine.connect() as conn:
+    with engine.connect() as conn, small_page_cache(conn):
         mailboxes = _mailboxes(conn, tenant_pk, tenant)
         crm = {s: list(_crm_rows(conn, tenant_pk, s)) for s in RECORD_SETS}
         ids = crm_ids(crm)
@@ -268,7 +269,7 @@ class MessageStream:
 
     def __iter__(self) -> Iterator[MailMessage]:
         self.rows = 0
-        with self.engine.connect() as conn:
+        with self.engine.connect() as conn, small_page_cache(conn):
             for message in _messages(conn, self.tenant_pk, self.since, self.scoped):
                 self.rows += 1
                 yield message

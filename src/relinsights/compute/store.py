@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, delete, func, insert, literal, select
 
+from relinsights.compute.dbcache import small_page_cache
 from relinsights.db.models import KpiRun, KpiSnapshot, SimilarWonSnapshot, table_of
 
 snapshot_t, run_t, similar_t = table_of(KpiSnapshot), table_of(KpiRun), table_of(SimilarWonSnapshot)
@@ -89,7 +90,7 @@ def write_run(
 ) -> int:
     """Replace the tenant's snapshots as of `run.as_of` with these, in one transaction; the run's id."""
     c = snapshot_t.c
-    with engine.begin() as conn:
+    with engine.begin() as conn, small_page_cache(conn):
         conn.execute(delete(snapshot_t).where(c.tenant_pk == run.tenant_pk, c.as_of == run.as_of))
         run_id = conn.execute(
             insert(run_t)

@@ -1,0 +1,228 @@
+"""Memory-saving representations of the analytics core: same values, fewer objects."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relinsights.analytics import (
+    Account,
+    Activity,
+    Contact,
+    CrmEmail,
+    CrmParty,
+    CrmRecords,
+    Direction,
+    Kind,
+    Link,
+    PhoneCall,
+    RecordIndex,
+    Settings,
+    assign_threads,
+    build_activities,
+    match_activities,
+)
+from relinsights.analytics.matching import LinkTable
+from relinsights.analytics.threads import assign_threads_compact
+
+from .factory import copies, event_copy, mail, meeting, rules
+from .test_matching import ANN, BOB, CARL, USERS, acc, con
+
+ZOE = "zoe@fabrikam.com"
+
+
+def test_links_are_stored_compactly_and_made_equal_on_demand() -> None:
+    records = CrmRecords(
+        contacts=[Contact("ann", (ANN,), parent_account_id="fab"), Contact("zoe", (ZOE,), parent_account_id="fab")],
+        accounts=[Account("fab", website_url="fabrikam.com")],
+    )
+    r = rules(users=USERS)
+    messages = [
+        mail(BOB, [ANN], "2026-03-01 09:00"),
+        mail(ZOE, [CARL], "2026-03-02 09:00"),
+        mail(BOB, [ANN, ZOE], "2026-03-03 09:00", cc=[CARL]),
+        mail(ANN, [BOB], "2026-03-04 09:00"),
+    ]
+    acts = build_activities(rules=r, messages=messages).activities
+    res = match_activities(acts, RecordIndex(records, r, zone=Settings().zone))
+    table = res.links
+    assert isinstance(table, LinkTable)
+    assert list(table) == [acc("fab"), con("ann"), con("zoe")] and len(table) == 3 and acc("fab") in table
+    assert res.link_count == sum(len(v) for v in table.values()) == 9
+
+    account = table[acc("fab")]
+    assert [lk.activity for lk in account] == list(acts)  # in activity order, the activities themselves
+    assert all(type(lk) is Link and lk.record == acc("fab") for lk in account)
+    assert [(lk.reasons, lk.members) for lk in account] == [
+        (("account-contact", "account-domain"), {ANN}),
+        (("account-contact", "account-domain"), {ZOE}),
+        (("account-contact", "account-domain"), {ANN, ZOE}),
+        (("account-contact", "account-domain"), {ANN}),
+    ]
+    # Made on demand: equal every time, and the (reasons, members) objects are shared between links.
+    assert table[acc("fab")] == account and table[acc("fab")] is not account
+    assert account[0].members is account[3].members and account[0].reasons is account[2].reasons
+    assert table[con("ann")][0].reasons is table[con("zoe")][0].reasons
+    # A plain dict of the same links compares equal (and so do results holding either).
+    plain = {ref: table[ref] for ref in table}
+    assert table == plain and plain == table and res.links_of(con("zoe")) == plain[con("zoe")]
+    assert res.links_of(acc("nobody")) == ()
+    assert repr(table).startswith("LinkTable({RecordRef(")
+    assert list(table.positions(acc("fab"))) == [0, 1, 2, 3] and list(table.positions(con("zoe"))) == [1, 2]
+
+
+def test_fingerprints_by_position_equal_fingerprints_by_key() -> None:
+    from relinsights.compute.fingerprint import Fingerprints
+
+    records = CrmRecords(
+        contacts=[Contact("ann", (ANN,), parent_account_id="fab"), Contact("zoe", (ZOE,), parent_account_id="fab")],
+        accounts=[Account("fab", website_url="fabrikam.com")],
+    )
+    r, settings = rules(users=USERS), Settings()
+    messages = [
+        mail(BOB, [ANN], "2026-03-01 09:00", conv="c1"),
+        mail(ZOE, [CARL], "2026-03-02 09:00"),
+        mail(ANN, [BOB, ZOE], "2026-03-03 09:00", conv="c1"),
+    ]
+    acts = build_activities(rules=r, messages=messages).activities
+    res = match_activities(acts, RecordIndex(records, r, zone=settings.zone))
+    table = res.links
+    assert isinstance(table, LinkTable)
+    threads = assign_threads(acts)
+    by_key = Fingerprints(settings, threads, res.identities)
+    by_position = Fingerprints(settings, threads, res.identities, acts)
+    for ref in [acc("fab"), con("ann"), con("zoe"), acc("fab")]:  # again: from the cache
+        links = table[ref]
+        for health in (True, False):
+            expected = by_key.record(ref, links, health)
+            assert by_position.record(ref, links, health, table.positions(ref)) == expected
+            assert by_position.record(ref, links, health) == expected
+    assert by_position.record(acc("fab"), table[acc("fab")], True) != by_key.record(con("ann"), table[con("ann")], True)
+
+
+def test_one_build_shares_participants_groups_and_conversations() -> None:
+    r = rules(users=USERS)
+    messages = [
+        mail(BOB, [ANN], "2026-03-01 09:00", conv="c1"),
+        mail(BOB, [ANN], "2026-03-02 09:00", conv="c1"),
+        mail(ANN, [BOB], "2026-03-03 09:00", conv="c1"),
+        mail(ANN, [BOB], "2026-03-04 09:00", conv="c2"),
+        mail(BOB, [ANN, ZOE], "2026-03-05 09:00", conv="c2"),
+    ]
+    a1, a2, a3, a4, a5 = build_activities(rules=r, messages=messages).activities
+    assert a1.participants is a2.participants  # the same people in the same roles: one tuple
+    assert a3.participants is a4.participants
+    bob_from, ann_to = a1.participants
+    ann_from, bob_to = a3.participants
+    assert bob_from.person == bob_to.person and bob_from != bob_to  # one person, two roles: two participants
+    assert (ann_to.role, ann_from.role) == ("to", "from")
+    assert a5.participants[:2] == a1.participants and a5.participants[1] is ann_to  # other group, same people
+    assert a1.conversations == ("graph:c1",) and a1.conversations is a2.conversations is a3.conversations
+    assert a4.conversations == ("graph:c2",) and a4.conversations is a5.conversations
+
+    # Nothing is shared between builds, and each build's activities equal the other's.
+    again = build_activities(rules=r, messages=messages).activities
+    assert again == (a1, a2, a3, a4, a5) and again[0].participants is not a1.participants
+    assert again[0].participants[0] is not a1.participants[0]
+
+
+def test_activities_without_sources_are_the_same_activities() -> None:
+    r = rules(users=USERS)
+    m = mail(BOB, [ANN], "2026-03-01 09:00", mid="<x1@test>")
+    bob, ann = CrmParty("systemuser", "su-bob", BOB), CrmParty("contact", "ann", ANN)
+    crm = CrmEmail("A1", m.sent_at, sender=bob, to=(ann,), message_id="X1@test")  # the same email, tracked
+    meet = meeting(BOB, {ANN: "accepted"}, "2026-03-02 10:00", "2026-03-02 11:00")
+    call = PhoneCall("C1", True, (bob,), (ann,), actual_end=datetime(2026, 3, 3, 9, tzinfo=UTC))
+    rows = {
+        "messages": [*copies(m, CARL), mail(ZOE, [CARL], "2026-03-04 09:00")],
+        "events": [meet, event_copy(meet, CARL)],
+        "crm_emails": [crm],
+        "phone_calls": [call],
+    }
+    full = build_activities(rules=r, **rows)  # type: ignore[arg-type]
+    lean = build_activities(rules=r, keep_sources=False, **rows)  # type: ignore[arg-type]
+    assert [len(a.sources) for a in full.activities] == [3, 2, 1, 1]
+    assert all(a.sources == () for a in lean.activities)
+    assert lean.activities == tuple(replace(a, sources=()) for a in full.activities)
+    assert lean.skipped == full.skipped
+
+
+T = datetime(2026, 3, 10, 12, tzinfo=UTC)
+_ids = st.sampled_from(["<a@x>", "<b@x>", "<c@x>", "<d@x>", "<e@x>", "<f@x>"])
+
+
+@st.composite
+def thread_inputs(draw: st.DrawFn) -> list[Activity]:
+    """Emails (and a few meetings) sharing keys, conversations, message ids and references at random."""
+    out = []
+    for n in range(draw(st.integers(0, 25))):
+        mid = draw(st.none() | _ids)
+        key = draw(st.sampled_from([f"email:{mid}" if mid else f"email:graph:g{n}", f"email:k{n % 4}"]))
+        out.append(
+            Activity(
+                key=key,
+                kind=draw(st.sampled_from([Kind.EMAIL] * 5 + [Kind.MEETING])),
+                direction=Direction.OUTGOING,
+                time=T - timedelta(minutes=n),
+                end=T - timedelta(minutes=n),
+                participants=(),
+                message_id=mid,
+                conversations=tuple(
+                    draw(st.lists(st.sampled_from(["graph:c1", "graph:c2", "crm:c1", "c3"]), max_size=2))
+                ),
+                reply_to=tuple(draw(st.lists(_ids, max_size=3))),
+            )
+        )
+    return out
+
+
+@given(thread_inputs())
+def test_compact_threads_equal_assign_threads(activities: list[Activity]) -> None:
+    expected = assign_threads(activities)
+    got = assign_threads_compact(activities)
+    assert got == expected and list(got) == list(expected)
+
+
+def test_compact_threads_join_through_ids_nobody_holds() -> None:
+    def email(key: str, mid: str | None, conv: str = "", refs: tuple[str, ...] = ()) -> Activity:
+        return Activity(
+            key,
+            Kind.EMAIL,
+            Direction.INCOMING,
+            T,
+            T,
+            (),
+            message_id=mid,
+            conversations=(conv,) if conv else (),
+            reply_to=refs,
+        )
+
+    acts = [
+        email("email:<z@x>", "<z@x>", "graph:c1"),
+        email("email:<y@x>", "<y@x>", "graph:c2", refs=("<parent@x>",)),  # the parent is not synced...
+        email("email:<x@x>", "<x@x>", refs=("<parent@x>",)),  # ...its two replies still share a thread
+        email("email:<w@x>", "<w@x>", "crm:c1"),
+        email("email:<v@x>", "<v@x>", "graph:c1"),
+        email("email:<u@x>", "<u@x>", "c1"),  # conversation ids compare with their namespace
+    ]
+    assert (
+        assign_threads_compact(acts)
+        == assign_threads(acts)
+        == {
+            "email:<z@x>": "email:<v@x>",
+            "email:<y@x>": "email:<x@x>",
+            "email:<x@x>": "email:<x@x>",
+            "email:<w@x>": "email:<w@x>",
+            "email:<v@x>": "email:<v@x>",
+            "email:<u@x>": "email:<u@x>",
+        }
+    )
+    # One message id under two keys (not from the builder, which keys an email by its id): one thread,
+    # whichever comes first.
+    pair = [email("email:crm:A1", "<t@x>"), email("email:<t@x>", "<t@x>")]
+    for acts in (pair, pair[::-1]):
+        assert assign_threads_compact(acts) == assign_threads(acts)
+        assert set(assign_threads_compact(acts).values()) == {"email:<t@x>"}
