@@ -10,6 +10,7 @@ shared activity table.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -35,6 +36,8 @@ from relinsights.analytics import (
     compute_record_kpis,
 )
 from relinsights.analytics.columnar import ActivityTable, compute_kpis
+from relinsights.analytics.matching import LinkTable
+from relinsights.compute.fingerprint import settings_key
 from relinsights.config import HealthConfig, KpiConfig
 
 from .factory import run
@@ -227,3 +230,37 @@ def test_a_record_gets_health_only_when_asked() -> None:
     got = {k.record: k for k in compute_kpis(result.match.links, T, Settings(), threads={}, health_for=())}
     assert got[ann].health is None and result.of(ann).health is not None
     assert got[ann].counts == result.of(ann).counts
+
+
+def _fingerprints(msgs: list[MailMessage], cfg: Settings, health: set[RecordRef]) -> dict[RecordRef, str]:
+    result = run(RECORDS, T, messages=msgs, settings=cfg)
+    links = result.match.links
+    assert isinstance(links, LinkTable)
+    table = ActivityTable(links.activities, T, cfg, threads=assign_threads(links.activities), identities={})
+    refs = sorted(links)
+    return dict(zip(refs, table.fingerprints(links, refs, health, settings_key(cfg)), strict=True))
+
+
+def test_fingerprints_move_with_exactly_the_records_whose_inputs_moved() -> None:
+    def email(n: int, sender: str, to: str, hours: int) -> MailMessage:
+        return MailMessage(
+            graph_id=f"g{n}",
+            mailbox=sender,
+            sent_at=T - timedelta(hours=hours),
+            from_address=sender,
+            to=(to,),
+            internet_message_id=f"<f{n}@x>",
+            conversation_id=f"c{n}",
+        )
+
+    base = [email(1, "bob@contoso.com", "ann@fabrikam.com", 5), email(2, "zoe@tailspin.com", "bob@contoso.com", 9)]
+    health = RECORDS.health_refs()
+    first = _fingerprints(base, Settings(), health)
+    ann, zoe, fab = RecordRef(Entity.CONTACT, "ann"), RecordRef(Entity.CONTACT, "zoe"), RecordRef(Entity.ACCOUNT, "fab")
+    assert _fingerprints(list(reversed(base)), Settings(), health) == first  # same inputs, another build
+    moved = _fingerprints([base[0], email(2, "zoe@tailspin.com", "bob@contoso.com", 8)], Settings(), health)
+    assert moved[zoe] != first[zoe] and moved[ann] == first[ann] and moved[fab] == first[fab]
+    cc = _fingerprints([base[0], replace(base[1], cc=("carl@contoso.com",))], Settings(), health)
+    assert cc[zoe] != first[zoe] and cc[ann] == first[ann]
+    assert _fingerprints(base, Settings(), health - {ann})[ann] != first[ann]  # health is an input too
+    assert _fingerprints(base, Settings(lookback_days=30), health)[ann] != first[ann]  # and the settings

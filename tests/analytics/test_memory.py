@@ -74,35 +74,6 @@ def test_links_are_stored_compactly_and_made_equal_on_demand() -> None:
     assert list(table.positions(acc("fab"))) == [0, 1, 2, 3] and list(table.positions(con("zoe"))) == [1, 2]
 
 
-def test_fingerprints_by_position_equal_fingerprints_by_key() -> None:
-    from relinsights.compute.fingerprint import Fingerprints
-
-    records = CrmRecords(
-        contacts=[Contact("ann", (ANN,), parent_account_id="fab"), Contact("zoe", (ZOE,), parent_account_id="fab")],
-        accounts=[Account("fab", website_url="fabrikam.com")],
-    )
-    r, settings = rules(users=USERS), Settings()
-    messages = [
-        mail(BOB, [ANN], "2026-03-01 09:00", conv="c1"),
-        mail(ZOE, [CARL], "2026-03-02 09:00"),
-        mail(ANN, [BOB, ZOE], "2026-03-03 09:00", conv="c1"),
-    ]
-    acts = build_activities(rules=r, messages=messages).activities
-    res = match_activities(acts, RecordIndex(records, r, zone=settings.zone))
-    table = res.links
-    assert isinstance(table, LinkTable)
-    threads = assign_threads(acts)
-    by_key = Fingerprints(settings, threads, res.identities)
-    by_position = Fingerprints(settings, threads, res.identities, acts)
-    for ref in [acc("fab"), con("ann"), con("zoe"), acc("fab")]:  # again: from the cache
-        links = table[ref]
-        for health in (True, False):
-            expected = by_key.record(ref, links, health)
-            assert by_position.record(ref, links, health, table.positions(ref)) == expected
-            assert by_position.record(ref, links, health) == expected
-    assert by_position.record(acc("fab"), table[acc("fab")], True) != by_key.record(con("ann"), table[con("ann")], True)
-
-
 def test_one_build_shares_participants_groups_and_conversations() -> None:
     r = rules(users=USERS)
     messages = [

@@ -15,6 +15,7 @@ operation (a product, or the core's own function) in both; local days come from 
 
 from __future__ import annotations
 
+import hashlib
 from array import array
 from bisect import bisect_right
 from collections import Counter
@@ -58,6 +59,7 @@ _ROLE = {r: i for i, r in enumerate(Role)}
 _FROM, _TO, _CC = _ROLE[Role.FROM], _ROLE[Role.TO], _ROLE[Role.CC]
 EMAIL, MEETING, CALL = 0, 1, 2
 OURS, THEIRS = 0, 1
+_SEED = 0x5EED  # fixed, so a fingerprint is the same in every process
 _CHUNK = 50_000  # activities turned into columns at a time
 # The link columns the KPIs over the lookback window read (joins carry only what they need).
 _COUNTED = (
@@ -80,6 +82,10 @@ _NO_RESPONSE = side_response(turns=0, judged=0, answered=0, hours=())
 
 def _us(t: datetime) -> int:
     return _us_delta(t - _EPOCH)
+
+
+def _h64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
 def _us_delta(d: timedelta) -> int:
@@ -134,6 +140,7 @@ class ActivityTable:
         self.as_of, self.settings = as_utc(as_of), settings
         self.before = self.as_of - timedelta(days=TREND_DAYS)
         self.acts = acts
+        self.identities = identities
         self._members: tuple[LinkTable, pl.DataFrame] | None = None
         self._columns(threads, identities)
 
@@ -170,8 +177,17 @@ class ActivityTable:
                 "attended": [p.attended for p in plist],
                 "addr": [addr_code.get(p.address or "") for p in plist],
                 "who": [code[identities.get(p.person, p.person)] for p in plist],
+                # What a fingerprint knows of a participant, stable across runs (codes above are not).
+                "p_h": [_h64(repr((p.person, p.internal, p.role.value, p.address, p.attended))) for p in plist],
             },
-            schema_overrides={"pid": pl.Int32, "person": pl.Int32, "role": pl.Int8, "addr": pl.Int32, "who": pl.Int32},
+            schema_overrides={
+                "pid": pl.Int32,
+                "person": pl.Int32,
+                "role": pl.Int8,
+                "addr": pl.Int32,
+                "who": pl.Int32,
+                "p_h": pl.UInt64,
+            },
         )
         # The series' local days by their first instants (zoneinfo's), so a time's day is a bisection.
         days = series_dates(local_date(self.as_of, settings.zone))
@@ -184,7 +200,68 @@ class ActivityTable:
             krank=pl.col("key").rank("ordinal").cast(pl.Int32)
         )
         self.parts = pl.concat([c[1] for c in chunks]).join(self._people, on="pid").drop("pid")
+        # The thread codes are this run's; a fingerprint needs the thread's own (stable) name.
+        thread_h = pl.Series("thread_h", [_h64(t) for t in self._threads] or [0], dtype=pl.UInt64)
+        self.activities = self.activities.with_columns(
+            thread_h=pl.when(pl.col("thread") >= 0)
+            .then(pl.lit(thread_h).gather(pl.col("thread").clip(0)))
+            .otherwise(pl.lit(0, dtype=pl.UInt64))
+        )
         del self._people, self._pid, self._threads
+
+    def fingerprints(
+        self, links: LinkTable, refs: Sequence[RecordRef], health_for: Collection[RecordRef], settings_key: str
+    ) -> list[str]:
+        """Each record's fingerprint (compute/fingerprint.py: what it covers and why), in `refs`' order.
+
+        A hash of every field of every linked activity the KPIs read (its participants included), of each
+        link's reasons and members with their identities, of whether the record gets health, and of the
+        settings; polars' hashes are stable within one polars version, which `settings_key` includes."""
+        people = self.parts.select("a", "p_h").sort("a", "p_h").group_by("a").agg(pl.col("p_h"))
+        digest = (
+            self.activities.join(people, on="a", how="left")
+            .select(
+                "a",
+                act_h=pl.struct("key", "kind", "dir", "t", "end", "dur", "all_day", "pending", "thread_h", "p_h").hash(
+                    _SEED
+                ),
+            )
+            .sort("a")
+            .get_column("act_h")
+        )
+        shapes = pl.Series(
+            [
+                _h64(repr((reasons, sorted((m, self.identities.get(m, m)) for m in members))))
+                for reasons, members in links.shapes
+            ],
+            dtype=pl.UInt64,
+        )
+        flat: array[int] = array("I")
+        rec: array[int] = array("I")
+        for r, ref in enumerate(refs):
+            row = links.pairs(ref)
+            flat.extend(row)
+            rec.extend(array("I", [r]) * (len(row) // 2))
+        per_record = (
+            pl.DataFrame(
+                {
+                    "r": pl.Series(rec, dtype=pl.Int32),
+                    "act_h": digest.gather(pl.Series(flat[0::2], dtype=pl.UInt32)),
+                    "shape_h": shapes.gather(pl.Series(flat[1::2], dtype=pl.UInt32)),
+                }
+            )
+            .select("r", link_h=pl.struct("act_h", "shape_h").hash(_SEED))
+            .group_by("r")
+            .agg(n=pl.len(), h=pl.col("link_h").sort().hash(_SEED))
+        )
+        got = {r: (n, h) for r, n, h in per_record.iter_rows()}
+        wanted = set(health_for)
+        return [
+            hashlib.blake2b(
+                f"{settings_key}|polars {pl.__version__}|{ref}|{ref in wanted}|{got.get(r)}".encode(), digest_size=16
+            ).hexdigest()
+            for r, ref in enumerate(refs)
+        ]
 
     def members_of(self, links: LinkTable) -> pl.DataFrame:
         """(shape index, member person) of every shape of the link table: made once per run."""

@@ -6,7 +6,8 @@ snapshot computed as of T0 is reused as of T when
 1. its **fingerprint** is unchanged: a hash of everything the core reads for the record (each linked
    activity's kind, direction, times, duration, participants with their side, role and attendance,
    pending flag and thread; the link's reasons and external members with their identities; whether
-   the record gets a health score; the KPI settings; the payload format and the relinsights version);
+   the record gets a health score; the KPI settings; the payload format, the relinsights and polars
+   versions), computed for every record at once as columns (`ActivityTable.fingerprints`);
 2. and T lies before the snapshot's **stable_until**: the earliest moment after T0 at which time
    alone could change one of its values, with the same inputs.
 
@@ -32,17 +33,16 @@ breakpoint), so a reused value is never one that the full computation would comp
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from relinsights import __version__
-from relinsights.analytics import Activity, Health, Kind, Link, RecordRef, Settings
+from relinsights.analytics import Activity, Health, Kind, Link, Settings
 from relinsights.analytics.health import TREND_DAYS
 from relinsights.analytics.kpis import SERIES_DAYS
 from relinsights.analytics.timeutil import local_date, start_of_local_day
 from relinsights.compute.payload import PAYLOAD_VERSION
 
-DIGEST = 16  # bytes of an activity's digest
 
 
 def settings_key(settings: Settings) -> str:
@@ -57,81 +57,6 @@ def settings_key(settings: Settings) -> str:
         )
     )
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-
-
-class Fingerprints:
-    """Record fingerprints for one run; each activity is hashed once however many records it links to.
-
-    With `activities` (the run's activity tuple), callers that know each link's position in it
-    (`LinkTable.positions`) pass them to `record`, and the activity digests are kept in one array,
-    16 bytes an activity, instead of a dictionary of bytes objects (about 100 bytes an activity)."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        threads: Mapping[str, str],
-        identities: Mapping[str, str],
-        activities: Sequence[Activity] = (),
-    ) -> None:
-        self.settings_key = settings_key(settings)
-        self.threads = threads
-        self.identities = identities
-        self._activity: dict[str, bytes] = {}
-        self._links: dict[tuple[tuple[str, ...], frozenset[str]], bytes] = {}
-        self._digests = bytearray(DIGEST * len(activities))
-        self._done = bytearray(len(activities))
-
-    def activity(self, a: Activity) -> bytes:
-        digest = self._activity.get(a.key)
-        if digest is None:
-            digest = self._activity[a.key] = self._digest(a)
-        return digest
-
-    def activity_at(self, position: int, a: Activity) -> bytes:
-        """The digest of `a`, the activity at `position` in the run's activities."""
-        at = position * DIGEST
-        if self._done[position]:
-            return bytes(self._digests[at : at + DIGEST])
-        digest = self._digest(a)
-        self._digests[at : at + DIGEST] = digest
-        self._done[position] = 1
-        return digest
-
-    def _digest(self, a: Activity) -> bytes:
-        # Enum values, not enum members: repr of builtins only is several times faster.
-        parts = (
-            a.key,
-            a.kind.value,
-            a.direction.value,
-            a.time.isoformat(),
-            a.end.isoformat(),
-            repr(a.duration_minutes),
-            a.all_day,
-            a.pending,
-            self.threads.get(a.key, ""),
-            tuple((p.person, p.internal, p.role.value, p.address, p.attended) for p in a.participants),
-        )
-        return hashlib.blake2b(repr(parts).encode(), digest_size=DIGEST).digest()
-
-    def record(
-        self, ref: RecordRef, links: Sequence[Link], with_health: bool, positions: Sequence[int] | None = None
-    ) -> str:
-        """The record's fingerprint; `positions`: each link's activity's position in the run's activities."""
-        h = hashlib.blake2b(digest_size=16)
-        h.update(f"{self.settings_key}|{ref}|{with_health}".encode())
-        for i, lk in enumerate(links):
-            h.update(self.activity(lk.activity) if positions is None else self.activity_at(positions[i], lk.activity))
-            h.update(self._link(lk.reasons, lk.members))
-        return h.hexdigest()
-
-    def _link(self, reasons: tuple[str, ...], members: frozenset[str]) -> bytes:
-        # Most links of a record repeat the same reasons and members: encode each combination once.
-        key = (reasons, members)
-        encoded = self._links.get(key)
-        if encoded is None:
-            people = sorted((m, self.identities.get(m, m)) for m in members)
-            encoded = self._links[key] = repr((reasons, people)).encode()
-        return encoded
 
 
 def stable_until(

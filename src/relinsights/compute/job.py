@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -21,7 +22,6 @@ import structlog
 from sqlalchemy import Engine
 
 from relinsights.analytics import (
-    Activity,
     ActivitySet,
     Entity,
     MatchResult,
@@ -39,7 +39,7 @@ from relinsights.analytics.matching import LinkTable
 from relinsights.analytics.threads import assign_threads_compact
 from relinsights.analytics.timeutil import as_utc
 from relinsights.collector import collector_paused
-from relinsights.compute.fingerprint import Fingerprints, stable_until
+from relinsights.compute.fingerprint import settings_key, stable_until
 from relinsights.compute.load import TenantInputs, load_inputs
 from relinsights.compute.payload import kpi_payload
 from relinsights.compute.similar import compute_similar, similar_due, similar_json
@@ -119,35 +119,39 @@ class Prepared:
     def accuracy(self) -> str:
         return PARTIAL if self.inputs.failed_mailboxes else COMPLETE
 
-    def fingerprints(self) -> Fingerprints:
-        return Fingerprints(self.settings, self.threads, self.match.identities, self.activities.activities)
-
-    def positions(self, ref: RecordRef) -> Sequence[int] | None:
-        """Where the record's links' activities are in `activities` (None when the links do not say)."""
+    @cached_property
+    def links(self) -> LinkTable:
         links = self.match.links
-        return links.positions(ref) if isinstance(links, LinkTable) else None
+        assert isinstance(links, LinkTable), "match_activities gives a LinkTable"
+        return links
+
+    @cached_property
+    def table(self) -> ActivityTable:
+        """Every activity as columns, built once: for the fingerprints and the KPIs."""
+        return ActivityTable(
+            self.links.activities, self.as_of, self.settings, threads=self.threads, identities=self.match.identities
+        )
+
+    def fingerprints(self) -> list[tuple[RecordRef, str]]:
+        """Every linked record, sorted, with its fingerprint."""
+        refs = sorted(self.links)
+        prints = self.table.fingerprints(self.links, refs, self.health_refs, settings_key(self.settings))
+        return list(zip(refs, prints, strict=True))
 
     def snapshots(self, wanted: Sequence[tuple[RecordRef, str]]) -> Iterator[SnapshotRow]:
         """Compute these records' KPIs as of T (ref, fingerprint), a batch of records at a time."""
-        links = self.match.links
-        if isinstance(links, LinkTable):  # its links are positions in its activities: columns of all of them
-            acts: Sequence[Activity] = links.activities
-        else:
-            acts = list({id(lk.activity): lk.activity for ref, _ in wanted for lk in links[ref]}.values())
-        table = ActivityTable(acts, self.as_of, self.settings, threads=self.threads, identities=self.match.identities)
-        del acts
         for start in range(0, len(wanted), RECORD_BATCH):
             batch = wanted[start : start + RECORD_BATCH]
             fingerprints = dict(batch)
             kpis = compute_kpis(
-                links,
+                self.links,
                 self.as_of,
                 self.settings,
                 threads=self.threads,
                 identities=self.match.identities,
                 health_for=self.health_refs,
                 refs=[ref for ref, _ in batch],
-                table=table,
+                table=self.table,
             )
             for k in kpis:
                 yield self._row(k, fingerprints[k.record])
@@ -215,11 +219,7 @@ def prepare(
 def compute_payloads(engine: Engine, tenant: TenantConfig, as_of: datetime) -> dict[RecordRef, dict[str, Any]]:
     """Every record's payload as of T, computed in full and stored nowhere (checks and tests)."""
     p = prepare(engine, tenant, as_of)
-    fps = p.fingerprints()
-    wanted = [  # one record's links at a time (they are made on demand)
-        (ref, fps.record(ref, p.match.links[ref], ref in p.health_refs, p.positions(ref)))
-        for ref in sorted(p.match.links)
-    ]
+    wanted = p.fingerprints()
     return {RecordRef(Entity(row.entity), row.record_id): orjson.loads(row.payload) for row in p.snapshots(wanted)}
 
 
@@ -251,12 +251,9 @@ def compute_tenant(
         failed_mailboxes=list(p.inputs.failed_mailboxes),
     )
     previous = {} if full else previous_snapshots(engine, p.tenant_pk, as_of)
-    fps = p.fingerprints()
     wanted: list[tuple[RecordRef, str]] = []
     reused: list[int] = []
-    for ref in sorted(p.match.links):  # one record's links at a time (they are made on demand)
-        links = p.match.links[ref]
-        fingerprint = fps.record(ref, links, ref in p.health_refs, p.positions(ref))
+    for ref, fingerprint in p.fingerprints():
         prev = previous.get((str(ref.entity), ref.id))
         if prev is not None and prev.fingerprint == fingerprint and prev.still_valid(as_of):
             reused.append(prev.id)
