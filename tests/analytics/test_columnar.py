@@ -35,7 +35,8 @@ from relinsights.analytics import (
     assign_threads,
     compute_record_kpis,
 )
-from relinsights.analytics.columnar import ActivityTable, compute_kpis
+from relinsights.analytics.activity_table import ActivityTable
+from relinsights.analytics.columnar import compute_kpis
 from relinsights.analytics.matching import LinkTable
 from relinsights.compute.fingerprint import settings_key
 from relinsights.config import HealthConfig, KpiConfig

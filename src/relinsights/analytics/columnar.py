@@ -7,29 +7,27 @@ again for its account and each opportunity; here each step is one polars operati
 links, and only the final per-record formulas run in Python (the core's own: `side_response`,
 `snapshot_from_measures`, `health_of`, `minutes_spent`, `interaction_of`).
 
+The columns are the run's `ActivityTable` (activity_table.py) and the records' links over it.
+
 Exactness: times are integer microseconds; sums that depend on order (time spent, engagement volume) are
 exact (math.fsum) in both implementations over the same terms; each float term is computed by the same
-operation (a product, or the core's own function) in both; local days come from the core's `local_date`
-(zoneinfo), not from polars' own time zone database.
+operation (a product, or the core's own function) in both; local days are found between the day starts
+zoneinfo gives (`start_of_local_day`), not with polars' own time zone database.
 """
 
 from __future__ import annotations
 
-import hashlib
 from array import array
-from bisect import bisect_right
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from datetime import datetime, timedelta
 
 import polars as pl
 
-from relinsights.analytics.activities import Activity, Direction, Kind, Participant, Role
+from relinsights.analytics.activities import Activity, Direction, Role
+from relinsights.analytics.activity_table import DIRECTION, OURS, ROLE, THEIRS, ActivityTable, at_us, us, us_delta
 from relinsights.analytics.health import (
-    TREND_DAYS,
     HealthSnapshot,
-    decayed_weight,
     health_of,
     round_half_up,
     snapshot_from_measures,
@@ -50,17 +48,10 @@ from relinsights.analytics.matching import Link, LinkTable
 from relinsights.analytics.records import RecordRef
 from relinsights.analytics.responses import ResponseKpis, SideResponse, response_hours, side_response
 from relinsights.analytics.settings import Settings
-from relinsights.analytics.timeutil import as_utc, local_date, start_of_local_day
+from relinsights.analytics.timeutil import local_date
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_KIND = {Kind.EMAIL: 0, Kind.MEETING: 1, Kind.CALL: 2}
-_DIR = {Direction.OUTGOING: 0, Direction.INCOMING: 1}
-_ROLE = {r: i for i, r in enumerate(Role)}
-_FROM, _TO, _CC = _ROLE[Role.FROM], _ROLE[Role.TO], _ROLE[Role.CC]
+_FROM, _TO, _CC = ROLE[Role.FROM], ROLE[Role.TO], ROLE[Role.CC]
 EMAIL, MEETING, CALL = 0, 1, 2
-OURS, THEIRS = 0, 1
-_SEED = 0x5EED  # fixed, so a fingerprint is the same in every process
-_CHUNK = 50_000  # activities turned into columns at a time
 # The link columns the KPIs over the lookback window read (joins carry only what they need).
 _COUNTED = (
     "r",
@@ -78,22 +69,6 @@ _COUNTED = (
     "opener",
 )  # a turn's side: opened by us / by the customer (responses.Side)
 _NO_RESPONSE = side_response(turns=0, judged=0, answered=0, hours=())
-
-
-def _us(t: datetime) -> int:
-    return _us_delta(t - _EPOCH)
-
-
-def _h64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-
-
-def _us_delta(d: timedelta) -> int:
-    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
-
-
-def _at(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
 
 
 def compute_kpis(
@@ -123,221 +98,6 @@ def compute_kpis(
             acts = list({id(lk.activity): lk.activity for ref in refs for lk in links[ref]}.values())
         table = ActivityTable(acts, as_of, settings, threads=threads, identities=identities or {})
     yield from _Frames(table, links, refs).records(set(health_for))
-
-
-class ActivityTable:
-    """One run's activities as columns (one row per activity, one per participant), built once as of T."""
-
-    def __init__(
-        self,
-        acts: Sequence[Activity],
-        as_of: datetime,
-        settings: Settings,
-        *,
-        threads: Mapping[str, str],
-        identities: Mapping[str, str],
-    ) -> None:
-        self.as_of, self.settings = as_utc(as_of), settings
-        self.before = self.as_of - timedelta(days=TREND_DAYS)
-        self.acts = acts
-        self.identities = identities
-        self._members: tuple[LinkTable, pl.DataFrame] | None = None
-        self._columns(threads, identities)
-
-    @cached_property
-    def index(self) -> dict[int, int]:
-        """Activity identity -> row, for links given as Link objects."""
-        return {id(a): i for i, a in enumerate(self.acts)}
-
-    def _columns(self, threads: Mapping[str, str], identities: Mapping[str, str]) -> None:
-        acts, settings = self.acts, self.settings
-
-        # People as integer codes in the order of their names, so sorting by code sorts by name.
-        # Participants are shared objects (activities.py interns them): numbered by identity, not by value.
-        self._pid: dict[int, int] = {}
-        plist: list[Participant] = []
-        for a in acts:
-            for p in a.participants:
-                if id(p) not in self._pid:
-                    self._pid[id(p)] = len(plist)
-                    plist.append(p)
-        names = {p.person for p in plist}
-        names.update([identities.get(n, n) for n in names])
-        names.add("")
-        self.names = sorted(names)
-        self.code = code = {n: c for c, n in enumerate(self.names)}
-        self.addresses = sorted({p.address for p in plist if p.address})
-        addr_code = {x: c for c, x in enumerate(self.addresses)}
-        self._people = pl.DataFrame(
-            {
-                "pid": range(len(plist)),
-                "person": [code[p.person] for p in plist],
-                "role": [_ROLE[p.role] for p in plist],
-                "internal": [p.internal for p in plist],
-                "attended": [p.attended for p in plist],
-                "addr": [addr_code.get(p.address or "") for p in plist],
-                "who": [code[identities.get(p.person, p.person)] for p in plist],
-                # What a fingerprint knows of a participant, stable across runs (codes above are not).
-                "p_h": [_h64(repr((p.person, p.internal, p.role.value, p.address, p.attended))) for p in plist],
-            },
-            schema_overrides={
-                "pid": pl.Int32,
-                "person": pl.Int32,
-                "role": pl.Int8,
-                "addr": pl.Int32,
-                "who": pl.Int32,
-                "p_h": pl.UInt64,
-            },
-        )
-        # The series' local days by their first instants (zoneinfo's), so a time's day is a bisection.
-        days = series_dates(local_date(self.as_of, settings.zone))
-        self._bounds = [_us(start_of_local_day(d, settings.zone)) for d in (*days, days[-1] + timedelta(days=1))]
-        self._first_day = days[0].toordinal()
-        self._threads: dict[str, int] = {}
-        # A chunk at a time, so the Python lists the columns are made from stay small however big the run.
-        chunks = [self._chunk(acts, i, threads) for i in range(0, max(len(acts), 1), _CHUNK)]  # one, even empty
-        self.activities = pl.concat([c[0] for c in chunks]).with_columns(
-            krank=pl.col("key").rank("ordinal").cast(pl.Int32)
-        )
-        self.parts = pl.concat([c[1] for c in chunks]).join(self._people, on="pid").drop("pid")
-        # The thread codes are this run's; a fingerprint needs the thread's own (stable) name.
-        thread_h = pl.Series("thread_h", [_h64(t) for t in self._threads] or [0], dtype=pl.UInt64)
-        self.activities = self.activities.with_columns(
-            thread_h=pl.when(pl.col("thread") >= 0)
-            .then(pl.lit(thread_h).gather(pl.col("thread").clip(0)))
-            .otherwise(pl.lit(0, dtype=pl.UInt64))
-        )
-        del self._people, self._pid, self._threads
-
-    def fingerprints(
-        self, links: LinkTable, refs: Sequence[RecordRef], health_for: Collection[RecordRef], settings_key: str
-    ) -> list[str]:
-        """Each record's fingerprint (compute/fingerprint.py: what it covers and why), in `refs`' order.
-
-        A hash of every field of every linked activity the KPIs read (its participants included), of each
-        link's reasons and members with their identities, of whether the record gets health, and of the
-        settings; polars' hashes are stable within one polars version, which `settings_key` includes."""
-        people = self.parts.select("a", "p_h").sort("a", "p_h").group_by("a").agg(pl.col("p_h"))
-        digest = (
-            self.activities.join(people, on="a", how="left")
-            .select(
-                "a",
-                act_h=pl.struct("key", "kind", "dir", "t", "end", "dur", "all_day", "pending", "thread_h", "p_h").hash(
-                    _SEED
-                ),
-            )
-            .sort("a")
-            .get_column("act_h")
-        )
-        shapes = pl.Series(
-            [
-                _h64(repr((reasons, sorted((m, self.identities.get(m, m)) for m in members))))
-                for reasons, members in links.shapes
-            ],
-            dtype=pl.UInt64,
-        )
-        flat: array[int] = array("I")
-        rec: array[int] = array("I")
-        for r, ref in enumerate(refs):
-            row = links.pairs(ref)
-            flat.extend(row)
-            rec.extend(array("I", [r]) * (len(row) // 2))
-        per_record = (
-            pl.DataFrame(
-                {
-                    "r": pl.Series(rec, dtype=pl.Int32),
-                    "act_h": digest.gather(pl.Series(flat[0::2], dtype=pl.UInt32)),
-                    "shape_h": shapes.gather(pl.Series(flat[1::2], dtype=pl.UInt32)),
-                }
-            )
-            .select("r", link_h=pl.struct("act_h", "shape_h").hash(_SEED))
-            .group_by("r")
-            .agg(n=pl.len(), h=pl.col("link_h").sort().hash(_SEED))
-        )
-        got = {r: (n, h) for r, n, h in per_record.iter_rows()}
-        wanted = set(health_for)
-        return [
-            hashlib.blake2b(
-                f"{settings_key}|polars {pl.__version__}|{ref}|{ref in wanted}|{got.get(r)}".encode(), digest_size=16
-            ).hexdigest()
-            for r, ref in enumerate(refs)
-        ]
-
-    def members_of(self, links: LinkTable) -> pl.DataFrame:
-        """(shape index, member person) of every shape of the link table: made once per run."""
-        if self._members is None or self._members[0] is not links:
-            code = self.code
-            pairs = [(i, code[x]) for i, (_, members) in enumerate(links.shapes) for x in members if x in code]
-            frame = pl.DataFrame(
-                {"mid": [i for i, _ in pairs], "person": [c for _, c in pairs]},
-                schema={"mid": pl.Int32, "person": pl.Int32},
-            )
-            self._members = (links, frame)
-        return self._members[1]
-
-    def _chunk(
-        self, acts: Sequence[Activity], offset: int, threads: Mapping[str, str]
-    ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        chunk = acts[offset : offset + _CHUNK]
-        s, as_of, before, code = self.settings, self.as_of, self.before, self.code
-        p_act: list[int] = []
-        p_pid: list[int] = []
-        for i, a in enumerate(chunk, offset):
-            for p in a.participants:
-                p_act.append(i)
-                p_pid.append(self._pid[id(p)])
-        parts = pl.DataFrame({"a": p_act, "pid": p_pid}, schema={"a": pl.Int32, "pid": pl.Int32})
-        bounds, first_day = self._bounds, self._first_day
-        decay_from = before - timedelta(days=s.kpi.health.window_days)
-        opener: list[int] = []
-        side: list[int] = []
-        day: list[int] = []
-        decay_now: list[float] = []
-        decay_before: list[float] = []
-        t_us = [_us(a.time) for a in chunk]
-        for a, t in zip(chunk, t_us, strict=True):
-            init = a.initiator
-            opener.append(code[init.person] if init is not None else code[""])
-            side.append(OURS if init is not None and init.internal else THEIRS)
-            day.append(first_day + bisect_right(bounds, t) - 1 if bounds[0] <= t < bounds[-1] else -1)
-            recent = decay_from <= a.time <= as_of
-            decay_now.append(decayed_weight(a.kind, a.time, as_of, s) if recent else 0.0)
-            decay_before.append(decayed_weight(a.kind, a.time, before, s) if recent else 0.0)
-        thread = self._threads
-        activities = pl.DataFrame(
-            {
-                "a": range(offset, offset + len(chunk)),
-                "key": [a.key for a in chunk],
-                "kind": [_KIND[a.kind] for a in chunk],
-                "dir": [_DIR[a.direction] for a in chunk],
-                "t": t_us,
-                "end": [_us(a.end) for a in chunk],
-                "pending": [a.pending for a in chunk],
-                "all_day": [a.all_day for a in chunk],
-                "dur": [a.duration_minutes for a in chunk],
-                "thread": [
-                    thread.setdefault(threads.get(a.key, a.key), len(thread)) if a.kind is Kind.EMAIL else -1
-                    for a in chunk
-                ],
-                "side": side,
-                "opener": opener,
-                "day": day,
-                "decay_now": decay_now,
-                "decay_before": decay_before,
-            },
-            schema_overrides={
-                "a": pl.Int32,
-                "kind": pl.Int8,
-                "dir": pl.Int8,
-                "t": pl.Int64,
-                "end": pl.Int64,
-                "thread": pl.Int32,
-                "side": pl.Int8,
-                "opener": pl.Int32,
-                "day": pl.Int32,
-            },
-        )
-        return activities, parts
 
 
 class _Frames:
@@ -419,13 +179,13 @@ class _Frames:
     def records(self, health_for: set[RecordRef]) -> Iterator[RecordKpis]:
         s, as_of = self.settings, self.as_of
         lookback = timedelta(days=s.lookback_days)
-        counted = self.links.filter(_done(self.as_of) & (pl.col("t") >= _us(as_of - lookback))).select(_COUNTED)
+        counted = self.links.filter(_done(self.as_of) & (pl.col("t") >= us(as_of - lookback))).select(_COUNTED)
         counts = _tallies(counted.group_by("r", "kind", "dir").len())
         team, customer = self._time_spent(counted)
         turns = self._turns(counted.filter(pl.col("kind") == EMAIL), as_of)
         responses = self._responses(turns)
         last = _pick(counted, descending=True)
-        nxt = _pick(self.links.filter((pl.col("kind") != EMAIL) & (pl.col("t") > _us(as_of))), descending=False)
+        nxt = _pick(self.links.filter((pl.col("kind") != EMAIL) & (pl.col("t") > us(as_of))), descending=False)
         internal = self.parts.filter(pl.col("internal") & pl.col("attended")).select("a", "person", "addr")
         ours = self._top(counted.select("r", "a", "kind", "t").join(internal, on="a"), "person")
         theirs = self._top(self._member_rows(counted).filter(pl.col("attended")), "who")
@@ -522,7 +282,7 @@ class _Frames:
 
     def _turns(self, emails: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
         """The turns of 5.1 of every record's emails as of T (responses.build_turns): one row per turn."""
-        window = _us_delta(timedelta(hours=self.settings.kpi.response_window_hours))
+        window = us_delta(timedelta(hours=self.settings.kpi.response_window_hours))
         e = emails.select("r", "a", "t", "krank", "thread", "side", "opener").sort("r", "thread", "t", "krank")
         group_start = (pl.col("r") != pl.col("r").shift(1)) | (pl.col("thread") != pl.col("thread").shift(1))
         e = e.with_columns(group_start=group_start.fill_null(True))
@@ -548,7 +308,7 @@ class _Frames:
             "t",
             "a",
             "close_a",
-            judged=pl.col("closed") | (_us(as_of) - pl.col("t") > window),
+            judged=pl.col("closed") | (us(as_of) - pl.col("t") > window),
             answered=answered,
             hours=pl.when(answered).then((pl.col("close_t") - pl.col("t")).cast(pl.Float64) / 1_000_000.0 / 3600.0),
         )
@@ -600,7 +360,7 @@ class _Frames:
                     emails=emails,
                     meetings=meetings,
                     calls=calls,
-                    last_contacted=_at(last),
+                    last_contacted=at_us(last),
                 )
             )
         return {r: tuple(v) for r, v in out.items()}
@@ -633,8 +393,8 @@ class _Frames:
         if not wanted:
             return {}
         s = self.settings
-        lookback_start = _us(at - timedelta(days=s.lookback_days))
-        window_start = _us(at - timedelta(days=s.kpi.health.window_days))
+        lookback_start = us(at - timedelta(days=s.lookback_days))
+        window_start = us(at - timedelta(days=s.kpi.health.window_days))
         decay = "decay_now" if at == self.as_of else "decay_before"
         done = self.links.filter(pl.col("r").is_in(wanted) & _done(at))
         lookback = done.filter(pl.col("t") >= lookback_start)
@@ -648,7 +408,7 @@ class _Frames:
         window = (
             done.filter(pl.col("t") >= window_start)
             .group_by("r")
-            .agg(n=pl.len(), initiated=(pl.col("dir") == _DIR[Direction.INCOMING]).sum(), decayed=pl.col(decay))
+            .agg(n=pl.len(), initiated=(pl.col("dir") == DIRECTION[Direction.INCOMING]).sum(), decayed=pl.col(decay))
         )
         back = lookback.group_by("r").agg(n=pl.len(), last=pl.col("t").max())
         win = {r: (n, i, d) for r, n, i, d in window.iter_rows()}
@@ -663,7 +423,7 @@ class _Frames:
                 at,
                 s,
                 decayed=decayed,
-                last=_at(last) if last is not None else None,
+                last=at_us(last) if last is not None else None,
                 window_activities=n_window,
                 customer_initiated=initiated,
                 lookback_activities=n_lookback,
@@ -675,7 +435,7 @@ class _Frames:
 
 def _done(at: datetime) -> pl.Expr:
     """Activity.completed(at): a meeting by its end, an email or call by its time unless pending."""
-    t = _us(at)
+    t = us(at)
     return (
         pl.when(pl.col("kind") == MEETING).then(pl.col("end") <= t).otherwise(~pl.col("pending") & (pl.col("t") <= t))
     )

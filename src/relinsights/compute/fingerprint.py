@@ -44,7 +44,6 @@ from relinsights.analytics.timeutil import local_date, start_of_local_day
 from relinsights.compute.payload import PAYLOAD_VERSION
 
 
-
 def settings_key(settings: Settings) -> str:
     """A hash of every setting the KPI values depend on (a config change recomputes everything)."""
     text = "|".join(

@@ -34,7 +34,8 @@ from relinsights.analytics import (
     build_activities,
     match_activities,
 )
-from relinsights.analytics.columnar import ActivityTable, compute_kpis
+from relinsights.analytics.activity_table import ActivityTable
+from relinsights.analytics.columnar import compute_kpis
 from relinsights.analytics.matching import LinkTable
 from relinsights.analytics.threads import assign_threads_compact
 from relinsights.analytics.timeutil import as_utc
