@@ -51,6 +51,17 @@ def at_us(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
+def link_rows(links: LinkTable, refs: Sequence[RecordRef]) -> tuple[array[int], array[int]]:
+    """The records' links as stored: (each link's record number in `refs`, flat (activity, shape) pairs)."""
+    flat: array[int] = array("I")
+    rec: array[int] = array("I")
+    for r, ref in enumerate(refs):
+        row = links.pairs(ref)
+        flat.extend(row)
+        rec.extend(array("I", [r]) * (len(row) // 2))
+    return rec, flat
+
+
 class ActivityTable:
     """One run's activities as columns (one row per activity, one per participant), built once as of T."""
 
@@ -162,12 +173,7 @@ class ActivityTable:
             ],
             dtype=pl.UInt64,
         )
-        flat: array[int] = array("I")
-        rec: array[int] = array("I")
-        for r, ref in enumerate(refs):
-            row = links.pairs(ref)
-            flat.extend(row)
-            rec.extend(array("I", [r]) * (len(row) // 2))
+        rec, flat = link_rows(links, refs)
         per_record = (
             pl.DataFrame(
                 {

@@ -17,7 +17,6 @@ zoneinfo gives (`start_of_local_day`), not with polars' own time zone database.
 
 from __future__ import annotations
 
-from array import array
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -25,7 +24,17 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from relinsights.analytics.activities import Activity, Direction, Role
-from relinsights.analytics.activity_table import DIRECTION, OURS, ROLE, THEIRS, ActivityTable, at_us, us, us_delta
+from relinsights.analytics.activity_table import (
+    DIRECTION,
+    OURS,
+    ROLE,
+    THEIRS,
+    ActivityTable,
+    at_us,
+    link_rows,
+    us,
+    us_delta,
+)
 from relinsights.analytics.health import (
     HealthSnapshot,
     health_of,
@@ -120,12 +129,7 @@ class _Frames:
 
     def _read_table(self, links: LinkTable, refs: Sequence[RecordRef]) -> None:
         """Links as stored: (activity position, shape) pairs; a shape's members and reasons by its index."""
-        flat: array[int] = array("I")
-        rec: array[int] = array("I")
-        for r, ref in enumerate(refs):
-            row = links.pairs(ref)
-            flat.extend(row)
-            rec.extend(array("I", [r]) * (len(row) // 2))
+        rec, flat = link_rows(links, refs)
         shape = pl.Series(flat[1::2], dtype=pl.Int32)
         self.links = pl.DataFrame(
             {
