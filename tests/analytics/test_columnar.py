@@ -265,3 +265,20 @@ def test_fingerprints_move_with_exactly_the_records_whose_inputs_moved() -> None
     assert cc[zoe] != first[zoe] and cc[ann] == first[ann]
     assert _fingerprints(base, Settings(), health - {ann})[ann] != first[ann]  # health is an input too
     assert _fingerprints(base, Settings(lookback_days=30), health)[ann] != first[ann]  # and the settings
+
+
+def test_polars_returns_freed_memory_at_once_unless_the_admin_says_otherwise() -> None:
+    import subprocess
+    import sys
+
+    probe = "import os, relinsights, polars; print(os.environ['_RJEM_MALLOC_CONF'])"
+    ours = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env={})
+    assert ours.stdout.strip() == "dirty_decay_ms:0,muzzy_decay_ms:0"
+    theirs = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"_RJEM_MALLOC_CONF": "narenas:2"},
+    )
+    assert theirs.stdout.strip() == "narenas:2"
