@@ -154,14 +154,16 @@ class ActivityTable:
         A hash of every field of every linked activity the KPIs read (its participants included), of each
         link's reasons and members with their identities, of whether the record gets health, and of the
         settings; polars' hashes are stable within one polars version, which `settings_key` includes."""
-        people = self.parts.select("a", "p_h").sort("a", "p_h").group_by("a").agg(pl.col("p_h"))
+        # Sets (an activity's participants, a record's links) are hashed as the wrapping sum of their members'
+        # 64-bit hashes: no sorting, no lists, and any one change moves the sum.
+        people = self.parts.group_by("a").agg(pl.col("p_h").sum(), n_people=pl.len())
         digest = (
             self.activities.join(people, on="a", how="left")
             .select(
                 "a",
-                act_h=pl.struct("key", "kind", "dir", "t", "end", "dur", "all_day", "pending", "thread_h", "p_h").hash(
-                    _SEED
-                ),
+                act_h=pl.struct(
+                    "key", "kind", "dir", "t", "end", "dur", "all_day", "pending", "thread_h", "p_h", "n_people"
+                ).hash(_SEED),
             )
             .sort("a")
             .get_column("act_h")
@@ -184,7 +186,7 @@ class ActivityTable:
             )
             .select("r", link_h=pl.struct("act_h", "shape_h").hash(_SEED))
             .group_by("r")
-            .agg(n=pl.len(), h=pl.col("link_h").sort().hash(_SEED))
+            .agg(n=pl.len(), h=pl.col("link_h").sum())
         )
         got = {r: (n, h) for r, n, h in per_record.iter_rows()}
         wanted = set(health_for)
