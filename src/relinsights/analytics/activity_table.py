@@ -133,8 +133,11 @@ class ActivityTable:
         self._threads: dict[str, int] = {}
         # A chunk at a time, so the Python lists the columns are made from stay small however big the run.
         chunks = [self._chunk(acts, i, threads) for i in range(0, max(len(acts), 1), _CHUNK)]  # one, even empty
-        self.activities = pl.concat([c[0] for c in chunks]).with_columns(
-            krank=pl.col("key").rank("ordinal").cast(pl.Int32)
+        # Keys are only ever compared (ties on time) and fingerprinted: their rank and hash stand in for them.
+        self.activities = (
+            pl.concat([c[0] for c in chunks])
+            .with_columns(krank=pl.col("key").rank("ordinal").cast(pl.Int32), key_h=pl.col("key").hash(_SEED))
+            .drop("key")
         )
         self.parts = pl.concat([c[1] for c in chunks]).join(self._people, on="pid").drop("pid")
         # The thread codes are this run's; a fingerprint needs the thread's own (stable) name.
@@ -162,7 +165,7 @@ class ActivityTable:
             .select(
                 "a",
                 act_h=pl.struct(
-                    "key", "kind", "dir", "t", "end", "dur", "all_day", "pending", "thread_h", "p_h", "n_people"
+                    "key_h", "kind", "dir", "t", "end", "dur", "all_day", "pending", "thread_h", "p_h", "n_people"
                 ).hash(_SEED),
             )
             .sort("a")

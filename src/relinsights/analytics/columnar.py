@@ -125,7 +125,7 @@ class _Frames:
             self._read_table(links, refs)
         else:
             self._read_links(links, refs)
-        self.links = self.links.join(table.activities.drop("key"), on="a")
+        self.links = self.links.join(table.activities.drop("key_h"), on="a")
 
     def _read_table(self, links: LinkTable, refs: Sequence[RecordRef]) -> None:
         """Links as stored: (activity position, shape) pairs; a shape's members and reasons by its index."""
