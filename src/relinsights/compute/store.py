@@ -55,7 +55,7 @@ class PreviousSnapshot:
 def previous_snapshots(engine: Engine, tenant_pk: int, before: datetime) -> dict[tuple[str, str], PreviousSnapshot]:
     """The rows of the latest run dated before `before`, by (entity, record id)."""
     c = snapshot_t.c
-    with engine.connect() as conn:
+    with engine.connect() as conn, small_page_cache(conn):
         latest = conn.execute(select(func.max(c.as_of)).where(c.tenant_pk == tenant_pk, c.as_of < before)).scalar()
         if latest is None:
             return {}
