@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-import tracemalloc
 from typing import Any
 
 import orjson
 
-from relinsights.compute.job import compact_json
+from relinsights.compute.store import PayloadPacker, SnapshotRow
 
 
-def test_compact_json_is_orjson_in_a_buffer_of_its_own_size() -> None:
-    value = {"daily": [{"day": f"2026-01-{d:02d}", "emails_sent": d} for d in range(1, 29)], "name": "Ann ✓"}
-    assert compact_json(value) == orjson.dumps(value) and type(compact_json(value)) is bytes
-
-    def held(make: Any) -> int:  # bytes still allocated while the result is alive
-        tracemalloc.start()
-        try:
-            kept = make(value)
-            size = tracemalloc.get_traced_memory()[0]
-            del kept
-            return size
-        finally:
-            tracemalloc.stop()
-
-    size = len(orjson.dumps(value))
-    assert held(compact_json) < size + 100  # orjson.dumps alone holds ~8 KiB here (orjson 3.13)
+def test_payloads_wait_packed_and_come_back_byte_for_byte() -> None:
+    packer = PayloadPacker()
+    payloads = [
+        orjson.dumps({"version": 1, "daily": {f"2026-01-{d:02d}": {"emails_sent": d * n} for d in range(1, 29)}})
+        for n in range(1, 6)
+    ] + [orjson.dumps({"name": "Zoë ✓", "top": []}), b"{}"]
+    packed = [packer.pack(p) for p in payloads]
+    assert [packer.unpack(z) for z in packed] == payloads
+    assert sum(map(len, packed[1:5])) * 4 < sum(map(len, payloads[1:5]))  # the first one is the dictionary
+    row = SnapshotRow("contact", "c1", packed[2], "fp", None, 3, None, None, None, None, packer)
+    assert row.payload == payloads[2] and orjson.loads(row.payload)["daily"]["2026-01-02"] == {"emails_sent": 6}
 
 
 def test_the_job_reads_with_a_small_sqlite_page_cache_and_gives_the_pool_its_own_back(tmp_path: Any) -> None:
