@@ -149,6 +149,34 @@ class ActivityTable:
         )
         del self._people, self._pid, self._threads
 
+    # Views of the participants every batch of records joins to: made once, not scanned again per batch.
+
+    @cached_property
+    def internal_attending(self) -> pl.DataFrame:
+        """(activity, person, address) of our people who took part (top contacts, ours)."""
+        return self.parts.filter(pl.col("internal") & pl.col("attended")).select("a", "person", "addr")
+
+    @cached_property
+    def internal_attending_count(self) -> pl.DataFrame:
+        """(activity, n): how many of our people took part (a meeting's time spent by the team)."""
+        return self.internal_attending.group_by("a").len().rename({"len": "n"})
+
+    @cached_property
+    def internal_roles(self) -> pl.DataFrame:
+        """(activity, role) of each of our people on it (an email's writers and readers)."""
+        return self.parts.filter(pl.col("internal")).select("a", "role")
+
+    @cached_property
+    def recipients(self) -> pl.DataFrame:
+        """(activity, person) of each To/Cc recipient, as (close_a, opener, to_opener) for the turn walk."""
+        to_or_cc = pl.col("role").is_in([ROLE[Role.TO], ROLE[Role.CC]])
+        return (
+            self.parts.filter(to_or_cc)
+            .select(close_a="a", opener="person")
+            .unique()
+            .with_columns(to_opener=pl.lit(True))
+        )
+
     def fingerprints(
         self, links: LinkTable, refs: Sequence[RecordRef], health_for: Collection[RecordRef], settings_key: str
     ) -> list[str]:

@@ -59,7 +59,7 @@ from relinsights.analytics.responses import ResponseKpis, SideResponse, response
 from relinsights.analytics.settings import Settings
 from relinsights.analytics.timeutil import local_date
 
-_FROM, _TO, _CC = ROLE[Role.FROM], ROLE[Role.TO], ROLE[Role.CC]
+_FROM = ROLE[Role.FROM]
 EMAIL, MEETING, CALL = 0, 1, 2
 # The link columns the KPIs over the lookback window read (joins carry only what they need).
 _COUNTED = (
@@ -190,8 +190,7 @@ class _Frames:
         responses = self._responses(turns)
         last = _pick(counted, descending=True)
         nxt = _pick(self.links.filter((pl.col("kind") != EMAIL) & (pl.col("t") > us(as_of))), descending=False)
-        internal = self.parts.filter(pl.col("internal") & pl.col("attended")).select("a", "person", "addr")
-        ours = self._top(counted.select("r", "a", "kind", "t").join(internal, on="a"), "person")
+        ours = self._top(counted.select("r", "a", "kind", "t").join(self.table.internal_attending, on="a"), "person")
         theirs = self._top(self._member_rows(counted).filter(pl.col("attended")), "who")
         daily = self._daily()
         reasons = self._reasons(counted)
@@ -244,11 +243,11 @@ class _Frames:
         team_mail = (
             counted.filter(pl.col("kind") == EMAIL)
             .select("r", "a")
-            .join(self.parts.filter(pl.col("internal")).select("a", "role"), on="a")
+            .join(self.table.internal_roles, on="a")
             .group_by("r")
             .agg(w=(pl.col("role") == _FROM).sum(), rd=(pl.col("role") != _FROM).sum())
         )
-        attending = self.parts.filter(pl.col("internal") & pl.col("attended")).group_by("a").len().rename({"len": "n"})
+        attending = self.table.internal_attending_count
         team_terms = (
             counted.filter(timed)
             .join(attending, on="a", how="left")
@@ -298,13 +297,7 @@ class _Frames:
             close_a=pl.col("a").shift(-1),
             close_t=pl.col("t").shift(-1),
         )
-        recipients = (
-            self.parts.filter(pl.col("role").is_in([_TO, _CC]))
-            .select(close_a="a", opener="person")
-            .unique()
-            .with_columns(to_opener=pl.lit(True))
-        )
-        opens = opens.join(recipients, on=["close_a", "opener"], how="left")
+        opens = opens.join(self.table.recipients, on=["close_a", "opener"], how="left")
         answered = pl.col("closed") & (pl.col("close_t") - pl.col("t") <= window) & pl.col("to_opener").fill_null(False)
         turns = opens.select(
             "r",
