@@ -123,10 +123,6 @@ class LinkTable(Mapping[RecordRef, tuple[Link, ...]]):
         """The number of links of all records (without making them)."""
         return self._count
 
-    def positions(self, ref: RecordRef) -> array[int]:
-        """The positions, in the activities, of the activities of the record's links (in link order)."""
-        return self._rows[ref][::2]
-
     @property
     def activities(self) -> Sequence[Activity]:
         """The activities the links point into (by position)."""

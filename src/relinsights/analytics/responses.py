@@ -66,14 +66,20 @@ class ResponseKpis:
 
 
 def assign_threads(activities: Iterable[Activity]) -> dict[str, str]:
-    """Email key -> thread id (the smallest email key of its thread, so it is stable)."""
+    """Email key -> thread id (the smallest email key of its thread, so it is stable).
+
+    A union-find whose only nodes are the emails' own keys (no new object per email: over a year of mail
+    namespaced nodes per conversation and message id were the KPI job's memory peak). A conversation or
+    message id is represented by the first email that names it, and every later email naming it joins that
+    email's group: the same connectivity. Groups are joined under their smaller key, so each root is its
+    thread's name and the parent dictionary becomes the result in place."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
         root = x
-        while parent.setdefault(root, root) != root:
+        while parent[root] != root:
             root = parent[root]
-        while parent[x] != root:  # path compression keeps this linear on big mailboxes
+        while parent[x] != root:  # path compression
             parent[x], x = root, parent[x]
         return root
 
@@ -82,24 +88,44 @@ def assign_threads(activities: Iterable[Activity]) -> dict[str, str]:
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
 
-    keys: list[str] = []
-    for act in activities:
-        if act.kind is not Kind.EMAIL:
-            continue
-        node = "a\0" + act.key
-        keys.append(act.key)
-        find(node)
+    emails = [a for a in activities if a.kind is Kind.EMAIL]
+    # An email's own message id only joins it to an email that refers to it, or to another email with
+    # that id: the builder keys an email by its id ("email:<id>"), so all of those are one node already,
+    # and the id needs no entry unless it is referred to or some email with it has another key.
+    referenced = {ref for a in emails for ref in a.reply_to}
+    conversations: dict[str, str] = {}
+    message_ids: dict[str, str] = {}
+    for act in emails:
+        key = act.key
+        if key not in parent:
+            parent[key] = key
         for conv in act.conversations:
-            union(node, "c\0" + conv)
-        if act.message_id:
-            union(node, "m\0" + act.message_id)
+            union(key, conversations.setdefault(conv, key))
+        mid = act.message_id
+        if not mid:
+            pass
+        elif mid in referenced:
+            union(key, message_ids.setdefault(mid, key))
+        elif _keyed_by(key, mid):
+            other = message_ids.get(mid)  # an email with this id and another key, seen before
+            if other is not None:
+                union(key, other)
+        else:
+            union(key, message_ids.setdefault(mid, key))
+            own = "email:" + mid  # the email keyed by this id, if seen before
+            if own in parent:
+                union(key, own)
         for ref in act.reply_to:
-            union(node, "m\0" + ref)
-    # Name each thread by its smallest email key (roots may be conversation or message nodes).
-    names: dict[str, str] = {}
-    for key in sorted(keys):
-        names.setdefault(find("a\0" + key), key)
-    return {key: names[find("a\0" + key)] for key in keys}
+            union(key, message_ids.setdefault(ref, key))
+    del emails, referenced, conversations, message_ids
+    for key in parent:  # every root is the smallest key of its group: the parent of all becomes the thread
+        parent[key] = find(key)
+    return parent
+
+
+def _keyed_by(key: str, message_id: str) -> bool:
+    """key == "email:" + message_id, without making that string."""
+    return len(key) == len(message_id) + 6 and key.startswith("email:") and key.endswith(message_id)
 
 
 def build_turns(

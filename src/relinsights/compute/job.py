@@ -31,13 +31,13 @@ from relinsights.analytics import (
     RecordRef,
     Settings,
     Tier,
+    assign_threads,
     build_activities,
     match_activities,
 )
 from relinsights.analytics.activity_table import ActivityTable
 from relinsights.analytics.columnar import compute_kpis
 from relinsights.analytics.matching import LinkTable
-from relinsights.analytics.threads import assign_threads_compact
 from relinsights.analytics.timeutil import as_utc
 from relinsights.collector import collector_paused
 from relinsights.compute.fingerprint import settings_key, stable_until
@@ -167,7 +167,7 @@ class Prepared:
             record_id=k.record.id,
             packed_payload=self.packer.pack(orjson.dumps(kpi_payload(k))),
             fingerprint=fingerprint,
-            stable_until=stable_until(lambda: self.match.links[k.record], self.as_of, self.settings, k.health),
+            stable_until=stable_until(lambda: self.links[k.record], self.as_of, self.settings, k.health),
             activities=k.counts.total,
             last_interaction_at=k.last_interaction.time if k.last_interaction else None,
             health_score=k.health.score if k.health else None,
@@ -208,7 +208,7 @@ def prepare(
     if not keep_rows:
         inputs.release_rows()
     # Threads before links: their temporary objects come and go while the links do not exist yet.
-    threads = assign_threads_compact(activities.activities)
+    threads = assign_threads(activities.activities)
     index = RecordIndex(inputs.records, inputs.rules, kpi=settings.kpi, zone=settings.zone)
     match = match_activities(activities.activities, index)
     return Prepared(row.id, as_of, settings, inputs, activities, match, threads, inputs.records.health_refs())
