@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import count
 
@@ -29,7 +29,12 @@ from relinsights.analytics import (
     compute_all,
     match_activities,
 )
+from relinsights.analytics.activity_frames import build_activity_frames
+from relinsights.analytics.activity_table import ActivityTable
 from relinsights.analytics.columnar import compute_kpis
+from relinsights.analytics.frames import FrameActivities
+from relinsights.analytics.mail_frames import mail_rows
+from relinsights.analytics.match_frames import match_frames
 from relinsights.config import KpiConfig
 
 _ids = count(1)
@@ -162,6 +167,8 @@ def run(
 ) -> Run:
     settings = settings or Settings()
     party_rules = party_rules or rules(kpi=settings.kpi)
+    messages, events, crm_emails = list(messages), list(events), list(crm_emails)
+    crm_appointments, calls = list(crm_appointments), list(calls)
     acts = build_activities(
         rules=party_rules,
         tier=tier,
@@ -180,4 +187,25 @@ def run(
         match.links, as_of, settings, threads=threads, identities=match.identities, health_for=records.health_refs()
     )
     assert {k.record: k for k in columnar} == kpis
+    # ...and the job's column pipeline (frames built from the rows, matched as joins) to the same.
+    frames, skipped = build_activity_frames(
+        rules=party_rules,
+        tier=tier,
+        mail=mail_rows(messages),
+        events=events,
+        crm_emails=crm_emails,
+        crm_appointments=crm_appointments,
+        phone_calls=calls,
+    )
+    assert list(FrameActivities(frames)) == [replace(a, sources=()) for a in acts.activities]
+    assert skipped == dict(acts.skipped)
+    lazy = FrameActivities(frames)
+    framed = match_frames(frames, index, lazy)
+    assert dict(framed.links) == {
+        ref: tuple(replace(lk, activity=replace(lk.activity, sources=())) for lk in links)
+        for ref, links in match.links.items()
+    }
+    table = ActivityTable.of_frames(frames, as_of, settings, identities=framed.identities, acts=lazy)
+    engine = compute_kpis(framed.links, as_of, settings, health_for=records.health_refs(), table=table)
+    assert {k.record: k for k in engine} == kpis
     return Run(acts, match, kpis)

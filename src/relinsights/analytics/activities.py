@@ -166,6 +166,18 @@ class _Who:
         return self.kind is PartyKind.INTERNAL or self.kind is PartyKind.EXTERNAL
 
 
+Who = _Who
+
+
+def resolve_address(rules: PartyRules, raw: str | None) -> Who | None:
+    """Who a raw address is (None: not an address): an internal user's person key, else the address."""
+    addr = canonical_address(raw)
+    if addr is None:
+        return None
+    kind = rules.classify(addr)
+    return _Who(rules.person(addr) if kind is PartyKind.INTERNAL else addr, kind, addr)
+
+
 class _Resolver:
     """Resolves the addresses and parties of one build, and shares its immutable values.
 
@@ -217,11 +229,7 @@ class _Resolver:
             return who
 
     def _address(self, raw: str | None) -> _Who | None:
-        addr = canonical_address(raw)
-        if addr is None:
-            return None
-        kind = self.rules.classify(addr)
-        return _Who(self.rules.person(addr) if kind is PartyKind.INTERNAL else addr, kind, addr)
+        return resolve_address(self.rules, raw)
 
     def party(self, p: CrmParty) -> _Who | None:
         entity = (p.entity or "").lower()
@@ -255,6 +263,12 @@ def normalise_message_id(raw: str | None) -> str | None:
 
 
 # ---------------------------------------------------------------- emails
+
+
+def crm_email_key(e: CrmEmail) -> str:
+    """The activity key of a CRM email: its message id's, as a Graph copy of it has, else its own."""
+    mid = normalise_message_id(e.message_id)
+    return f"email:{mid}" if mid else f"email:crm:{e.activity_id}"
 
 
 @dataclass(slots=True)
@@ -306,7 +320,7 @@ def _crm_mail(e: CrmEmail, res: _Resolver, skipped: Counter[str]) -> _MailCopy |
     mid = normalise_message_id(e.message_id)
     reply = normalise_message_id(e.in_reply_to)
     return _MailCopy(
-        key=f"email:{mid}" if mid else f"email:crm:{e.activity_id}",
+        key=crm_email_key(e),
         source=f"crm:{e.activity_id}",
         mailbox="",
         sent_at=as_utc(e.sent_at),

@@ -9,46 +9,44 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from bisect import bisect_right
 from collections.abc import Collection, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 
+import numpy as np
 import polars as pl
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
-from relinsights.analytics.activities import Activity, Direction, Kind, Participant, Role
+from relinsights.analytics.activities import Activity, Kind, Role
+from relinsights.analytics.frames import (
+    DIRECTION,
+    KIND,
+    ROLE,
+    ActivityFrames,
+    FrameActivities,
+    at_us,
+    frames_of,
+    us,
+    us_delta,
+)
 from relinsights.analytics.health import TREND_DAYS, decayed_weight
-from relinsights.analytics.kpis import series_dates
+from relinsights.analytics.kpis import Interaction, series_dates
 from relinsights.analytics.matching import LinkTable
 from relinsights.analytics.records import RecordRef
 from relinsights.analytics.settings import Settings
 from relinsights.analytics.timeutil import as_utc, local_date, start_of_local_day
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-KIND = {Kind.EMAIL: 0, Kind.MEETING: 1, Kind.CALL: 2}
-DIRECTION = {Direction.OUTGOING: 0, Direction.INCOMING: 1}
-ROLE = {r: i for i, r in enumerate(Role)}
+__all__ = ["DIRECTION", "KIND", "ROLE", "ActivityTable", "at_us", "link_rows", "thread_groups", "us", "us_delta"]
 OURS, THEIRS = 0, 1  # an email's side: sent by us / by the customer (responses.Side)
+EMAIL = KIND[Kind.EMAIL]
 _SEED = 0x5EED  # fixed, so a fingerprint is the same in every process
-_CHUNK = 50_000  # activities turned into columns at a time
-
-
-def us(t: datetime) -> int:
-    """An aware time as integer microseconds since the epoch."""
-    return us_delta(t - _EPOCH)
+_INITIATORS = [ROLE[Role.FROM], ROLE[Role.ORGANIZER]]
+_KINDS, _DIRECTIONS = list(KIND), list(DIRECTION)
 
 
 def _h64(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-
-
-def us_delta(d: timedelta) -> int:
-    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
-
-
-def at_us(micros: int) -> datetime:
-    """The UTC time `micros` microseconds after the epoch (the inverse of `us`)."""
-    return _EPOCH + timedelta(microseconds=micros)
 
 
 def link_rows(links: LinkTable, refs: Sequence[RecordRef]) -> tuple[array[int], array[int]]:
@@ -62,6 +60,29 @@ def link_rows(links: LinkTable, refs: Sequence[RecordRef]) -> tuple[array[int], 
     return rec, flat
 
 
+def thread_groups(acts: pl.DataFrame) -> pl.Series:
+    """Each email's thread as a number (responses.assign_threads, as columns); null for meetings and calls.
+
+    Emails are joined by a shared conversation id, message id, or a message id one refers to (In-Reply-To,
+    References): the threads are the connected components of the email-token graph (scipy's, in C)."""
+    rows = acts.select("kind", "message_id", "conversations", "reply_to").with_row_index("i")
+    emails = rows.filter(pl.col("kind") == EMAIL).with_row_index("j")
+    tokens = pl.concat(
+        [
+            emails.select("j", "conversations").explode("conversations").select("j", tok="c" + pl.col("conversations")),
+            emails.select("j", tok="m" + pl.col("message_id")),
+            emails.select("j", "reply_to").explode("reply_to").select("j", tok="m" + pl.col("reply_to")),
+        ]
+    ).drop_nulls()
+    # Each email that names a token is joined to the first email naming it: a star per token.
+    edges = tokens.with_columns(root=pl.col("j").min().over("tok")).filter(pl.col("j") != pl.col("root"))
+    j, root = (edges.get_column(c).to_numpy().astype(np.int64) for c in ("j", "root"))
+    graph = coo_matrix((np.ones(len(j), dtype=np.int8), (j, root)), shape=(emails.height, emails.height))
+    _, labels = connected_components(graph, directed=False)
+    found = emails.select("i", thread=pl.Series(labels, dtype=pl.Int64))
+    return rows.select("i").join(found, on="i", how="left", maintain_order="left").get_column("thread")
+
+
 class ActivityTable:
     """One run's activities as columns (one row per activity, one per participant), built once as of T."""
 
@@ -71,7 +92,36 @@ class ActivityTable:
         as_of: datetime,
         settings: Settings,
         *,
-        threads: Mapping[str, str],
+        threads: Mapping[str, str] | None,
+        identities: Mapping[str, str],
+    ) -> None:
+        """Over `Activity` objects (tests, and records given as Link objects); `threads` as assign_threads
+        gives them (None: found here, over these activities)."""
+        self._init(frames_of(acts), acts, as_of, settings, threads=threads, identities=identities)
+
+    @classmethod
+    def of_frames(
+        cls,
+        frames: ActivityFrames,
+        as_of: datetime,
+        settings: Settings,
+        *,
+        identities: Mapping[str, str],
+        acts: Sequence[Activity] | None = None,
+    ) -> ActivityTable:
+        """Over activity frames; `acts` is what links point into (default: the frames' own activities)."""
+        table = cls.__new__(cls)
+        table._init(frames, acts or FrameActivities(frames), as_of, settings, threads=None, identities=identities)
+        return table
+
+    def _init(
+        self,
+        frames: ActivityFrames,
+        acts: Sequence[Activity],
+        as_of: datetime,
+        settings: Settings,
+        *,
+        threads: Mapping[str, str] | None,
         identities: Mapping[str, str],
     ) -> None:
         self.as_of, self.settings = as_utc(as_of), settings
@@ -79,75 +129,146 @@ class ActivityTable:
         self.acts = acts
         self.identities = identities
         self._members: tuple[LinkTable, pl.DataFrame] | None = None
-        self._columns(threads, identities)
+        self._columns(frames, threads)
 
     @cached_property
     def index(self) -> dict[int, int]:
         """Activity identity -> row, for links given as Link objects."""
         return {id(a): i for i, a in enumerate(self.acts)}
 
-    def _columns(self, threads: Mapping[str, str], identities: Mapping[str, str]) -> None:
-        acts, settings = self.acts, self.settings
-
+    def _columns(self, frames: ActivityFrames, threads: Mapping[str, str] | None) -> None:
+        s, identities = self.settings, self.identities
         # People as integer codes in the order of their names, so sorting by code sorts by name.
-        # Participants are shared objects (activities.py interns them): numbered by identity, not by value.
-        self._pid: dict[int, int] = {}
-        plist: list[Participant] = []
-        for a in acts:
-            for p in a.participants:
-                if id(p) not in self._pid:
-                    self._pid[id(p)] = len(plist)
-                    plist.append(p)
-        names = {p.person for p in plist}
-        names.update([identities.get(n, n) for n in names])
+        persons = frames.parts.get_column("person").unique().to_list()
+        names = set(persons)
+        names.update([identities.get(n, n) for n in persons])
         names.add("")
         self.names = sorted(names)
         self.code = code = {n: c for c, n in enumerate(self.names)}
-        self.addresses = sorted({p.address for p in plist if p.address})
-        addr_code = {x: c for c, x in enumerate(self.addresses)}
-        self._people = pl.DataFrame(
-            {
-                "pid": range(len(plist)),
-                "person": [code[p.person] for p in plist],
-                "role": [ROLE[p.role] for p in plist],
-                "internal": [p.internal for p in plist],
-                "attended": [p.attended for p in plist],
-                "addr": [addr_code.get(p.address or "") for p in plist],
-                "who": [code[identities.get(p.person, p.person)] for p in plist],
+        self.addresses = frames.parts.get_column("address").drop_nulls().unique().sort().to_list()
+        people = pl.DataFrame(
+            {"person": persons, "pc": [code[n] for n in persons], "who": [code[identities.get(n, n)] for n in persons]},
+            schema={"person": pl.String, "pc": pl.Int32, "who": pl.Int32},
+        )
+        addresses = pl.DataFrame(
+            {"address": self.addresses, "addr": range(len(self.addresses))},
+            schema={"address": pl.String, "addr": pl.Int32},
+        )
+        parts = frames.parts.with_row_index("pos")
+        self.parts = (
+            parts.join(people, on="person", how="left")
+            .join(addresses, on="address", how="left")
+            .select(
+                "a",
+                person="pc",
+                role="role",
+                internal="internal",
+                attended="attended",
+                addr="addr",
+                who="who",
                 # What a fingerprint knows of a participant, stable across runs (codes above are not).
-                "p_h": [_h64(repr((p.person, p.internal, p.role.value, p.address, p.attended))) for p in plist],
-            },
-            schema_overrides={
-                "pid": pl.Int32,
-                "person": pl.Int32,
-                "role": pl.Int8,
-                "addr": pl.Int32,
-                "who": pl.Int32,
-                "p_h": pl.UInt64,
-            },
+                p_h=pl.struct("person", "internal", "role", "address", "attended").hash(_SEED),
+            )
+        )
+        # An interaction's internal party (kpis.interaction_of): the activity's first internal participant.
+        party = (
+            parts.filter(pl.col("internal"))
+            .sort("a", "pos")
+            .group_by("a", maintain_order=True)
+            .first()
+            .join(people, on="person")
+            .select("a", party="pc")
+        )
+        # The initiator is an activity's first participant, when it is a sender or organizer.
+        first = (
+            parts.sort("a", "pos")
+            .group_by("a", maintain_order=True)
+            .first()
+            .filter(pl.col("role").is_in(_INITIATORS))
+            .join(people, on="person")
+            .select("a", opener="pc", init_internal="internal")
         )
         # The series' local days by their first instants (zoneinfo's), so a time's day is a bisection.
-        days = series_dates(local_date(self.as_of, settings.zone))
-        self._bounds = [us(start_of_local_day(d, settings.zone)) for d in (*days, days[-1] + timedelta(days=1))]
-        self._first_day = days[0].toordinal()
-        self._threads: dict[str, int] = {}
-        # A chunk at a time, so the Python lists the columns are made from stay small however big the run.
-        chunks = [self._chunk(acts, i, threads) for i in range(0, max(len(acts), 1), _CHUNK)]  # one, even empty
-        # Keys are only ever compared (ties on time) and fingerprinted: their rank and hash stand in for them.
+        days = series_dates(local_date(self.as_of, s.zone))
+        bounds = pl.Series([us(start_of_local_day(d, s.zone)) for d in (*days, days[-1] + timedelta(days=1))])
+        # Engagement weights by the core's own function (polars' pow differs from Python's in the last bit),
+        # for the activities in the health windows only.
+        decay_from = us(self.before - timedelta(days=s.kpi.health.window_days))
+        recent = frames.acts.filter(pl.col("t").is_between(decay_from, us(self.as_of))).select("kind", "t").unique()
+        pairs = [(_KINDS[k], at_us(t)) for k, t in recent.iter_rows()]
+        weights = recent.with_columns(
+            decay_now=pl.Series([decayed_weight(k, t, self.as_of, s) for k, t in pairs], dtype=pl.Float64),
+            decay_before=pl.Series([decayed_weight(k, t, self.before, s) for k, t in pairs], dtype=pl.Float64),
+        )
+        acts = frames.acts.with_row_index("a").with_columns(pl.col("a").cast(pl.Int32))
+        if threads is None:
+            acts = acts.with_columns(group=thread_groups(frames.acts))
+        else:  # as given (the per-record reference's own threads); an email not in them is a thread of its own
+            named = pl.DataFrame(
+                {"key": list(threads), "tname": list(threads.values())}, schema={"key": pl.String, "tname": pl.String}
+            )
+            acts = acts.join(named, on="key", how="left", maintain_order="left").with_columns(
+                group=pl.when(pl.col("kind") == EMAIL).then(pl.coalesce("tname", "key").rank("dense").cast(pl.Int64))
+            )
+        # Ties on time are broken by key: the row order itself when the rows are sorted by (time, key).
+        t, key = pl.col("t"), pl.col("key")
+        in_order = frames.acts.select(((t > t.shift()) | ((t == t.shift()) & (key > key.shift()))).all()).item()
+        first_day = days[0].toordinal()
+        at = bounds.search_sorted(acts.get_column("t"), side="right").cast(pl.Int32)
+        self.keys = frames.acts.get_column("key")
         self.activities = (
-            pl.concat([c[0] for c in chunks])
-            .with_columns(krank=pl.col("key").rank("ordinal").cast(pl.Int32), key_h=pl.col("key").hash(_SEED))
-            .drop("key")
+            acts.join(first, on="a", how="left", maintain_order="left")
+            .join(party, on="a", how="left", maintain_order="left")
+            .join(weights, on=["kind", "t"], how="left", maintain_order="left")
+            .with_columns(at=at)
+            .select(
+                "a",
+                "kind",
+                "dir",
+                "t",
+                "end",
+                "pending",
+                "all_day",
+                "dur",
+                # Thread codes are this run's; a fingerprint needs the thread's own (stable) name.
+                thread=pl.col("group").fill_null(-1).cast(pl.Int32),
+                # A thread as a fingerprint knows it, stable across runs: the least key hash of its emails.
+                thread_h=pl.when(pl.col("group").is_not_null())
+                .then(pl.col("key").hash(_SEED).min().over("group"))
+                .otherwise(pl.lit(0, dtype=pl.UInt64)),
+                side=pl.when(pl.col("init_internal").fill_null(False))
+                .then(pl.lit(OURS))
+                .otherwise(pl.lit(THEIRS))
+                .cast(pl.Int8),
+                opener=pl.col("opener").fill_null(code[""]).cast(pl.Int32),
+                party=pl.col("party").fill_null(-1).cast(pl.Int32),
+                day=pl.when((pl.col("at") >= 1) & (pl.col("at") < bounds.len()))
+                .then(pl.col("at") - 1 + first_day)
+                .otherwise(pl.lit(-1))
+                .cast(pl.Int32),
+                decay_now=pl.col("decay_now").fill_null(0.0),
+                decay_before=pl.col("decay_before").fill_null(0.0),
+                # Keys are only ever compared (ties on time) and fingerprinted: their rank and hash stand in.
+                krank=pl.col("a") if in_order else pl.col("key").rank("ordinal").cast(pl.Int32),
+                key_h=pl.col("key").hash(_SEED),
+            )
         )
-        self.parts = pl.concat([c[1] for c in chunks]).join(self._people, on="pid").drop("pid")
-        # The thread codes are this run's; a fingerprint needs the thread's own (stable) name.
-        thread_h = pl.Series("thread_h", [_h64(t) for t in self._threads] or [0], dtype=pl.UInt64)
-        self.activities = self.activities.with_columns(
-            thread_h=pl.when(pl.col("thread") >= 0)
-            .then(pl.lit(thread_h).gather(pl.col("thread").clip(0)))
-            .otherwise(pl.lit(0, dtype=pl.UInt64))
+
+    @cached_property
+    def link_columns(self) -> pl.DataFrame:
+        """What the KPIs read of a linked activity, by row (gathered for each batch of links)."""
+        return self.activities.drop("a", "key_h")
+
+    @cached_property
+    def _interactions(self) -> pl.DataFrame:
+        return self.activities.select("t", "kind", "dir", "party")
+
+    def interaction(self, a: int) -> Interaction:
+        """kpis.interaction_of of activity `a`, from the columns (no Activity object is made)."""
+        t, kind, direction, party = self._interactions.row(a)
+        return Interaction(
+            at_us(t), _KINDS[kind], _DIRECTIONS[direction], self.keys[a], self.names[party] if party >= 0 else None
         )
-        del self._people, self._pid, self._threads
 
     # Views of the participants every batch of records joins to: made once, not scanned again per batch.
 
@@ -239,67 +360,3 @@ class ActivityTable:
             )
             self._members = (links, frame)
         return self._members[1]
-
-    def _chunk(
-        self, acts: Sequence[Activity], offset: int, threads: Mapping[str, str]
-    ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        chunk = acts[offset : offset + _CHUNK]
-        s, as_of, before, code = self.settings, self.as_of, self.before, self.code
-        p_act: list[int] = []
-        p_pid: list[int] = []
-        for i, a in enumerate(chunk, offset):
-            for p in a.participants:
-                p_act.append(i)
-                p_pid.append(self._pid[id(p)])
-        parts = pl.DataFrame({"a": p_act, "pid": p_pid}, schema={"a": pl.Int32, "pid": pl.Int32})
-        bounds, first_day = self._bounds, self._first_day
-        decay_from = before - timedelta(days=s.kpi.health.window_days)
-        opener: list[int] = []
-        side: list[int] = []
-        day: list[int] = []
-        decay_now: list[float] = []
-        decay_before: list[float] = []
-        t_us = [us(a.time) for a in chunk]
-        for a, t in zip(chunk, t_us, strict=True):
-            init = a.initiator
-            opener.append(code[init.person] if init is not None else code[""])
-            side.append(OURS if init is not None and init.internal else THEIRS)
-            day.append(first_day + bisect_right(bounds, t) - 1 if bounds[0] <= t < bounds[-1] else -1)
-            recent = decay_from <= a.time <= as_of
-            decay_now.append(decayed_weight(a.kind, a.time, as_of, s) if recent else 0.0)
-            decay_before.append(decayed_weight(a.kind, a.time, before, s) if recent else 0.0)
-        thread = self._threads
-        activities = pl.DataFrame(
-            {
-                "a": range(offset, offset + len(chunk)),
-                "key": [a.key for a in chunk],
-                "kind": [KIND[a.kind] for a in chunk],
-                "dir": [DIRECTION[a.direction] for a in chunk],
-                "t": t_us,
-                "end": [us(a.end) for a in chunk],
-                "pending": [a.pending for a in chunk],
-                "all_day": [a.all_day for a in chunk],
-                "dur": [a.duration_minutes for a in chunk],
-                "thread": [
-                    thread.setdefault(threads.get(a.key, a.key), len(thread)) if a.kind is Kind.EMAIL else -1
-                    for a in chunk
-                ],
-                "side": side,
-                "opener": opener,
-                "day": day,
-                "decay_now": decay_now,
-                "decay_before": decay_before,
-            },
-            schema_overrides={
-                "a": pl.Int32,
-                "kind": pl.Int8,
-                "dir": pl.Int8,
-                "t": pl.Int64,
-                "end": pl.Int64,
-                "thread": pl.Int32,
-                "side": pl.Int8,
-                "opener": pl.Int32,
-                "day": pl.Int32,
-            },
-        )
-        return activities, parts

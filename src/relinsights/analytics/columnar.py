@@ -5,7 +5,7 @@ that per-record code stays the readable reference this is tested equal to (tests
 The per-record walk visits every link and participant once per record, so a contact's emails are walked
 again for its account and each opportunity; here each step is one polars operation over all the records'
 links, and only the final per-record formulas run in Python (the core's own: `side_response`,
-`snapshot_from_measures`, `health_of`, `minutes_spent`, `interaction_of`).
+`snapshot_from_measures`, `health_of`, `minutes_spent`; `ActivityTable.interaction` is `interaction_of` over columns).
 
 The columns are the run's `ActivityTable` (activity_table.py) and the records' links over it.
 
@@ -49,7 +49,6 @@ from relinsights.analytics.kpis import (
     RecordKpis,
     TopContact,
     empty_day,
-    interaction_of,
     minutes_spent,
     series_dates,
 )
@@ -85,7 +84,7 @@ def compute_kpis(
     as_of: datetime,
     settings: Settings,
     *,
-    threads: Mapping[str, str],
+    threads: Mapping[str, str] | None = None,
     identities: Mapping[str, str] | None = None,
     health_for: Collection[RecordRef] = (),
     refs: Sequence[RecordRef] | None = None,
@@ -125,7 +124,8 @@ class _Frames:
             self._read_table(links, refs)
         else:
             self._read_links(links, refs)
-        self.links = self.links.join(table.activities.drop("key_h"), on="a")
+        # `a` is the table's row number: its columns are gathered, not joined (the table is the run's whole year).
+        self.links = pl.concat([self.links, table.link_columns[self.links.get_column("a")]], how="horizontal")
 
     def _read_table(self, links: LinkTable, refs: Sequence[RecordRef]) -> None:
         """Links as stored: (activity position, shape) pairs; a shape's members and reasons by its index."""
@@ -217,8 +217,8 @@ class _Frames:
                 ratio_by_us=c.sent / c.received if c.received else None,
                 ratio_by_them=c.received / c.sent if c.sent else None,
                 responses=responses.get(r, ResponseKpis(_NO_RESPONSE, _NO_RESPONSE)),
-                last_interaction=interaction_of(self.acts[last[r]]) if r in last else None,
-                next_interaction=interaction_of(self.acts[nxt[r]]) if r in nxt else None,
+                last_interaction=self.table.interaction(last[r]) if r in last else None,
+                next_interaction=self.table.interaction(nxt[r]) if r in nxt else None,
                 top_contacts_ours=ours.get(r, ()),
                 top_contacts_theirs=theirs.get(r, ()),
                 daily=_series(empty, first, per_day),
@@ -305,6 +305,7 @@ class _Frames:
             "t",
             "a",
             "close_a",
+            "close_t",
             judged=pl.col("closed") | (us(as_of) - pl.col("t") > window),
             answered=answered,
             hours=pl.when(answered).then((pl.col("close_t") - pl.col("t")).cast(pl.Float64) / 1_000_000.0 / 3600.0),
@@ -312,8 +313,8 @@ class _Frames:
         kpi = self.settings.kpi
         if kpi.business_hours and turns.height:
             hours = [
-                response_hours(self.acts[a].time, self.acts[c].time, kpi, self.settings.zone) if ok else None
-                for a, c, ok in turns.select("a", "close_a", "answered").iter_rows()
+                response_hours(at_us(t), at_us(close_t), kpi, self.settings.zone) if ok else None
+                for t, close_t, ok in turns.select("t", "close_t", "answered").iter_rows()
             ]
             turns = turns.with_columns(hours=pl.Series(hours, dtype=pl.Float64))
         return turns

@@ -196,6 +196,8 @@ class PartyRules:
         return PartyKind.EXTERNAL
 
     def _excluded_domain(self, domain: str) -> bool:
+        if not self.excluded_domains:
+            return False
         labels = domain.split(".")
         return any(".".join(labels[i:]) in self.excluded_domains for i in range(len(labels) - 1))
 

@@ -22,7 +22,6 @@ import structlog
 from sqlalchemy import Engine
 
 from relinsights.analytics import (
-    ActivitySet,
     Entity,
     MatchResult,
     OpportunityState,
@@ -31,12 +30,12 @@ from relinsights.analytics import (
     RecordRef,
     Settings,
     Tier,
-    assign_threads,
-    build_activities,
-    match_activities,
 )
+from relinsights.analytics.activity_frames import build_activity_frames
 from relinsights.analytics.activity_table import ActivityTable
 from relinsights.analytics.columnar import compute_kpis
+from relinsights.analytics.frames import ActivityFrames, FrameActivities
+from relinsights.analytics.match_frames import match_frames
 from relinsights.analytics.matching import LinkTable
 from relinsights.analytics.timeutil import as_utc
 from relinsights.collector import collector_paused
@@ -112,9 +111,9 @@ class Prepared:
     as_of: datetime
     settings: Settings
     inputs: TenantInputs
-    activities: ActivitySet
+    frames: ActivityFrames
+    skipped: dict[str, int]  # source rows that made no activity, by reason
     match: MatchResult
-    threads: dict[str, str]
     health_refs: set[RecordRef]
     # The computed payloads wait for the write packed (orjson also returns a whole growth buffer: about
     # 8 KiB held per 2 KiB payload; 20,000 of them as they came were a third of the job's memory).
@@ -133,8 +132,8 @@ class Prepared:
     @cached_property
     def table(self) -> ActivityTable:
         """Every activity as columns, built once: for the fingerprints and the KPIs."""
-        return ActivityTable(
-            self.links.activities, self.as_of, self.settings, threads=self.threads, identities=self.match.identities
+        return ActivityTable.of_frames(
+            self.frames, self.as_of, self.settings, identities=self.match.identities, acts=self.links.activities
         )
 
     def fingerprints(self) -> list[tuple[RecordRef, str]]:
@@ -152,7 +151,6 @@ class Prepared:
                 self.links,
                 self.as_of,
                 self.settings,
-                threads=self.threads,
                 identities=self.match.identities,
                 health_for=self.health_refs,
                 refs=[ref for ref, _ in batch],
@@ -181,37 +179,30 @@ def normalise_as_of(as_of: datetime | None) -> datetime:
     return as_utc(as_of) if as_of is not None else datetime.now(UTC).replace(microsecond=0)
 
 
-def prepare(
-    engine: Engine, tenant: TenantConfig, as_of: datetime, keep_rows: bool = True, keep_sources: bool = True
-) -> Prepared:
+def prepare(engine: Engine, tenant: TenantConfig, as_of: datetime, keep_rows: bool = True) -> Prepared:
     """Load the tenant's rows, build its activities and link them to its CRM records.
 
-    keep_rows=False drops the loaded source rows once the activities are built; keep_sources=False
-    builds activities without their `sources` (the Graph and CRM ids of their copies), which no KPI
-    reads: the KPI job does both, for memory."""
+    keep_rows=False drops the loaded source rows once the activities are built (the KPI job, for memory)."""
     row = ensure_tenant(engine, tenant)
     assert row.id is not None
     tier = Tier.ENHANCED if tenant_enabled(row, tenant) else Tier.BASIC
     settings = Settings.for_tenant(tenant)
     verified = [d for d in json.loads(row.verified_domains or "[]") if isinstance(d, str)]
     inputs = load_inputs(engine, tenant, row.id, verified, as_of, tier)
-    activities = build_activities(
+    frames, skipped = build_activity_frames(
         rules=inputs.rules,
         tier=tier,
-        messages=inputs.messages,
+        mail=(inputs.messages.messages, inputs.messages.recipients),
         events=inputs.events,
         crm_emails=inputs.crm_emails,
         crm_appointments=inputs.crm_appointments,
         phone_calls=inputs.phone_calls,
-        keep_sources=keep_sources,
     )
     if not keep_rows:
         inputs.release_rows()
-    # Threads before links: their temporary objects come and go while the links do not exist yet.
-    threads = assign_threads(activities.activities)
     index = RecordIndex(inputs.records, inputs.rules, kpi=settings.kpi, zone=settings.zone)
-    match = match_activities(activities.activities, index)
-    return Prepared(row.id, as_of, settings, inputs, activities, match, threads, inputs.records.health_refs())
+    match = match_frames(frames, index, FrameActivities(frames))
+    return Prepared(row.id, as_of, settings, inputs, frames, skipped, match, inputs.records.health_refs())
 
 
 def compute_payloads(engine: Engine, tenant: TenantConfig, as_of: datetime) -> dict[RecordRef, dict[str, Any]]:
@@ -230,7 +221,7 @@ def compute_tenant(
     """Compute and store the KPI snapshots of every linked record of `tenant` as of `as_of` (default now)."""
     started_wall, started = datetime.now(UTC), time.monotonic()
     as_of = normalise_as_of(as_of)
-    p = prepare(engine, tenant, as_of, keep_rows=False, keep_sources=False)
+    p = prepare(engine, tenant, as_of, keep_rows=False)
     report = ComputeReport(
         tenant=tenant.name,
         as_of=as_of,
@@ -238,8 +229,8 @@ def compute_tenant(
         tier=str(p.inputs.tier),
         accuracy=p.accuracy,
         source_rows=p.inputs.source_rows,
-        activities=len(p.activities.activities),
-        skipped_rows=dict(p.activities.skipped),
+        activities=len(p.frames),
+        skipped_rows=p.skipped,
         links=p.match.link_count,
         records=len(p.match.links),
         ambiguous_domains=[

@@ -1,5 +1,5 @@
 """Database rows -> the analytics' inputs for one tenant as of T: one query per table, dicts keyed by id;
-Graph mail, the largest input, is streamed to the activity builder as it is read (`MessageStream`).
+Graph mail, the largest input, is read straight into columns (`MailRows`, `read_mail`).
 
 Only the rows a computation as of T can use are read: activities from T - lookback_days - 14 days on
 (the health trend looks 14 days back; scheduled ones have no upper bound), CRM records in full.
@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+import polars as pl
 from sqlalchemy import Engine, and_, select
 
 from relinsights.analytics import (
@@ -44,7 +45,9 @@ from relinsights.analytics import (
     Tier,
 )
 from relinsights.analytics.health import TREND_DAYS
+from relinsights.analytics.mail_frames import MAIL_SCHEMA, RECIPIENT_SCHEMA, mail_objects
 from relinsights.analytics.parties import canonical_address
+from relinsights.compute.bulk_read import bulk_reader, timestamp_literal, utc_micros
 from relinsights.compute.dataverse_rows import (
     CrmIds,
     Row,
@@ -89,6 +92,24 @@ class MailboxInfo:
     name: str | None
 
 
+@dataclass
+class MailRows:
+    """The tenant's Graph message copies in the window as the two frames mail_frames.py builds from.
+
+    A year of mail is the computation's largest input: read straight into columns (the database driver's
+    rows, never one Python object per message), it costs a few hundred bytes a message."""
+
+    messages: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MAIL_SCHEMA))
+    recipients: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=RECIPIENT_SCHEMA))
+
+    def __len__(self) -> int:
+        return self.messages.height
+
+    def objects(self) -> list[MailMessage]:
+        """The rows as `MailMessage` objects (checks and tests)."""
+        return mail_objects(self.messages, self.recipients)
+
+
 @dataclass(slots=True)
 class TenantInputs:
     """Everything one computation as of T reads, typed for the analytics core."""
@@ -99,7 +120,7 @@ class TenantInputs:
     users: tuple[InternalUser, ...]
     records: CrmRecords
     ids: CrmIds
-    messages: Sequence[MailMessage] | MessageStream = field(default_factory=list)
+    messages: MailRows = field(default_factory=MailRows)
     events: list[CalendarEvent] = field(default_factory=list)
     crm_emails: list[CrmEmail] = field(default_factory=list)
     crm_appointments: list[CrmAppointment] = field(default_factory=list)
@@ -121,7 +142,8 @@ class TenantInputs:
     def release_rows(self) -> None:
         """Drop the source rows once activities are built from them (a tenant's year of mail is large)."""
         self.released_rows = self.source_rows
-        self.messages, self.events, self.crm_emails, self.crm_appointments, self.phone_calls = [], [], [], [], []
+        self.messages = MailRows()
+        self.events, self.crm_emails, self.crm_appointments, self.phone_calls = [], [], [], []
 
 
 def load_inputs(
@@ -143,7 +165,7 @@ def load_inputs(
         _crm_activities(conn, tenant_pk, since, inputs)
         if tier is Tier.ENHANCED:
             scoped = {m.pk: m for m in mailboxes if m.in_scope}
-            inputs.messages = MessageStream(engine, tenant_pk, since, scoped)
+            inputs.messages = read_mail(engine, tenant_pk, since, scoped)
             inputs.events = _events(conn, tenant_pk, since, scoped)
             inputs.failed_mailboxes = tuple(
                 sorted(m.address for m in scoped.values() if m.status in FAILED_MAILBOX_STATUSES)
@@ -252,80 +274,48 @@ def _crm_activities(conn: Any, tenant_pk: int, since: datetime, inputs: TenantIn
 # ---------------------------------------------------------------- Graph
 
 
-class MessageStream:
-    """The tenant's Graph messages in the window, read from the database while they are consumed.
-
-    A year of mail is the computation's largest input: streamed, only the builder's compact copies of it
-    are ever in memory, never every row at once. Iterable again (each pass reads afresh); len() is the
-    number of messages the last pass read.
-    """
-
-    def __init__(self, engine: Engine, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]) -> None:
-        self.engine, self.tenant_pk, self.since, self.scoped = engine, tenant_pk, since, scoped
-        self.rows = 0
-
-    def __len__(self) -> int:
-        return self.rows
-
-    def __iter__(self) -> Iterator[MailMessage]:
-        self.rows = 0
-        with self.engine.connect() as conn, small_page_cache(conn):
-            for message in _messages(conn, self.tenant_pk, self.since, self.scoped):
-                self.rows += 1
-                yield message
-
-
-def _messages(conn: Any, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]) -> Iterator[MailMessage]:
-    """Messages in id order, merged with their recipients read in the same order (two streams, one pass)."""
-    window = and_(
-        _mb.c.tenant_pk == tenant_pk,
-        _mb.c.in_scope.is_(True),
-        _msg.c.sent_at >= since,
-        _msg.c.is_draft.is_(False),
+def read_mail(engine: Engine, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]) -> MailRows:
+    """The scoped mailboxes' sent (not draft) messages from `since` on, with their To and Cc rows, as
+    columns (bulk_read.py). Bcc is never read: it is never a participant."""
+    dialect = engine.url.get_backend_name()
+    # SQLite would walk the messages through an index, a random page per row: a year of a tenant's mail is
+    # most of the table, read far faster in one sequential scan ("+col": no index for it).
+    scan, yes, no = ("+", "1", "0") if dialect == "sqlite" else ("", "true", "false")
+    boxes = f"SELECT id FROM mailbox WHERE tenant_pk = {int(tenant_pk)} AND in_scope IS {yes}"
+    window = (
+        f"{scan}m.mailbox_pk IN ({boxes}) AND {scan}m.sent_at >= {timestamp_literal(dialect, since)}"
+        f" AND m.is_draft IS {no}"
     )
-    recipients = conn.execution_options(yield_per=5000).execute(
-        select(_mp.c.message_id, _mp.c.role, _mp.c.address)
-        .select_from(_mp.join(_msg, _msg.c.id == _mp.c.message_id).join(_mb, _mb.c.id == _msg.c.mailbox_pk))
-        .where(window, _mp.c.role.in_(("to", "cc", "bcc")))
-        .order_by(_mp.c.message_id, _mp.c.id)
-    )
-    messages = conn.execution_options(yield_per=5000).execute(
-        select(
-            _msg.c.id,
-            _msg.c.graph_id,
-            _msg.c.mailbox_pk,
-            _msg.c.sent_at,
-            _msg.c.from_address,
-            _msg.c.sender_address,
-            _msg.c.internet_message_id,
-            _msg.c.conversation_id,
-            _msg.c.in_reply_to,
+    texts = ("from_address", "sender_address", "internet_message_id", "conversation_id", "in_reply_to")
+    with bulk_reader(engine) as read:
+        messages = read(
+            f"SELECT m.id, m.graph_id, m.mailbox_pk, m.sent_at, {', '.join('m.' + c for c in texts)}"
+            f" FROM message m WHERE {window}",
+            ["m", "graph_id", "box", "sent", *texts],
         )
-        .select_from(_msg.join(_mb, _mb.c.id == _msg.c.mailbox_pk))
-        .where(window)
-        .order_by(_msg.c.id)
-    )
-    pending = iter(recipients)
-    nxt = next(pending, None)
-    for pk, graph_id, mailbox_pk, sent_at, from_, sender, imid, conv, reply in messages:
-        r: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
-        while nxt is not None and nxt[0] <= pk:
-            if nxt[0] == pk:
-                r[nxt[1]].append(nxt[2])
-            nxt = next(pending, None)
-        yield MailMessage(
-            graph_id=graph_id,
-            mailbox=scoped[mailbox_pk].address,
-            sent_at=sent_at,
-            from_address=from_,
-            sender_address=sender,
-            to=tuple(r["to"]),
-            cc=tuple(r["cc"]),
-            bcc=tuple(r["bcc"]),
-            internet_message_id=imid,
-            conversation_id=conv,
-            in_reply_to=reply,
+        recipients = read(
+            "SELECT p.id, p.message_id, p.role, p.address FROM message_participant p"
+            f" JOIN message m ON m.id = p.message_id WHERE {window} AND (p.role = 'to' OR p.role = 'cc')",
+            ["seq", "m", "role", "address"],
         )
+    mailboxes = pl.DataFrame(
+        {"box": list(scoped), "mailbox": [m.address for m in scoped.values()]},
+        schema={"box": pl.Int64, "mailbox": pl.String},
+    )
+    messages = (
+        messages.with_columns(
+            pl.col("m", "box").cast(pl.Int64),
+            sent=utc_micros(messages.get_column("sent")),
+            is_draft=pl.lit(False),
+            references=pl.lit([], dtype=pl.List(pl.String)),
+        )
+        .join(mailboxes, on="box", how="left")
+        .select(list(MAIL_SCHEMA))
+        .cast(MAIL_SCHEMA)
+    )
+    # A message's recipients in the order they were stored (the order of its To and Cc lists).
+    recipients = recipients.sort("seq").drop("seq").cast(RECIPIENT_SCHEMA)
+    return MailRows(messages, recipients)
 
 
 def _events(conn: Any, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]) -> list[CalendarEvent]:

@@ -1,0 +1,221 @@
+"""Activities as two polars frames (one row per activity, one per participant): how a run holds a year of them.
+
+The column pipeline builds Graph mail straight into these frames (mail_frames.py), matches them as joins
+(match_frames.py) and computes KPIs over them (activity_table.py, columnar.py), so a run never makes one
+Python object per email. `frames_of` turns `Activity` objects (meetings, calls, CRM copies, tests) into
+the same frames; `FrameActivities` turns rows back into `Activity` objects, one when asked for.
+
+`acts` is sorted by (time, key) and row i is activity i; `parts` lists each activity's participants in
+their order (the initiator first). Times are integer microseconds since the epoch (UTC). Record
+references (`regarding`, a participant's `party`) are their `str()`: "contact:<id>".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import overload
+
+import numpy as np
+import polars as pl
+
+from relinsights.analytics.activities import Activity, Direction, Kind, Participant, Role
+from relinsights.analytics.records import Entity, RecordRef
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+KIND = {Kind.EMAIL: 0, Kind.MEETING: 1, Kind.CALL: 2}
+DIRECTION = {Direction.OUTGOING: 0, Direction.INCOMING: 1}
+ROLE = {r: i for i, r in enumerate(Role)}
+_KINDS, _DIRECTIONS, _ROLES = list(KIND), list(DIRECTION), list(ROLE)
+
+ACT_SCHEMA = pl.Schema(
+    {
+        "key": pl.String(),
+        "kind": pl.Int8(),
+        "dir": pl.Int8(),
+        "t": pl.Int64(),
+        "end": pl.Int64(),
+        "dur": pl.Float64(),
+        "all_day": pl.Boolean(),
+        "pending": pl.Boolean(),
+        "message_id": pl.String(),
+        "conversations": pl.List(pl.String()),
+        "reply_to": pl.List(pl.String()),
+        "regarding": pl.List(pl.String()),
+    }
+)
+PART_SCHEMA = pl.Schema(
+    {
+        "a": pl.Int32(),
+        "person": pl.String(),
+        "internal": pl.Boolean(),
+        "role": pl.Int8(),
+        "address": pl.String(),
+        "party": pl.String(),
+        "attended": pl.Boolean(),
+    }
+)
+
+
+def us(t: datetime) -> int:
+    """An aware time as integer microseconds since the epoch."""
+    return us_delta(t - _EPOCH)
+
+
+def us_delta(d: timedelta) -> int:
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+def at_us(micros: int) -> datetime:
+    """The UTC time `micros` microseconds after the epoch (the inverse of `us`)."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def record_ref(text: str) -> RecordRef:
+    """The inverse of str(RecordRef)."""
+    entity, _, rid = text.partition(":")
+    return RecordRef(Entity(entity), rid)
+
+
+@dataclass(frozen=True)
+class ActivityFrames:
+    acts: pl.DataFrame  # ACT_SCHEMA, sorted by (t, key): row i is activity i
+    parts: pl.DataFrame  # PART_SCHEMA, each activity's participants in order
+
+    def __len__(self) -> int:
+        return self.acts.height
+
+    @staticmethod
+    def empty() -> ActivityFrames:
+        return ActivityFrames(pl.DataFrame(schema=ACT_SCHEMA), pl.DataFrame(schema=PART_SCHEMA))
+
+    @staticmethod
+    def combine(pieces: Iterable[ActivityFrames]) -> ActivityFrames:
+        """Several sets of activities (with distinct keys) as one, sorted by (time, key) and renumbered."""
+        acts: list[pl.DataFrame] = []
+        parts: list[pl.DataFrame] = []
+        offset = 0
+        for piece in pieces:
+            acts.append(piece.acts.with_columns(src=pl.int_range(offset, offset + piece.acts.height, dtype=pl.Int32)))
+            parts.append(piece.parts.with_columns(pl.col("a") + offset))
+            offset += piece.acts.height
+        if not acts:
+            return ActivityFrames.empty()
+        both = pl.concat(acts).sort("t", "key")
+        order = both.select("src", a=pl.int_range(0, both.height, dtype=pl.Int32))
+        renumbered = (
+            pl.concat(parts)
+            .with_row_index("pos")
+            .join(order, left_on="a", right_on="src")
+            .sort("a_right", "pos")
+            .select(pl.col("a_right").alias("a"), *[c for c in PART_SCHEMA if c != "a"])
+        )
+        return ActivityFrames(both.drop("src"), renumbered)
+
+
+def frames_of(activities: Sequence[Activity]) -> ActivityFrames:
+    """`Activity` objects as frames, in the order given (sort them by (time, key) first)."""
+    p_cols: dict[str, list[object]] = {c: [] for c in PART_SCHEMA}
+    for i, act in enumerate(activities):
+        for p in act.participants:
+            p_cols["a"].append(i)
+            p_cols["person"].append(p.person)
+            p_cols["internal"].append(p.internal)
+            p_cols["role"].append(ROLE[p.role])
+            p_cols["address"].append(p.address)
+            p_cols["party"].append(str(p.party) if p.party is not None else None)
+            p_cols["attended"].append(p.attended)
+    acts = pl.DataFrame(
+        {
+            "key": [a.key for a in activities],
+            "kind": [KIND[a.kind] for a in activities],
+            "dir": [DIRECTION[a.direction] for a in activities],
+            "t": [us(a.time) for a in activities],
+            "end": [us(a.end) for a in activities],
+            "dur": [float(a.duration_minutes) for a in activities],
+            "all_day": [a.all_day for a in activities],
+            "pending": [a.pending for a in activities],
+            "message_id": [a.message_id for a in activities],
+        },
+        schema={c: ACT_SCHEMA[c] for c in list(ACT_SCHEMA)[:9]},
+    ).with_columns(
+        conversations=_lists(len(activities), ((i, c) for i, a in enumerate(activities) for c in a.conversations)),
+        reply_to=_lists(len(activities), ((i, r) for i, a in enumerate(activities) for r in a.reply_to)),
+        regarding=_lists(len(activities), ((i, str(r)) for i, a in enumerate(activities) for r in a.regarding)),
+    )
+    return ActivityFrames(acts, pl.DataFrame(p_cols, schema=PART_SCHEMA))
+
+
+def _lists(n: int, items: Iterable[tuple[int, str]]) -> pl.Series:
+    """A list-of-strings column of n rows from (row, value) pairs (polars makes one from Python lists
+    slowly, and most of these lists are empty)."""
+    pairs = list(items)
+    flat = pl.DataFrame(
+        {"row": [i for i, _ in pairs], "v": [v for _, v in pairs]}, schema={"row": pl.Int64, "v": pl.String}
+    )
+    lists = flat.group_by("row", maintain_order=True).agg("v")
+    rows = pl.DataFrame({"row": pl.int_range(0, n, eager=True, dtype=pl.Int64)})
+    joined = rows.join(lists, on="row", how="left", maintain_order="left")
+    return joined.get_column("v").fill_null(pl.lit([], dtype=pl.List(pl.String)))
+
+
+class FrameActivities(Sequence[Activity]):
+    """The frames' activities as a sequence of `Activity` objects, each made when asked for.
+
+    For the few places that want an activity itself (the last and next interaction of a record,
+    business-hours response times, a closed record's breakpoints); two lookups give equal objects."""
+
+    def __init__(self, frames: ActivityFrames) -> None:
+        self.frames = frames
+        cols = frames.acts.select("key", "kind", "dir", "t", "end", "dur", "all_day", "pending", "message_id")
+        self._rows = cols
+        # Where each activity's participants start in `parts` (sorted by activity).
+        counts = np.bincount(frames.parts.get_column("a").to_numpy(), minlength=frames.acts.height)
+        self._starts = np.concatenate([[0], np.cumsum(counts)]).tolist()
+
+    def __len__(self) -> int:
+        return self._rows.height
+
+    @overload
+    def __getitem__(self, i: int) -> Activity: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Activity]: ...
+    def __getitem__(self, i: int | slice) -> Activity | Sequence[Activity]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        key, kind, direction, t, end, dur, all_day, pending, mid = self._rows.row(i)
+        lists = self.frames.acts.select("conversations", "reply_to", "regarding").row(i)
+        parts = self.frames.parts.slice(self._starts[i], self._starts[i + 1] - self._starts[i])
+        participants = tuple(
+            Participant(
+                person,
+                internal,
+                _ROLES[role],
+                address,
+                record_ref(party) if party is not None else None,
+                attended,
+            )
+            for _, person, internal, role, address, party, attended in parts.iter_rows()
+        )
+        return Activity(
+            key=key,
+            kind=_KINDS[kind],
+            direction=_DIRECTIONS[direction],
+            time=at_us(t),
+            end=at_us(end),
+            participants=participants,
+            duration_minutes=dur,
+            all_day=all_day,
+            pending=pending,
+            message_id=mid,
+            conversations=tuple(lists[0]),
+            reply_to=tuple(lists[1]),
+            regarding=tuple(record_ref(r) for r in lists[2]),
+        )
+
+    def __iter__(self) -> Iterator[Activity]:
+        for i in range(len(self)):
+            yield self[i]

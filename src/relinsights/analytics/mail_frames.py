@@ -1,0 +1,298 @@
+"""Graph mail rows -> email activities as frames (frames.py): activities.py's email rules as column operations.
+
+A year of a tenant's mail is millions of message copies; built one Python object at a time they were most
+of a KPI run's time and memory. Here the same rules (activities.py: its docstring lists them) run as
+joins and group-bys over two frames as the database holds them:
+
+- `messages` (`MAIL_SCHEMA`): one row per Graph message copy, `sent` in microseconds since the epoch (UTC);
+- `recipients` (`RECIPIENT_SCHEMA`): its To/Cc/Bcc rows, in their order (Bcc is never read).
+
+Addresses are resolved once per distinct raw address, in Python, by the object builder's own resolver.
+Keys that a CRM-tracked copy also has are left to the object builder, which merges the two sources
+(`split_mail`); the result is then the same as building every copy with `build_activities`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Iterable
+
+import polars as pl
+
+from relinsights.analytics.activities import Role, Who, resolve_address
+from relinsights.analytics.frames import ACT_SCHEMA, PART_SCHEMA, ROLE, ActivityFrames, at_us, us
+from relinsights.analytics.parties import PartyKind, PartyRules
+from relinsights.analytics.sources import MailMessage
+
+MAIL_SCHEMA = pl.Schema(
+    {
+        "m": pl.Int64(),  # the copy's row id (any unique number)
+        "graph_id": pl.String(),
+        "mailbox": pl.String(),  # the mailbox owner's address
+        "sent": pl.Int64(),
+        "is_draft": pl.Boolean(),
+        "from_address": pl.String(),
+        "sender_address": pl.String(),
+        "internet_message_id": pl.String(),
+        "conversation_id": pl.String(),
+        "in_reply_to": pl.String(),
+        "references": pl.List(pl.String()),
+    }
+)
+RECIPIENT_SCHEMA = pl.Schema({"m": pl.Int64(), "role": pl.String(), "address": pl.String()})
+_INTERNAL, _EXTERNAL, _IGNORED = 0, 1, 2
+_FROM, _TO, _CC = ROLE[Role.FROM], ROLE[Role.TO], ROLE[Role.CC]
+
+
+def mail_rows(messages: Iterable[MailMessage]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`MailMessage` objects as the two frames (tests, and callers that hold objects)."""
+    cols: dict[str, list[object]] = {c: [] for c in MAIL_SCHEMA}
+    rcols: dict[str, list[object]] = {c: [] for c in RECIPIENT_SCHEMA}
+    for i, msg in enumerate(messages):
+        cols["m"].append(i)
+        cols["graph_id"].append(msg.graph_id)
+        cols["mailbox"].append(msg.mailbox)
+        cols["sent"].append(us(msg.sent_at) if msg.sent_at is not None else None)
+        cols["is_draft"].append(msg.is_draft)
+        cols["from_address"].append(msg.from_address)
+        cols["sender_address"].append(msg.sender_address)
+        cols["internet_message_id"].append(msg.internet_message_id)
+        cols["conversation_id"].append(msg.conversation_id)
+        cols["in_reply_to"].append(msg.in_reply_to)
+        cols["references"].append(list(msg.references))
+        for role, addresses in (("to", msg.to), ("cc", msg.cc), ("bcc", msg.bcc)):
+            for address in addresses:
+                rcols["m"].append(i)
+                rcols["role"].append(role)
+                rcols["address"].append(address)
+    return pl.DataFrame(cols, schema=MAIL_SCHEMA), pl.DataFrame(rcols, schema=RECIPIENT_SCHEMA)
+
+
+def _norm_id(col: pl.Expr) -> pl.Expr:
+    """activities.normalise_message_id: no angle brackets or spaces, lower case, then one pair of brackets."""
+    value = col.str.strip_chars().str.strip_chars("<>").str.strip_chars().str.to_lowercase()
+    return pl.when(value.str.len_bytes() > 0).then(pl.concat_str(pl.lit("<"), value, pl.lit(">")))
+
+
+def with_keys(messages: pl.DataFrame) -> pl.DataFrame:
+    """Each copy's normalised message id and activity key (activities._graph_mail)."""
+    return messages.with_columns(mid=_norm_id(pl.col("internet_message_id"))).with_columns(
+        key=pl.when(pl.col("mid").is_not_null())
+        .then(pl.concat_str(pl.lit("email:"), pl.col("mid")))
+        .otherwise(pl.concat_str(pl.lit("email:graph:"), pl.col("graph_id")))
+    )
+
+
+def split_mail(
+    messages: pl.DataFrame, recipients: pl.DataFrame, crm_keys: Collection[str]
+) -> tuple[pl.DataFrame, list[MailMessage]]:
+    """(the copies the frame builder takes, as `with_keys` gives them; the copies of keys a CRM copy also
+    has, as `MailMessage` objects for the object builder)."""
+    keyed = with_keys(messages)
+    if not crm_keys:
+        return keyed, []
+    shared = pl.col("key").is_in(pl.Series(list(crm_keys), dtype=pl.String).implode())
+    objects = keyed.filter(shared)
+    if objects.height == 0:
+        return keyed, []
+    return keyed.filter(~shared), mail_objects(objects, recipients)
+
+
+def mail_objects(messages: pl.DataFrame, recipients: pl.DataFrame) -> list[MailMessage]:
+    """Message rows as `MailMessage` objects (the few the object builder merges with CRM copies; tests)."""
+    ids = messages.get_column("m").implode()
+    by_message: dict[int, dict[str, list[str]]] = {}
+    for m, role, address in recipients.filter(pl.col("m").is_in(ids)).iter_rows():
+        by_message.setdefault(m, {}).setdefault(role, []).append(address)
+    out = []
+    for row in messages.iter_rows(named=True):
+        r = by_message.get(row["m"], {})
+        out.append(
+            MailMessage(
+                graph_id=row["graph_id"],
+                mailbox=row["mailbox"],
+                sent_at=at_us(row["sent"]) if row["sent"] is not None else None,
+                from_address=row["from_address"],
+                sender_address=row["sender_address"],
+                to=tuple(r.get("to", ())),
+                cc=tuple(r.get("cc", ())),
+                bcc=tuple(r.get("bcc", ())),
+                internet_message_id=row["internet_message_id"],
+                conversation_id=row["conversation_id"],
+                in_reply_to=row["in_reply_to"],
+                references=tuple(row["references"] or ()),
+                is_draft=row["is_draft"],
+            )
+        )
+    return out
+
+
+class _People:
+    """Distinct raw addresses -> resolved people (what the frames join to)."""
+
+    def __init__(self, rules: PartyRules) -> None:
+        self.rules = rules
+
+    def frame(self, raw: pl.Series) -> pl.DataFrame:
+        """raw -> (person, kind, address) for these raw addresses; person null when one is not an address."""
+        values = raw.drop_nulls().unique().to_list()
+        whos = [resolve_address(self.rules, v) for v in values]
+        return pl.DataFrame(
+            {
+                "raw": values,
+                "person": [w.person if w else None for w in whos],
+                "kind": [_kind(w) if w else None for w in whos],
+                "address": [w.address if w else None for w in whos],
+            },
+            schema={"raw": pl.String, "person": pl.String, "kind": pl.Int8, "address": pl.String},
+        )
+
+
+def _kind(who: Who) -> int:
+    if who.kind is PartyKind.INTERNAL:
+        return _INTERNAL
+    return _EXTERNAL if who.kind is PartyKind.EXTERNAL else _IGNORED
+
+
+def build_mail_frames(
+    keyed: pl.DataFrame, recipients: pl.DataFrame, rules: PartyRules, skipped: Counter[str]
+) -> ActivityFrames:
+    """Email activities of these Graph copies (`split_mail`'s first part), merged by key; skipped rows counted."""
+    skipped["draft"] += keyed.filter(pl.col("is_draft")).height
+    copies = keyed.filter(~pl.col("is_draft"))
+    skipped["no-time"] += copies.filter(pl.col("sent").is_null()).height
+    copies = copies.filter(pl.col("sent").is_not_null())
+    if copies.height == 0:
+        return ActivityFrames.empty()
+
+    recips = recipients.filter(pl.col("role").is_in(["to", "cc"])).join(
+        copies.select("m"), on="m", how="semi", maintain_order="left"
+    )
+    who = _People(rules).frame(
+        pl.concat(
+            [copies.get_column(c) for c in ("mailbox", "from_address", "sender_address")]
+            + [recips.get_column("address")]
+        )
+    )
+
+    def resolved(col: str, prefix: str) -> pl.DataFrame:
+        return who.rename(
+            {"raw": col, "person": f"{prefix}person", "kind": f"{prefix}kind", "address": f"{prefix}addr"}
+        )
+
+    # A copy's sender: its from address when that resolves, else its sender address.
+    copies = (
+        copies.with_columns(source=pl.concat_str(pl.lit("graph:"), pl.col("graph_id")))
+        .join(resolved("from_address", "f_"), on="from_address", how="left")
+        .join(resolved("sender_address", "s_"), on="sender_address", how="left")
+        .join(who.select(mailbox="raw", box="person"), on="mailbox", how="left")
+        .with_columns(box=pl.coalesce("box", "mailbox"))
+        .with_columns(
+            [
+                pl.when(pl.col("f_person").is_not_null()).then(pl.col(f"f_{x}")).otherwise(pl.col(f"s_{x}")).alias(x)
+                for x in ("person", "kind", "addr")
+            ]
+        )
+        .select(
+            "m",
+            "key",
+            "source",
+            "box",
+            "sent",
+            "mid",
+            conv=pl.when(pl.col("conversation_id").is_not_null() & (pl.col("conversation_id") != "")).then(
+                pl.concat_str(pl.lit("graph:"), pl.col("conversation_id"))
+            ),
+            replies=pl.concat_list(pl.col("in_reply_to"), pl.col("references")),
+            s_person="person",
+            s_kind="kind",
+            s_addr="addr",
+        )
+    )
+    # Copies in source order give the conversations and replies; in (mailbox, source) order ("primary")
+    # the sender, message id and recipients.
+    copies = copies.sort("box", "source").with_row_index("prank").sort("source")
+    acts = (
+        copies.group_by("key", maintain_order=True)
+        .agg(
+            t=pl.col("sent").min(),
+            message_id=pl.col("mid").sort_by("prank").first(),
+            conversations=pl.col("conv").drop_nulls().unique(maintain_order=True),
+            reply_to=_norm_id(pl.col("replies").explode()).drop_nulls().unique(maintain_order=True),
+            sender=pl.col("prank").filter(pl.col("s_person").is_not_null()).min(),
+        )
+        .join(
+            copies.select(sender="prank", person="s_person", kind="s_kind", address="s_addr"), on="sender", how="left"
+        )
+    )
+    skipped["no-sender"] += acts.filter(pl.col("person").is_null()).height
+    acts = acts.filter(pl.col("person").is_not_null())
+    skipped["ignored-sender"] += acts.filter(pl.col("kind") == _IGNORED).height
+    acts = acts.filter(pl.col("kind") != _IGNORED).with_row_index("a")
+
+    # Recipients in primary order, To before Cc, list order; each person once, the sender not again.
+    recips = (
+        recips.with_row_index("seq")
+        .join(copies.select("m", "key", "prank"), on="m")
+        .join(who, left_on="address", right_on="raw", how="inner")
+        .filter(pl.col("person").is_not_null() & (pl.col("kind") != _IGNORED))
+        .join(acts.select("key", "a", s_person="person"), on="key")
+        .filter(pl.col("person") != pl.col("s_person"))
+        .with_columns(role=pl.when(pl.col("role") == "to").then(pl.lit(_TO)).otherwise(pl.lit(_CC)).cast(pl.Int8))
+        .sort("a", "prank", "role", "seq")
+        .unique(["a", "person"], keep="first", maintain_order=True)
+        .with_row_index("ord")
+        .select("a", "ord", "person", internal=pl.col("kind") == _INTERNAL, role="role", address="address_right")
+    )
+    sides = recips.group_by("a").agg(any_internal=pl.col("internal").any(), any_external=(~pl.col("internal")).any())
+    acts = acts.join(sides, on="a", how="left").with_columns(
+        dir=pl.when((pl.col("kind") == _INTERNAL) & pl.col("any_external").fill_null(False))
+        .then(pl.lit(0))
+        .when((pl.col("kind") == _EXTERNAL) & pl.col("any_internal").fill_null(False))
+        .then(pl.lit(1))
+        .cast(pl.Int8)
+    )
+    skipped["no-direction"] += acts.filter(pl.col("dir").is_null()).height
+    acts = acts.filter(pl.col("dir").is_not_null())
+
+    senders = acts.select(
+        "a",
+        ord=pl.lit(0, dtype=pl.UInt32),
+        person="person",
+        internal=pl.col("kind") == _INTERNAL,
+        role=pl.lit(_FROM, dtype=pl.Int8),
+        address="address",
+    )
+    parts = pl.concat(
+        [senders.with_columns(o=pl.lit(0)), recips.with_columns(o=pl.lit(1))], how="vertical_relaxed"
+    ).join(acts.select("a"), on="a", how="semi")
+    out = acts.select(
+        "key",
+        kind=pl.lit(0, dtype=pl.Int8),
+        dir="dir",
+        t="t",
+        end="t",
+        dur=pl.lit(0.0),
+        all_day=pl.lit(False),
+        pending=pl.lit(False),
+        message_id="message_id",
+        conversations="conversations",
+        reply_to="reply_to",
+        regarding=pl.lit([], dtype=pl.List(pl.String)),
+        old="a",
+    ).with_row_index("a")
+    # Activities renumbered densely (some were dropped); ActivityFrames.combine sorts them by (time, key).
+    parts = (
+        parts.join(out.select("a", old="old"), left_on="a", right_on="old")
+        .sort("a_right", "o", "ord")  # the sender first, then the recipients in their order
+        .select(
+            a="a_right",
+            person="person",
+            internal="internal",
+            role="role",
+            address="address",
+            party=pl.lit(None, dtype=pl.String),
+            attended=pl.lit(True),
+        )
+    )
+    return ActivityFrames(out.drop("a", "old").cast(ACT_SCHEMA), parts.cast(PART_SCHEMA))

@@ -1,0 +1,142 @@
+"""The column build of Graph mail (mail_frames.py) against the object builder (activities.py), value by value."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relinsights.analytics import CrmEmail, InternalUser, MailMessage, build_activities
+from relinsights.analytics.frames import ActivityFrames, FrameActivities, frames_of
+from relinsights.analytics.mail_frames import build_mail_frames, mail_rows, split_mail
+from relinsights.analytics.parties import PartyRules
+from relinsights.analytics.sources import CrmParty
+
+from .factory import copies, mail, rules
+
+T = datetime(2026, 3, 10, 12, tzinfo=UTC)
+USERS = [InternalUser("bob@contoso.com", ("robert@contoso.com",)), InternalUser("carl@contoso.com")]
+# Internal (with an alias), external, ignored (robot, excluded), invalid and raw spellings of one address.
+ADDRESSES = [
+    "bob@contoso.com",
+    "Robert@Contoso.com",
+    "carl@contoso.com",
+    "ann@fabrikam.com",
+    " <ANN@fabrikam.com> ",
+    "eve@fabrikam.com",
+    "zoe@tailspin.com",
+    "noreply@fabrikam.com",
+    "not an address",
+    "",
+]
+MESSAGE_IDS = ["<a@x>", "<A@X>", " a@x ", "<b@x>", "b@x", "<c@x>", "", None]
+
+
+def tenant_rules() -> PartyRules:
+    return rules(users=USERS)
+
+
+def frame_build(messages: list[MailMessage], party_rules: PartyRules, crm_keys: set[str] = frozenset()) -> tuple:  # type: ignore[assignment]
+    rows, recipients = mail_rows(messages)
+    keyed, objects = split_mail(rows, recipients, crm_keys)
+    skipped: Counter[str] = Counter()
+    frames = build_mail_frames(keyed, recipients, party_rules, skipped)
+    return ActivityFrames.combine([frames]), objects, {k: v for k, v in sorted(skipped.items()) if v}
+
+
+def assert_same(messages: list[MailMessage], party_rules: PartyRules) -> None:
+    expected = build_activities(rules=party_rules, messages=messages, keep_sources=False)
+    frames, objects, skipped = frame_build(messages, party_rules)
+    assert objects == []
+    assert list(FrameActivities(frames)) == list(expected.activities)
+    assert skipped == dict(expected.skipped)
+    # And the generic conversion of the objects gives the very same frames.
+    assert frames_of(expected.activities).acts.equals(frames.acts)
+    assert frames_of(expected.activities).parts.equals(frames.parts)
+
+
+@st.composite
+def mailboxes_of_mail(draw: st.DrawFn) -> list[MailMessage]:
+    out: list[MailMessage] = []
+    for n in range(draw(st.integers(0, 12))):
+        sender = draw(st.sampled_from([*ADDRESSES, None]))
+        message = MailMessage(
+            graph_id=f"g{n}",
+            mailbox=draw(st.sampled_from(["bob@contoso.com", "robert@contoso.com", "carl@contoso.com", "box"])),
+            sent_at=None if draw(st.integers(0, 15)) == 0 else T - timedelta(minutes=draw(st.integers(0, 5000))),
+            from_address=sender,
+            sender_address=draw(st.sampled_from([*ADDRESSES, None])),
+            to=tuple(draw(st.lists(st.sampled_from(ADDRESSES), max_size=4))),
+            cc=tuple(draw(st.lists(st.sampled_from(ADDRESSES), max_size=3))),
+            bcc=tuple(draw(st.lists(st.sampled_from(ADDRESSES), max_size=2))),
+            internet_message_id=draw(st.sampled_from(MESSAGE_IDS)),
+            conversation_id=draw(st.sampled_from(["c1", "c2", "", None])),
+            in_reply_to=draw(st.sampled_from(MESSAGE_IDS)),
+            references=tuple(draw(st.lists(st.sampled_from(MESSAGE_IDS), max_size=3))),
+            is_draft=draw(st.integers(0, 10)) == 0,
+        )
+        out.append(message)
+        for i in range(draw(st.integers(0, 2))):  # copies in other mailboxes, some with other recipients
+            out.append(
+                MailMessage(
+                    graph_id=f"g{n}-{i}",
+                    mailbox=draw(st.sampled_from(["carl@contoso.com", "ann@fabrikam.com", "bob@contoso.com"])),
+                    sent_at=message.sent_at and message.sent_at + timedelta(seconds=draw(st.integers(-60, 60))),
+                    from_address=draw(st.sampled_from([message.from_address, None, "eve@fabrikam.com"])),
+                    to=message.to if draw(st.booleans()) else tuple(reversed(message.to)),
+                    cc=tuple(draw(st.lists(st.sampled_from(ADDRESSES), max_size=2))),
+                    internet_message_id=message.internet_message_id,
+                    conversation_id=draw(st.sampled_from([message.conversation_id, "c3"])),
+                )
+            )
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mailboxes_of_mail(), st.randoms(use_true_random=False))
+def test_frame_build_equals_object_build(messages: list[MailMessage], rnd: object) -> None:
+    rnd.shuffle(messages)  # type: ignore[attr-defined]
+    assert_same(messages, tenant_rules())
+
+
+def test_copies_aliases_and_replies() -> None:
+    first = mail("bob@contoso.com", ["ann@fabrikam.com", "carl@contoso.com"], "2026-03-01 09:00", cc=["eve@fabrikam.com"])
+    reply = mail(
+        "ann@fabrikam.com",
+        ["robert@contoso.com"],
+        "2026-03-01 10:00",
+        cc=["noreply@fabrikam.com", "bob@contoso.com"],
+        in_reply_to=first.internet_message_id,
+    )
+    internal_only = mail("bob@contoso.com", ["carl@contoso.com"], "2026-03-01 11:00")
+    robot = mail("noreply@fabrikam.com", ["bob@contoso.com"], "2026-03-01 11:00")
+    unkeyed = mail("bad", ["bob@contoso.com"], "2026-03-01 11:00", mid=None)
+    draft = mail("bob@contoso.com", ["zoe@tailspin.com"], "2026-03-01 12:00", draft=True)
+    messages = [*copies(first, "carl@contoso.com"), reply, internal_only, robot, unkeyed, draft]
+    assert_same(messages, tenant_rules())
+    frames, _, skipped = frame_build(messages, tenant_rules())
+    assert frames.acts.height == 2
+    assert skipped == {"draft": 1, "ignored-sender": 1, "no-direction": 1, "no-sender": 1}
+
+
+def test_keys_a_crm_copy_shares_go_to_the_object_builder() -> None:
+    tracked = mail("bob@contoso.com", ["ann@fabrikam.com"], "2026-03-01 09:00")
+    other = mail("bob@contoso.com", ["eve@fabrikam.com"], "2026-03-01 10:00")
+    crm = CrmEmail(
+        activity_id="e1",
+        sent_at=tracked.sent_at,
+        sender=CrmParty(None, None, "bob@contoso.com"),
+        to=(CrmParty(None, None, "ann@fabrikam.com"),),
+        message_id=tracked.internet_message_id,
+    )
+    frames, objects, _ = frame_build([tracked, other], tenant_rules(), {"email:" + str(tracked.internet_message_id)})
+    assert objects == [tracked]
+    assert frames.acts.get_column("key").to_list() == ["email:" + str(other.internet_message_id)]
+    both = build_activities(rules=tenant_rules(), messages=objects, crm_emails=[crm], keep_sources=False)
+    assert [a.regarding for a in both.activities] == [()] and len(both.activities) == 1
+
+
+def test_nothing_in_nothing_out() -> None:
+    assert_same([], tenant_rules())
