@@ -270,33 +270,53 @@ class ActivityTable:
             at_us(t), _KINDS[kind], _DIRECTIONS[direction], self.keys[a], self.names[party] if party >= 0 else None
         )
 
-    # Views of the participants every batch of records joins to: made once, not scanned again per batch.
+    # Views of the participants every batch of records looks up, indexed once by activity (`a` is a row
+    # number): a batch gathers its rows instead of joining, so it never hashes the run's whole year again.
 
     @cached_property
-    def internal_attending(self) -> pl.DataFrame:
-        """(activity, person, address) of our people who took part (top contacts, ours)."""
-        return self.parts.filter(pl.col("internal") & pl.col("attended")).select("a", "person", "addr")
+    def _internal_attending(self) -> _ByActivity:
+        """Our people who took part, by activity: (person, address) (top contacts, ours)."""
+        return _ByActivity(self.parts.filter(pl.col("internal") & pl.col("attended")), ["person", "addr"], self.size)
 
     @cached_property
-    def internal_attending_count(self) -> pl.DataFrame:
-        """(activity, n): how many of our people took part (a meeting's time spent by the team)."""
-        return self.internal_attending.group_by("a").len().rename({"len": "n"})
+    def _internal_roles(self) -> _ByActivity:
+        """The role of each of our people on an activity (an email's writers and readers)."""
+        return _ByActivity(self.parts.filter(pl.col("internal")), ["role"], self.size)
 
     @cached_property
-    def internal_roles(self) -> pl.DataFrame:
-        """(activity, role) of each of our people on it (an email's writers and readers)."""
-        return self.parts.filter(pl.col("internal")).select("a", "role")
+    def _people_index(self) -> _ByKey:
+        """Every participant by (activity, person)."""
+        return _ByKey(self.parts, ["role", "attended", "addr", "who"])
 
     @cached_property
-    def recipients(self) -> pl.DataFrame:
-        """(activity, person) of each To/Cc recipient, as (close_a, opener, to_opener) for the turn walk."""
-        to_or_cc = pl.col("role").is_in([ROLE[Role.TO], ROLE[Role.CC]])
-        return (
-            self.parts.filter(to_or_cc)
-            .select(close_a="a", opener="person")
-            .unique()
-            .with_columns(to_opener=pl.lit(True))
-        )
+    def _recipients(self) -> _ByKey:
+        """The To/Cc recipients by (activity, person)."""
+        return _ByKey(self.parts.filter(pl.col("role").is_in([ROLE[Role.TO], ROLE[Role.CC]])), [])
+
+    @property
+    def size(self) -> int:
+        return self.activities.height
+
+    def internal_attending(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """`rows` (with `a`) once per our person who took part in the activity, with person and address."""
+        return self._internal_attending.expand(rows)
+
+    def internal_attending_count(self, a: pl.Series) -> pl.Series:
+        """How many of our people took part in each activity (a meeting's time spent by the team)."""
+        return self._internal_attending.counts(a)
+
+    def internal_roles(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """`rows` once per our person on the activity, with their role."""
+        return self._internal_roles.expand(rows)
+
+    def participants(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """`rows` (with `a`, `person`) that name a participant of the activity, with its role, attendance,
+        address and identity (an inner join on (a, person), as lookups)."""
+        return self._people_index.find(rows, "a", "person")
+
+    def is_recipient(self, a: pl.Series, person: pl.Series) -> pl.Series:
+        """Whether each `person` was a To/Cc recipient of activity `a` (false where `a` is null)."""
+        return self._recipients.has(a, person)
 
     def fingerprints(
         self, links: LinkTable, refs: Sequence[RecordRef], health_for: Collection[RecordRef], settings_key: str
@@ -360,3 +380,59 @@ class ActivityTable:
             )
             self._members = (links, frame)
         return self._members[1]
+
+
+def _pair(a: pl.Expr, person: pl.Expr) -> pl.Expr:
+    """(activity, person) as one sortable 64-bit key."""
+    return a.cast(pl.Int64) * (1 << 32) + person.cast(pl.Int64)
+
+
+class _ByActivity:
+    """Rows grouped by activity: each activity's rows are a slice (offsets by `a`)."""
+
+    def __init__(self, rows: pl.DataFrame, columns: list[str], size: int) -> None:
+        ordered = rows.sort("a")
+        self.columns = ordered.select(columns)
+        counts = np.bincount(ordered.get_column("a").to_numpy(), minlength=size)
+        self.starts = np.concatenate([[0], np.cumsum(counts)])
+
+    def counts(self, a: pl.Series) -> pl.Series:
+        idx = a.to_numpy()
+        return pl.Series(self.starts[idx + 1] - self.starts[idx], dtype=pl.Int64)
+
+    def expand(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """Each row repeated once per row of its activity, side by side with it (an inner join on a)."""
+        idx = rows.get_column("a").to_numpy()
+        lo = self.starts[idx]
+        n = self.starts[idx + 1] - lo
+        which = np.repeat(np.arange(len(idx)), n)
+        # Row i's k-th row of its activity is at lo[i] + k: k counts up from 0 within each repeat.
+        offsets = np.arange(len(which)) - np.repeat(np.cumsum(n) - n, n)
+        at = np.repeat(lo, n) + offsets
+        return pl.concat([rows[which], self.columns[at]], how="horizontal")
+
+
+class _ByKey:
+    """Rows by (activity, person), sorted, looked up by binary search."""
+
+    def __init__(self, rows: pl.DataFrame, columns: list[str]) -> None:
+        keyed = rows.select(*columns, k=_pair(pl.col("a"), pl.col("person"))).unique("k", keep="first").sort("k")
+        self.keys = keyed.get_column("k").to_numpy()
+        self.columns = keyed.drop("k")
+
+    def _at(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not len(self.keys):
+            return np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
+        idx = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        return idx, self.keys[idx] == keys
+
+    def find(self, rows: pl.DataFrame, a: str, person: str) -> pl.DataFrame:
+        """`rows` whose (a, person) is here, side by side with what is kept of it (an inner join)."""
+        idx, found = self._at(rows.select(_pair(pl.col(a), pl.col(person))).to_series().to_numpy())
+        return pl.concat([rows, self.columns[idx]], how="horizontal").filter(pl.Series(found))
+
+    def has(self, a: pl.Series, person: pl.Series) -> pl.Series:
+        """Whether each (a, person) is here (false where a is null)."""
+        keys = pl.select(_pair(pl.lit(a), pl.lit(person))).to_series()
+        _, found = self._at(keys.fill_null(-1).to_numpy())
+        return pl.Series(found & keys.is_not_null().to_numpy())

@@ -185,13 +185,14 @@ class _Frames:
         lookback = timedelta(days=s.lookback_days)
         counted = self.links.filter(_done(self.as_of) & (pl.col("t") >= us(as_of - lookback))).select(_COUNTED)
         counts = _tallies(counted.group_by("r", "kind", "dir").len())
-        team, customer = self._time_spent(counted)
+        members = self._member_rows(counted)
+        team, customer = self._time_spent(counted, members)
         turns = self._turns(counted.filter(pl.col("kind") == EMAIL), as_of)
         responses = self._responses(turns)
         last = _pick(counted, descending=True)
         nxt = _pick(self.links.filter((pl.col("kind") != EMAIL) & (pl.col("t") > us(as_of))), descending=False)
-        ours = self._top(counted.select("r", "a", "kind", "t").join(self.table.internal_attending, on="a"), "person")
-        theirs = self._top(self._member_rows(counted).filter(pl.col("attended")), "who")
+        ours = self._top(self.table.internal_attending(counted.select("r", "a", "kind", "t")), "person")
+        theirs = self._top(members.filter(pl.col("attended")), "who")
         daily = self._daily()
         reasons = self._reasons(counted)
         wanted = [r for r, ref in enumerate(self.refs) if ref in health_for]
@@ -230,37 +231,29 @@ class _Frames:
 
     def _member_rows(self, links: pl.DataFrame) -> pl.DataFrame:
         """One row per (link, participant of the activity in the link's external members)."""
-        people = self.parts.select("a", "person", "role", "attended", "addr", "who")
-        return (
-            links.select("r", "a", "mid", "kind", "t", "all_day", "dur")
-            .join(self.members, on="mid")
-            .join(people, on=["a", "person"])
-        )
+        rows = links.select("r", "a", "mid", "kind", "t", "all_day", "dur").join(self.members, on="mid")
+        return self.table.participants(rows)
 
-    def _time_spent(self, counted: pl.DataFrame) -> tuple[dict[int, tuple[int, int, list[float]]], ...]:
+    def _time_spent(
+        self, counted: pl.DataFrame, members: pl.DataFrame
+    ) -> tuple[dict[int, tuple[int, int, list[float]]], ...]:
         """Per record: (emails written, emails read, meeting and call minutes) for the team and the customer."""
         timed = pl.col("kind").eq(CALL) | (pl.col("kind").eq(MEETING) & ~pl.col("all_day"))
         team_mail = (
-            counted.filter(pl.col("kind") == EMAIL)
-            .select("r", "a")
-            .join(self.table.internal_roles, on="a")
+            self.table.internal_roles(counted.filter(pl.col("kind") == EMAIL).select("r", "a"))
             .group_by("r")
             .agg(w=(pl.col("role") == _FROM).sum(), rd=(pl.col("role") != _FROM).sum())
         )
-        attending = self.table.internal_attending_count
+        timed_rows = counted.filter(timed)
         team_terms = (
-            counted.filter(timed)
-            .join(attending, on="a", how="left")
+            timed_rows.with_columns(n=self.table.internal_attending_count(timed_rows.get_column("a")))
             .select(
                 "r",
-                term=pl.when(pl.col("kind") == CALL)
-                .then(pl.col("dur"))
-                .otherwise(pl.col("dur") * pl.col("n").fill_null(0)),
+                term=pl.when(pl.col("kind") == CALL).then(pl.col("dur")).otherwise(pl.col("dur") * pl.col("n")),
             )
             .group_by("r")
             .agg(pl.col("term"))
         )
-        members = self._member_rows(counted)
         cust_mail = (
             members.filter(pl.col("kind") == EMAIL)
             .group_by("r")
@@ -297,7 +290,9 @@ class _Frames:
             close_a=pl.col("a").shift(-1),
             close_t=pl.col("t").shift(-1),
         )
-        opens = opens.join(self.table.recipients, on=["close_a", "opener"], how="left")
+        opens = opens.with_columns(
+            to_opener=self.table.is_recipient(opens.get_column("close_a"), opens.get_column("opener"))
+        )
         answered = pl.col("closed") & (pl.col("close_t") - pl.col("t") <= window) & pl.col("to_opener").fill_null(False)
         turns = opens.select(
             "r",
