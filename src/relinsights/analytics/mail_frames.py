@@ -165,8 +165,12 @@ def build_mail_frames(
     if copies.height == 0:
         return ActivityFrames.empty()
 
-    recips = recipients.filter(pl.col("role").is_in(["to", "cc"])).join(
-        copies.select("m"), on="m", how="semi", maintain_order="left"
+    # Lazy chains below: each join would otherwise gather every column of a year of mail, only to drop most.
+    recips = (
+        recipients.lazy()
+        .filter(pl.col("role").is_in(["to", "cc"]))
+        .join(copies.lazy().select("m"), on="m", how="semi", maintain_order="left")
+        .collect()
     )
     who = _People(rules).frame(
         pl.concat(
@@ -181,11 +185,14 @@ def build_mail_frames(
         )
 
     # A copy's sender: its from address when that resolves, else its sender address.
+    # Copies in source order give the conversations and replies; in (mailbox, source) order ("primary")
+    # the sender, message id and recipients.
     copies = (
-        copies.with_columns(source=pl.concat_str(pl.lit("graph:"), pl.col("graph_id")))
-        .join(resolved("from_address", "f_"), on="from_address", how="left")
-        .join(resolved("sender_address", "s_"), on="sender_address", how="left")
-        .join(who.select(mailbox="raw", box="person"), on="mailbox", how="left")
+        copies.lazy()
+        .with_columns(source=pl.concat_str(pl.lit("graph:"), pl.col("graph_id")))
+        .join(resolved("from_address", "f_").lazy(), on="from_address", how="left")
+        .join(resolved("sender_address", "s_").lazy(), on="sender_address", how="left")
+        .join(who.lazy().select(mailbox="raw", box="person"), on="mailbox", how="left")
         .with_columns(box=pl.coalesce("box", "mailbox"))
         .with_columns(
             [
@@ -208,10 +215,12 @@ def build_mail_frames(
             s_kind="kind",
             s_addr="addr",
         )
+        .sort("box", "source")
+        .with_row_index("prank")
+        .sort("source")
+        .drop("box", "source")
+        .collect()
     )
-    # Copies in source order give the conversations and replies; in (mailbox, source) order ("primary")
-    # the sender, message id and recipients.
-    copies = copies.sort("box", "source").with_row_index("prank").sort("source")
     acts = (
         copies.group_by("key", maintain_order=True)
         .agg(
@@ -225,6 +234,7 @@ def build_mail_frames(
             copies.select(sender="prank", person="s_person", kind="s_kind", address="s_addr"), on="sender", how="left"
         )
     )
+    copies = copies.select("m", "key", "prank")  # all the recipients need of them
     skipped["no-sender"] += acts.filter(pl.col("person").is_null()).height
     acts = acts.filter(pl.col("person").is_not_null())
     skipped["ignored-sender"] += acts.filter(pl.col("kind") == _IGNORED).height
@@ -232,17 +242,20 @@ def build_mail_frames(
 
     # Recipients in primary order, To before Cc, list order; each person once, the sender not again.
     recips = (
-        recips.with_row_index("seq")
-        .join(copies.select("m", "key", "prank"), on="m")
-        .join(who, left_on="address", right_on="raw", how="inner")
+        recips.lazy()
+        .with_row_index("seq")
+        .join(
+            copies.lazy().join(acts.lazy().select("key", "a", s_person="person"), on="key").drop("key"), on="m"
+        )
+        .join(who.lazy(), left_on="address", right_on="raw", how="inner")
         .filter(pl.col("person").is_not_null() & (pl.col("kind") != _IGNORED))
-        .join(acts.select("key", "a", s_person="person"), on="key")
         .filter(pl.col("person") != pl.col("s_person"))
         .with_columns(role=pl.when(pl.col("role") == "to").then(pl.lit(_TO)).otherwise(pl.lit(_CC)).cast(pl.Int8))
         .sort("a", "prank", "role", "seq")
         .unique(["a", "person"], keep="first", maintain_order=True)
         .with_row_index("ord")
         .select("a", "ord", "person", internal=pl.col("kind") == _INTERNAL, role="role", address="address_right")
+        .collect()
     )
     sides = recips.group_by("a").agg(any_internal=pl.col("internal").any(), any_external=(~pl.col("internal")).any())
     acts = acts.join(sides, on="a", how="left").with_columns(

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 import polars as pl
-from sqlalchemy import Engine, and_, select
+from sqlalchemy import Engine, and_, func, select
 
 from relinsights.analytics import (
     Attendee,
@@ -287,16 +287,24 @@ def read_mail(engine: Engine, tenant_pk: int, since: datetime, scoped: dict[int,
         f" AND m.is_draft IS {no}"
     )
     texts = ("from_address", "sender_address", "internet_message_id", "conversation_id", "in_reply_to")
-    with bulk_reader(engine) as read:
-        messages = read(
-            f"SELECT m.id, m.graph_id, m.mailbox_pk, m.sent_at, {', '.join('m.' + c for c in texts)}"
-            f" FROM message m WHERE {window}",
-            ["m", "graph_id", "box", "sent", *texts],
-        )
-        recipients = read(
-            "SELECT p.id, p.message_id, p.role, p.address FROM message_participant p"
-            f" JOIN message m ON m.id = p.message_id WHERE {window} AND (p.role = 'to' OR p.role = 'cc')",
-            ["seq", "m", "role", "address"],
+    # COALESCE: a driver may type a column by its first rows, which can all be NULL; "" and NULL mean the
+    # same in every one of these columns (no address, no id), and "" is read back as NULL.
+    coalesced = ", ".join(f"COALESCE(m.{c}, '') AS {c}" for c in texts)
+    with engine.connect() as conn:  # ids only grow: an upper bound of the rows, at the cost of one look-up
+        hint = conn.execute(select(func.max(_msg.c.id))).scalar() or 0
+    with bulk_reader(engine, rows_hint=hint) as read:
+        messages, recipients = read(
+            [
+                (
+                    f"SELECT m.id, m.graph_id, m.mailbox_pk, m.sent_at, {coalesced} FROM message m WHERE {window}",
+                    ["m", "graph_id", "box", "sent", *texts],
+                ),
+                (
+                    "SELECT p.id, p.message_id, p.role, p.address FROM message_participant p"
+                    f" JOIN message m ON m.id = p.message_id WHERE {window} AND (p.role = 'to' OR p.role = 'cc')",
+                    ["seq", "m", "role", "address"],
+                ),
+            ]
         )
     mailboxes = pl.DataFrame(
         {"box": list(scoped), "mailbox": [m.address for m in scoped.values()]},
@@ -308,6 +316,7 @@ def read_mail(engine: Engine, tenant_pk: int, since: datetime, scoped: dict[int,
             sent=utc_micros(messages.get_column("sent")),
             is_draft=pl.lit(False),
             references=pl.lit([], dtype=pl.List(pl.String)),
+            **{c: pl.when(pl.col(c).cast(pl.String) != "").then(pl.col(c).cast(pl.String)) for c in texts},
         )
         .join(mailboxes, on="box", how="left")
         .select(list(MAIL_SCHEMA))
