@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import count
+from typing import overload
 
 from relinsights.analytics import (
+    Activity,
     ActivitySet,
     Attendee,
     CalendarEvent,
@@ -32,9 +34,10 @@ from relinsights.analytics import (
 from relinsights.analytics.activity_frames import build_activity_frames
 from relinsights.analytics.activity_table import ActivityTable
 from relinsights.analytics.columnar import compute_kpis
-from relinsights.analytics.frames import FrameActivities
+from relinsights.analytics.frames import FrameActivities, frames_of
 from relinsights.analytics.mail_frames import mail_rows
 from relinsights.analytics.match_frames import match_frames
+from relinsights.analytics.matching import LinkTable
 from relinsights.config import KpiConfig
 
 _ids = count(1)
@@ -209,3 +212,47 @@ def run(
     engine = compute_kpis(framed.links, as_of, settings, health_for=records.health_refs(), table=table)
     assert {k.record: k for k in engine} == kpis
     return Run(acts, match, kpis)
+
+
+class _Guarded(Sequence[Activity]):
+    """The activities, refusing to be read while armed: match_frames must only hand them to the LinkTable."""
+
+    def __init__(self, acts: Sequence[Activity]) -> None:
+        self.acts, self.armed = acts, True
+
+    def __len__(self) -> int:
+        return len(self.acts)
+
+    @overload
+    def __getitem__(self, i: int) -> Activity: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Activity]: ...
+    def __getitem__(self, i: int | slice) -> Activity | Sequence[Activity]:
+        assert not self.armed, "match_frames read an activity"
+        return self.acts[i]
+
+    def __iter__(self) -> Iterator[Activity]:
+        assert not self.armed, "match_frames iterated the activities"
+        return iter(self.acts)
+
+
+def check(acts: Sequence[Activity], index: RecordIndex) -> MatchResult:
+    """Both results, asserted equal in everything match_activities promises; returns the reference."""
+    want = match_activities(acts, index)
+    guarded = _Guarded(acts)
+    got = match_frames(frames_of(acts), index, guarded)
+    guarded.armed = False
+    assert isinstance(got.links, LinkTable) and isinstance(want.links, LinkTable)
+    assert dict(got.links) == dict(want.links)
+    assert list(got.links) == list(want.links)  # records in order of their first link
+    # The compact form too: the same (position, shape) pairs and the same shapes, numbered alike.
+    assert {ref: got.links.pairs(ref) for ref in got.links} == {ref: want.links.pairs(ref) for ref in want.links}
+    assert list(got.links.shapes) == list(want.links.shapes)
+    assert got.link_count == want.link_count
+    # Equal reasons tuples are one object, and equal member sets.
+    for part in (0, 1):
+        objects = [shape[part] for shape in got.links.shapes]
+        assert len({id(o) for o in objects}) == len(set(objects))
+    assert got.ambiguous_domains == want.ambiguous_domains
+    assert got.identities == want.identities
+    return want

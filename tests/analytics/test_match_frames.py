@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import overload
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -38,56 +37,11 @@ from relinsights.analytics import (
 )
 from relinsights.analytics.frames import FrameActivities, frames_of
 from relinsights.analytics.match_frames import match_frames
-from relinsights.analytics.matching import LinkTable
 from relinsights.analytics.timeutil import as_utc
 from relinsights.config import KpiConfig
 
-from .factory import at, mail, meeting, rules
-from .test_matching import ANN, BOB, CARL, JOE, USERS, _opp_records
-
-
-class _Guarded(Sequence[Activity]):
-    """The activities, refusing to be read while armed: match_frames must only hand them to the LinkTable."""
-
-    def __init__(self, acts: Sequence[Activity]) -> None:
-        self.acts, self.armed = acts, True
-
-    def __len__(self) -> int:
-        return len(self.acts)
-
-    @overload
-    def __getitem__(self, i: int) -> Activity: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[Activity]: ...
-    def __getitem__(self, i: int | slice) -> Activity | Sequence[Activity]:
-        assert not self.armed, "match_frames read an activity"
-        return self.acts[i]
-
-    def __iter__(self) -> Iterator[Activity]:
-        assert not self.armed, "match_frames iterated the activities"
-        return iter(self.acts)
-
-
-def check(acts: Sequence[Activity], index: RecordIndex) -> MatchResult:
-    """Both results, asserted equal in everything match_activities promises; returns the reference."""
-    want = match_activities(acts, index)
-    guarded = _Guarded(acts)
-    got = match_frames(frames_of(acts), index, guarded)
-    guarded.armed = False
-    assert isinstance(got.links, LinkTable) and isinstance(want.links, LinkTable)
-    assert dict(got.links) == dict(want.links)
-    assert list(got.links) == list(want.links)  # records in order of their first link
-    # The compact form too: the same (position, shape) pairs and the same shapes, numbered alike.
-    assert {ref: got.links.pairs(ref) for ref in got.links} == {ref: want.links.pairs(ref) for ref in want.links}
-    assert list(got.links.shapes) == list(want.links.shapes)
-    assert got.link_count == want.link_count
-    # Equal reasons tuples are one object, and equal member sets.
-    for part in (0, 1):
-        objects = [shape[part] for shape in got.links.shapes]
-        assert len({id(o) for o in objects}) == len(set(objects))
-    assert got.ambiguous_domains == want.ambiguous_domains
-    assert got.identities == want.identities
-    return want
+from .factory import at, check, mail, rules
+from .test_matching import ANN, BOB, CARL, USERS, _opp_records, reasons
 
 
 def linked(
@@ -106,28 +60,8 @@ def linked(
     return check(acts, RecordIndex(records, r, kpi=kpi, zone=zone or Settings().zone))
 
 
-def reasons(result: MatchResult) -> dict[str, list[tuple[str, ...]]]:
-    return {str(ref): [lk.reasons for lk in links] for ref, links in result.links.items()}
-
-
-# ---------------------------------------------------------------- test_matching's scenarios
-
-
-def test_contact_and_account() -> None:
-    records = CrmRecords(
-        contacts=[Contact("ann", (ANN,), parent_account_id="fab")],
-        accounts=[Account("fab", website_url="https://www.fabrikam.com/about")],
-    )
-    res = linked(records, messages=[mail(BOB, [ANN, "zoe@eu.fabrikam.com"], "2026-03-01 09:00")])
-    assert reasons(res) == {"account:fab": [("account-contact", "account-domain")], "contact:ann": [("contact-email",)]}
-
-
-def test_free_mail() -> None:
-    records = CrmRecords(
-        contacts=[Contact("joe", (JOE,), parent_account_id="a1")],
-        accounts=[Account("a1", email="info@gmail.com"), Account("a2", website_url="www.gmail.com")],
-    )
-    linked(records, messages=[mail(BOB, [JOE, "someone@gmail.com"], "2026-03-01 09:00")])
+# ---------------------------------------------------------------- test_matching's scenarios, widened
+# (test_matching.link checks both matchers on its own scenarios)
 
 
 @pytest.mark.parametrize("kpi", [KpiConfig(), KpiConfig(account_domains={"A2": ["Fabrikam.com"]})])
@@ -224,37 +158,6 @@ def test_regarding_outside_the_window_and_unknown() -> None:
     ]
     res = linked(records, calls=calls)
     assert reasons(res) == {"opportunity:o1": [("regarding",)]}
-
-
-def test_call_party_links_to_its_contact_and_account() -> None:
-    records = CrmRecords(contacts=[Contact("ann", (), parent_account_id="fab")], accounts=[Account("fab")])
-    call = PhoneCall(
-        "c1",
-        True,
-        (CrmParty("systemuser", "su-bob"),),
-        (CrmParty("contact", "ann", "+1 555"),),
-        actual_end=at("2026-03-01 09:00"),
-    )
-    res = linked(records, calls=[call])
-    assert reasons(res) == {"account:fab": [("account-contact",)], "contact:ann": [("contact-party",)]}
-
-
-def test_received_meeting_without_internal_attendee() -> None:
-    records = CrmRecords(contacts=[Contact("ann", (ANN,))])
-    e = meeting(ANN, {"joe@fabrikam.com": "accepted"}, "2026-03-05 10:00", "2026-03-05 11:00", mailbox=BOB)
-    assert linked(records, events=[e]).links == {}
-
-
-def test_identities() -> None:
-    records = CrmRecords(
-        contacts=[
-            Contact("ann", (ANN, "ann@home.example")),
-            Contact("x", ("shared@f.example",)),
-            Contact("y", ("shared@f.example",)),
-        ]
-    )
-    res = linked(records, messages=[mail(BOB, ["shared@f.example"], "2026-03-01 09:00")])
-    assert res.identities == {ANN: "contact:ann", "ann@home.example": "contact:ann"}
 
 
 # ---------------------------------------------------------------- the subtle cases, on hand-made activities

@@ -24,12 +24,11 @@ from relinsights.analytics import (
     RecordRef,
     Settings,
     build_activities,
-    match_activities,
 )
 from relinsights.analytics.matching import website_domain
 from relinsights.config import KpiConfig
 
-from .factory import at, mail, meeting, rules
+from .factory import at, check, mail, meeting, rules
 
 ANN, JOE = "ann@fabrikam.com", "joe@gmail.com"
 BOB, CARL = "bob@contoso.com", "carl@contoso.com"
@@ -59,7 +58,7 @@ def link(
     kpi = kpi or KpiConfig()
     r = party_rules or rules(users=USERS, kpi=kpi)
     acts = list(build_activities(rules=r, messages=messages, events=events, phone_calls=calls).activities)
-    return acts, match_activities(acts, RecordIndex(records, r, kpi=kpi, zone=Settings().zone))
+    return acts, check(acts, RecordIndex(records, r, kpi=kpi, zone=Settings().zone))
 
 
 def reasons(result: MatchResult) -> dict[str, list[tuple[str, ...]]]:

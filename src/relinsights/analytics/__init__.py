@@ -9,6 +9,13 @@ silent):
     activities --assign_threads--> thread map (responses)
     links --compute_record_kpis / compute_all--> RecordKpis (kpis, health, responses)
     open + won opportunities --similar_won--> SimilarWon (similar)
+
+That is the readable reference, one object at a time. The KPI job runs the same pipeline on columns
+(polars), held equal to it in every analytics test (tests/analytics/factory.py):
+
+    mail rows + other sources --build_activity_frames--> ActivityFrames (activity_frames, mail_frames, frames)
+    frames --match_frames(RecordIndex)--> MatchResult (match_frames)
+    frames --ActivityTable.of_frames--> columns, threads (activity_table) --compute_kpis--> RecordKpis (columnar)
 """
 
 from relinsights.analytics.activities import (

@@ -111,7 +111,8 @@ class ActivityTable:
     ) -> ActivityTable:
         """Over activity frames; `acts` is what links point into (default: the frames' own activities)."""
         table = cls.__new__(cls)
-        table._init(frames, acts or FrameActivities(frames), as_of, settings, threads=None, identities=identities)
+        lazy = acts if acts is not None else FrameActivities(frames)
+        table._init(frames, lazy, as_of, settings, threads=None, identities=identities)
         return table
 
     def _init(

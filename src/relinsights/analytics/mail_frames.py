@@ -127,25 +127,20 @@ def mail_objects(messages: pl.DataFrame, recipients: pl.DataFrame) -> list[MailM
     return out
 
 
-class _People:
-    """Distinct raw addresses -> resolved people (what the frames join to)."""
-
-    def __init__(self, rules: PartyRules) -> None:
-        self.rules = rules
-
-    def frame(self, raw: pl.Series) -> pl.DataFrame:
-        """raw -> (person, kind, address) for these raw addresses; person null when one is not an address."""
-        values = raw.drop_nulls().unique().to_list()
-        whos = [resolve_address(self.rules, v) for v in values]
-        return pl.DataFrame(
-            {
-                "raw": values,
-                "person": [w.person if w else None for w in whos],
-                "kind": [_kind(w) if w else None for w in whos],
-                "address": [w.address if w else None for w in whos],
-            },
-            schema={"raw": pl.String, "person": pl.String, "kind": pl.Int8, "address": pl.String},
-        )
+def _people(rules: PartyRules, raw: pl.Series) -> pl.DataFrame:
+    """Distinct raw addresses -> (raw, person, kind, address), resolved once each (person null when a value
+    is not an address)."""
+    values = raw.drop_nulls().unique().to_list()
+    whos = [resolve_address(rules, v) for v in values]
+    return pl.DataFrame(
+        {
+            "raw": values,
+            "person": [w.person if w else None for w in whos],
+            "kind": [_kind(w) if w else None for w in whos],
+            "address": [w.address if w else None for w in whos],
+        },
+        schema={"raw": pl.String, "person": pl.String, "kind": pl.Int8, "address": pl.String},
+    )
 
 
 def _kind(who: Who) -> int:
@@ -172,11 +167,12 @@ def build_mail_frames(
         .join(copies.lazy().select("m"), on="m", how="semi", maintain_order="left")
         .collect()
     )
-    who = _People(rules).frame(
+    who = _people(
+        rules,
         pl.concat(
             [copies.get_column(c) for c in ("mailbox", "from_address", "sender_address")]
             + [recips.get_column("address")]
-        )
+        ),
     )
 
     def resolved(col: str, prefix: str) -> pl.DataFrame:
@@ -244,9 +240,7 @@ def build_mail_frames(
     recips = (
         recips.lazy()
         .with_row_index("seq")
-        .join(
-            copies.lazy().join(acts.lazy().select("key", "a", s_person="person"), on="key").drop("key"), on="m"
-        )
+        .join(copies.lazy().join(acts.lazy().select("key", "a", s_person="person"), on="key").drop("key"), on="m")
         .join(who.lazy(), left_on="address", right_on="raw", how="inner")
         .filter(pl.col("person").is_not_null() & (pl.col("kind") != _IGNORED))
         .filter(pl.col("person") != pl.col("s_person"))

@@ -39,9 +39,7 @@ from relinsights.analytics.matching import (
     CONTACT_PARTY,
     LEAD_EMAIL,
     LEAD_PARTY,
-    OPPORTUNITY_CONTACT,
-    OPPORTUNITY_PRIMARY_CONTACT,
-    OPPORTUNITY_STAKEHOLDER,
+    REASONS,
     REGARDING,
     AmbiguousDomain,
     LinkTable,
@@ -51,21 +49,7 @@ from relinsights.analytics.matching import (
 from relinsights.analytics.records import Entity, RecordRef
 from relinsights.analytics.timeutil import as_utc
 
-_REASONS = sorted(
-    [
-        ACCOUNT_CONTACT,
-        ACCOUNT_DOMAIN,
-        ACCOUNT_PARTY,
-        CONTACT_EMAIL,
-        CONTACT_PARTY,
-        LEAD_EMAIL,
-        LEAD_PARTY,
-        OPPORTUNITY_CONTACT,
-        OPPORTUNITY_PRIMARY_CONTACT,
-        OPPORTUNITY_STAKEHOLDER,
-        REGARDING,
-    ]
-)
+_REASONS = sorted(REASONS)
 # Bits in the reasons' sorted order, so a mask's set bits, low to high, are its sorted reasons tuple.
 BIT = {reason: 1 << i for i, reason in enumerate(_REASONS)}
 _MASK = pl.UInt16()

@@ -63,6 +63,19 @@ OPPORTUNITY_CONTACT = "opportunity-contact"
 OPPORTUNITY_STAKEHOLDER = "opportunity-stakeholder"
 OPPORTUNITY_PRIMARY_CONTACT = "opportunity-account-primary-contact"
 REGARDING = "regarding"
+REASONS = (
+    CONTACT_EMAIL,
+    CONTACT_PARTY,
+    LEAD_EMAIL,
+    LEAD_PARTY,
+    ACCOUNT_CONTACT,
+    ACCOUNT_DOMAIN,
+    ACCOUNT_PARTY,
+    OPPORTUNITY_CONTACT,
+    OPPORTUNITY_STAKEHOLDER,
+    OPPORTUNITY_PRIMARY_CONTACT,
+    REGARDING,
+)
 
 
 @dataclass(frozen=True, slots=True)
