@@ -208,7 +208,7 @@ def run(
         ref: tuple(replace(lk, activity=replace(lk.activity, sources=())) for lk in links)
         for ref, links in match.links.items()
     }
-    table = ActivityTable.of_frames(frames, as_of, settings, identities=framed.identities, acts=lazy)
+    table = ActivityTable(frames, as_of, settings, identities=framed.identities, acts=lazy)
     engine = compute_kpis(framed.links, as_of, settings, health_for=records.health_refs(), table=table)
     assert {k.record: k for k in engine} == kpis
     return Run(acts, match, kpis)

@@ -186,7 +186,7 @@ def test_batches_over_one_shared_table_equal_one_pass(
     links, identities = result.match.links, result.match.identities
     acts = list({lk.activity.key: lk.activity for ls in links.values() for lk in ls}.values())
     threads = assign_threads(acts)
-    table = ActivityTable(acts, T, cfg, threads=threads, identities=identities)
+    table = ActivityTable.of_activities(acts, T, cfg, threads=threads, identities=identities)
     refs = sorted(links)
     health = RECORDS.health_refs()
     batched = [
@@ -210,7 +210,7 @@ def test_batches_over_one_shared_table_equal_one_pass(
 
 def test_no_records_give_no_kpis() -> None:
     assert list(compute_kpis({}, T, Settings(), threads={})) == []
-    empty = ActivityTable([], T, Settings(), threads={}, identities={})
+    empty = ActivityTable.of_activities([], T, Settings(), threads={}, identities={})
     assert empty.activities.height == 0 and empty.parts.height == 0
 
 
@@ -237,7 +237,9 @@ def _fingerprints(msgs: list[MailMessage], cfg: Settings, health: set[RecordRef]
     result = run(RECORDS, T, messages=msgs, settings=cfg)
     links = result.match.links
     assert isinstance(links, LinkTable)
-    table = ActivityTable(links.activities, T, cfg, threads=assign_threads(links.activities), identities={})
+    table = ActivityTable.of_activities(
+        links.activities, T, cfg, threads=assign_threads(links.activities), identities={}
+    )
     refs = sorted(links)
     return dict(zip(refs, table.fingerprints(links, refs, health, settings_key(cfg)), strict=True))
 

@@ -15,7 +15,7 @@ That is the readable reference, one object at a time. The KPI job runs the same 
 
     mail rows + other sources --build_activity_frames--> ActivityFrames (activity_frames, mail_frames, frames)
     frames --match_frames(RecordIndex)--> MatchResult (match_frames)
-    frames --ActivityTable.of_frames--> columns, threads (activity_table) --compute_kpis--> RecordKpis (columnar)
+    frames --ActivityTable--> columns, threads (activity_table) --compute_kpis--> RecordKpis (columnar)
 """
 
 from relinsights.analytics.activities import (

@@ -155,7 +155,7 @@ class ActivitySet:
 
 # Compared by identity (never by value: the builder compares persons): hashing one is then cheap.
 @dataclass(frozen=True, slots=True, eq=False)
-class _Who:
+class Who:
     person: str
     kind: PartyKind
     address: str | None = None
@@ -166,16 +166,13 @@ class _Who:
         return self.kind is PartyKind.INTERNAL or self.kind is PartyKind.EXTERNAL
 
 
-Who = _Who
-
-
 def resolve_address(rules: PartyRules, raw: str | None) -> Who | None:
     """Who a raw address is (None: not an address): an internal user's person key, else the address."""
     addr = canonical_address(raw)
     if addr is None:
         return None
     kind = rules.classify(addr)
-    return _Who(rules.person(addr) if kind is PartyKind.INTERNAL else addr, kind, addr)
+    return Who(rules.person(addr) if kind is PartyKind.INTERNAL else addr, kind, addr)
 
 
 class _Resolver:
@@ -190,14 +187,14 @@ class _Resolver:
     def __init__(self, rules: PartyRules, keep_sources: bool = True) -> None:
         self.rules = rules
         self.keep_sources = keep_sources
-        self._addresses: dict[str | None, _Who | None] = {}
+        self._addresses: dict[str | None, Who | None] = {}
         self._participants: dict[Participant, Participant] = {}
         self._groups: dict[tuple[Participant, ...], tuple[Participant, ...]] = {}
         self._strings: dict[str, str] = {}
         self._string_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._whos: dict[tuple[_Who, ...], tuple[_Who, ...]] = {}
+        self._whos: dict[tuple[Who, ...], tuple[Who, ...]] = {}
 
-    def participant(self, who: _Who, role: Role, attended: bool = True) -> Participant:
+    def participant(self, who: Who, role: Role, attended: bool = True) -> Participant:
         p = Participant(who.person, who.kind is PartyKind.INTERNAL, role, who.address, who.party, attended)
         return self._participants.setdefault(p, p)
 
@@ -205,7 +202,7 @@ class _Resolver:
         t = tuple(participants)
         return self._groups.setdefault(t, t)
 
-    def whos(self, resolved: Iterable[_Who | None]) -> tuple[_Who, ...]:
+    def whos(self, resolved: Iterable[Who | None]) -> tuple[Who, ...]:
         """The resolved people of a To or Cc list (the same lists recur: one tuple each)."""
         t = tuple(w for w in resolved if w is not None)
         return self._whos.setdefault(t, t) if t else ()
@@ -220,7 +217,7 @@ class _Resolver:
         t = _unique(values)
         return self._string_tuples.setdefault(t, t) if t else ()
 
-    def address(self, raw: str | None) -> _Who | None:
+    def address(self, raw: str | None) -> Who | None:
         # A year of mail names the same few thousand addresses over and over: resolve each once.
         try:
             return self._addresses[raw]
@@ -228,10 +225,10 @@ class _Resolver:
             who = self._addresses[raw] = self._address(raw)
             return who
 
-    def _address(self, raw: str | None) -> _Who | None:
+    def _address(self, raw: str | None) -> Who | None:
         return resolve_address(self.rules, raw)
 
-    def party(self, p: CrmParty) -> _Who | None:
+    def party(self, p: CrmParty) -> Who | None:
         entity = (p.entity or "").lower()
         addr = canonical_address(p.address)
         if entity == "systemuser" and p.id:
@@ -241,13 +238,13 @@ class _Resolver:
             )
             # The system user's key, not the address: owner and team rules name users by id.
             kind = PartyKind.IGNORED if ignored else PartyKind.INTERNAL
-            return _Who(self.rules.systemuser_person(p.id), kind, addr)
+            return Who(self.rules.systemuser_person(p.id), kind, addr)
         ref = RecordRef(_PARTY_ENTITIES[entity], p.id) if entity in _PARTY_ENTITIES and p.id else None
         if addr is not None:
             kind = self.rules.classify(addr)
-            return _Who(self.rules.person(addr) if kind is PartyKind.INTERNAL else addr, kind, addr, ref)
+            return Who(self.rules.person(addr) if kind is PartyKind.INTERNAL else addr, kind, addr, ref)
         if ref is not None:
-            return _Who(str(ref), PartyKind.EXTERNAL, None, ref)
+            return Who(str(ref), PartyKind.EXTERNAL, None, ref)
         return None
 
     def mailbox(self, raw: str) -> str:
@@ -277,9 +274,9 @@ class _MailCopy:
     source: str
     mailbox: str
     sent_at: datetime
-    sender: _Who | None
-    to: tuple[_Who, ...]
-    cc: tuple[_Who, ...]
+    sender: Who | None
+    to: tuple[Who, ...]
+    cc: tuple[Who, ...]
     message_id: str | None
     conversation: str | None
     reply_to: tuple[str, ...]
@@ -390,8 +387,8 @@ class _EventCopy:
     end: datetime | None
     all_day: bool
     cancelled: bool
-    organizer: _Who | None
-    attendees: list[tuple[_Who, Role, str]]  # response lower-cased, "" when unknown
+    organizer: Who | None
+    attendees: list[tuple[Who, Role, str]]  # response lower-cased, "" when unknown
     own_response: str
     regarding: RecordRef | None
 
@@ -400,7 +397,7 @@ def _graph_event(e: CalendarEvent, res: _Resolver, skipped: Counter[str]) -> _Ev
     if (e.event_type or "").lower() == "seriesmaster":
         skipped["series-master"] += 1
         return None
-    attendees: list[tuple[_Who, Role, str]] = []
+    attendees: list[tuple[Who, Role, str]] = []
     for a in e.attendees:
         role = (a.role or "").lower()
         if role == "resource":
@@ -426,7 +423,7 @@ def _graph_event(e: CalendarEvent, res: _Resolver, skipped: Counter[str]) -> _Ev
 
 
 def _crm_event(a: CrmAppointment, res: _Resolver) -> _EventCopy:
-    attendees: list[tuple[_Who, Role, str]] = []
+    attendees: list[tuple[Who, Role, str]] = []
     for parties, role in ((a.required, Role.REQUIRED), (a.optional, Role.OPTIONAL)):
         attendees += [(w, role, "") for w in map(res.party, parties) if w is not None]
     uid = (a.global_object_id or "").strip().lower()
@@ -467,7 +464,7 @@ def _merge_event(key: str, copies: list[_EventCopy], res: _Resolver, skipped: Co
 
     # Best-known response per person: (priority, rank, response); lower wins.
     best: dict[str, tuple[int, int, str]] = {}
-    roles: dict[str, tuple[_Who, Role]] = {}
+    roles: dict[str, tuple[Who, Role]] = {}
     for copy in primary:
         for who, role, response in copy.attendees:
             if who.person == organizer.person or not who.counts:

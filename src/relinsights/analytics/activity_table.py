@@ -28,7 +28,6 @@ from relinsights.analytics.frames import (
     at_us,
     frames_of,
     us,
-    us_delta,
 )
 from relinsights.analytics.health import TREND_DAYS, decayed_weight
 from relinsights.analytics.kpis import Interaction, series_dates
@@ -37,7 +36,6 @@ from relinsights.analytics.records import RecordRef
 from relinsights.analytics.settings import Settings
 from relinsights.analytics.timeutil import as_utc, local_date, start_of_local_day
 
-__all__ = ["DIRECTION", "KIND", "ROLE", "ActivityTable", "at_us", "link_rows", "thread_groups", "us", "us_delta"]
 OURS, THEIRS = 0, 1  # an email's side: sent by us / by the customer (responses.Side)
 EMAIL = KIND[Kind.EMAIL]
 _SEED = 0x5EED  # fixed, so a fingerprint is the same in every process
@@ -88,49 +86,35 @@ class ActivityTable:
 
     def __init__(
         self,
-        acts: Sequence[Activity],
-        as_of: datetime,
-        settings: Settings,
-        *,
-        threads: Mapping[str, str] | None,
-        identities: Mapping[str, str],
-    ) -> None:
-        """Over `Activity` objects (tests, and records given as Link objects); `threads` as assign_threads
-        gives them (None: found here, over these activities)."""
-        self._init(frames_of(acts), acts, as_of, settings, threads=threads, identities=identities)
-
-    @classmethod
-    def of_frames(
-        cls,
         frames: ActivityFrames,
         as_of: datetime,
         settings: Settings,
         *,
         identities: Mapping[str, str],
         acts: Sequence[Activity] | None = None,
-    ) -> ActivityTable:
-        """Over activity frames; `acts` is what links point into (default: the frames' own activities)."""
-        table = cls.__new__(cls)
-        lazy = acts if acts is not None else FrameActivities(frames)
-        table._init(frames, lazy, as_of, settings, threads=None, identities=identities)
-        return table
+        threads: Mapping[str, str] | None = None,
+    ) -> None:
+        """Over activity frames. `acts` is what links point into (default: the frames' own activities);
+        `threads` as assign_threads gives them (default: found here, over these activities)."""
+        self.as_of, self.settings = as_utc(as_of), settings
+        self.before = self.as_of - timedelta(days=TREND_DAYS)
+        self.acts = acts if acts is not None else FrameActivities(frames)
+        self.identities = identities
+        self._members: tuple[LinkTable, pl.DataFrame] | None = None
+        self._columns(frames, threads)
 
-    def _init(
-        self,
-        frames: ActivityFrames,
+    @classmethod
+    def of_activities(
+        cls,
         acts: Sequence[Activity],
         as_of: datetime,
         settings: Settings,
         *,
-        threads: Mapping[str, str] | None,
         identities: Mapping[str, str],
-    ) -> None:
-        self.as_of, self.settings = as_utc(as_of), settings
-        self.before = self.as_of - timedelta(days=TREND_DAYS)
-        self.acts = acts
-        self.identities = identities
-        self._members: tuple[LinkTable, pl.DataFrame] | None = None
-        self._columns(frames, threads)
+        threads: Mapping[str, str] | None = None,
+    ) -> ActivityTable:
+        """Over `Activity` objects (tests, and records given as Link objects)."""
+        return cls(frames_of(acts), as_of, settings, identities=identities, acts=acts, threads=threads)
 
     @cached_property
     def index(self) -> dict[int, int]:

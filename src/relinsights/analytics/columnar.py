@@ -24,17 +24,8 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from relinsights.analytics.activities import Activity, Direction, Role
-from relinsights.analytics.activity_table import (
-    DIRECTION,
-    OURS,
-    ROLE,
-    THEIRS,
-    ActivityTable,
-    at_us,
-    link_rows,
-    us,
-    us_delta,
-)
+from relinsights.analytics.activity_table import OURS, THEIRS, ActivityTable, link_rows
+from relinsights.analytics.frames import DIRECTION, ROLE, at_us, us, us_delta
 from relinsights.analytics.health import (
     HealthSnapshot,
     health_of,
@@ -104,7 +95,7 @@ def compute_kpis(
             acts: Sequence[Activity] = links.activities
         else:
             acts = list({id(lk.activity): lk.activity for ref in refs for lk in links[ref]}.values())
-        table = ActivityTable(acts, as_of, settings, threads=threads, identities=identities or {})
+        table = ActivityTable.of_activities(acts, as_of, settings, threads=threads, identities=identities or {})
     yield from _Frames(table, links, refs).records(set(health_for))
 
 
@@ -183,7 +174,7 @@ class _Frames:
     def records(self, health_for: set[RecordRef]) -> Iterator[RecordKpis]:
         s, as_of = self.settings, self.as_of
         lookback = timedelta(days=s.lookback_days)
-        counted = self.links.filter(_done(self.as_of) & (pl.col("t") >= us(as_of - lookback))).select(_COUNTED)
+        counted = self.links.filter(completed(self.as_of) & (pl.col("t") >= us(as_of - lookback))).select(_COUNTED)
         counts = _tallies(counted.group_by("r", "kind", "dir").len())
         members = self._member_rows(counted)
         team, customer = self._time_spent(counted, members)
@@ -362,7 +353,7 @@ class _Frames:
         """The 60-day series: per record, per tenant-local day (ordinal), the six counts."""
         last_day = local_date(self.as_of, self.settings.zone).toordinal()
         rows = (
-            self.links.filter(_done(self.as_of) & pl.col("day").is_between(last_day - SERIES_DAYS + 1, last_day))
+            self.links.filter(completed(self.as_of) & pl.col("day").is_between(last_day - SERIES_DAYS + 1, last_day))
             .group_by("r", "day", "kind", "dir")
             .len()
         )
@@ -389,7 +380,7 @@ class _Frames:
         lookback_start = us(at - timedelta(days=s.lookback_days))
         window_start = us(at - timedelta(days=s.kpi.health.window_days))
         decay = "decay_now" if at == self.as_of else "decay_before"
-        done = self.links.filter(pl.col("r").is_in(wanted) & _done(at))
+        done = self.links.filter(pl.col("r").is_in(wanted) & completed(at))
         lookback = done.filter(pl.col("t") >= lookback_start)
         if turns is None:
             turns = self._turns(lookback.filter(pl.col("kind") == EMAIL), at)
@@ -426,8 +417,9 @@ class _Frames:
         return out
 
 
-def _done(at: datetime) -> pl.Expr:
-    """Activity.completed(at): a meeting by its end, an email or call by its time unless pending."""
+def completed(at: datetime) -> pl.Expr:
+    """Activity.completed(at) over activity columns: a meeting by its end, an email or call by its time unless
+    pending."""
     t = us(at)
     return (
         pl.when(pl.col("kind") == MEETING).then(pl.col("end") <= t).otherwise(~pl.col("pending") & (pl.col("t") <= t))

@@ -163,19 +163,17 @@ def _lists(n: int, items: Iterable[tuple[int, str]]) -> pl.Series:
 class FrameActivities(Sequence[Activity]):
     """The frames' activities as a sequence of `Activity` objects, each made when asked for.
 
-    For the few places that want an activity itself (the last and next interaction of a record,
-    business-hours response times, a closed record's breakpoints); two lookups give equal objects."""
+    For the few places that want an activity itself (a closed record's breakpoints, a record's links read
+    as `Link` objects); two lookups give equal objects."""
 
     def __init__(self, frames: ActivityFrames) -> None:
         self.frames = frames
-        cols = frames.acts.select("key", "kind", "dir", "t", "end", "dur", "all_day", "pending", "message_id")
-        self._rows = cols
         # Where each activity's participants start in `parts` (sorted by activity).
         counts = np.bincount(frames.parts.get_column("a").to_numpy(), minlength=frames.acts.height)
         self._starts = np.concatenate([[0], np.cumsum(counts)]).tolist()
 
     def __len__(self) -> int:
-        return self._rows.height
+        return self.frames.acts.height
 
     @overload
     def __getitem__(self, i: int) -> Activity: ...
@@ -186,8 +184,7 @@ class FrameActivities(Sequence[Activity]):
             return [self[j] for j in range(*i.indices(len(self)))]
         if i < 0:
             i += len(self)
-        key, kind, direction, t, end, dur, all_day, pending, mid = self._rows.row(i)
-        lists = self.frames.acts.select("conversations", "reply_to", "regarding").row(i)
+        key, kind, direction, t, end, dur, all_day, pending, mid, *lists = self.frames.acts.row(i)
         parts = self.frames.parts.slice(self._starts[i], self._starts[i + 1] - self._starts[i])
         participants = tuple(
             Participant(

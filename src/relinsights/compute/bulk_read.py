@@ -26,9 +26,7 @@ from functools import partial
 from pathlib import Path
 
 import polars as pl
-from sqlalchemy import Engine
-
-from relinsights.compute.dbcache import small_page_cache
+from sqlalchemy import Connection
 
 Query = tuple[str, list[str]]  # (sql, the names of its columns)
 Reader = Callable[[list[Query]], list[pl.DataFrame]]  # queries -> their rows, in order
@@ -39,21 +37,22 @@ PROCESS_READ_ROWS = 100_000
 
 
 @contextmanager
-def bulk_reader(engine: Engine, rows_hint: int) -> Iterator[Reader]:
+def bulk_reader(conn: Connection, rows_hint: int) -> Iterator[Reader]:
     """A function that runs queries and returns their rows as frames, columns named as given;
-    `rows_hint` (about how many rows the reads return) chooses how SQLite reads them."""
-    url = engine.url
+    `rows_hint` (about how many rows the reads return) chooses how SQLite reads them (a small read goes
+    through `conn` itself)."""
+    url = conn.engine.url
     if url.get_backend_name() == "postgresql":
         import adbc_driver_postgresql.dbapi as postgresql
 
         with closing(
             postgresql.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
-        ) as conn:
+        ) as adbc:
 
             def read_arrow(queries: list[Query]) -> list[pl.DataFrame]:
                 out = []
                 for sql, names in queries:
-                    with closing(conn.cursor()) as cursor:
+                    with closing(adbc.cursor()) as cursor:
                         cursor.execute(sql)
                         frame = pl.DataFrame(cursor.fetch_arrow())
                     frame.columns = names
@@ -65,22 +64,21 @@ def bulk_reader(engine: Engine, rows_hint: int) -> Iterator[Reader]:
     if rows_hint >= PROCESS_READ_ROWS and url.database and url.database != ":memory:":
         yield partial(_read_in_processes, url.database)
         return
-    with engine.connect() as sa_conn, small_page_cache(sa_conn):
-        raw = sa_conn.connection.driver_connection
-        assert raw is not None
+    raw = conn.connection.driver_connection
+    assert raw is not None
 
-        def read_rows(queries: list[Query]) -> list[pl.DataFrame]:
-            out = []
-            for sql, names in queries:
-                chunks: list[pl.DataFrame] = []
-                with closing(raw.cursor()) as cursor:
-                    cursor.execute(sql)
-                    while rows := cursor.fetchmany(_BATCH):
-                        chunks.append(pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None))
-                out.append(pl.concat(chunks, how="vertical_relaxed") if chunks else pl.DataFrame(schema=names))
-            return out
+    def read_rows(queries: list[Query]) -> list[pl.DataFrame]:
+        out = []
+        for sql, names in queries:
+            chunks: list[pl.DataFrame] = []
+            with closing(raw.cursor()) as cursor:
+                cursor.execute(sql)
+                while rows := cursor.fetchmany(_BATCH):
+                    chunks.append(pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None))
+            out.append(pl.concat(chunks, how="vertical_relaxed") if chunks else pl.DataFrame(schema=names))
+        return out
 
-        yield read_rows
+    yield read_rows
 
 
 def _read_in_processes(database: str, queries: list[Query]) -> list[pl.DataFrame]:

@@ -132,7 +132,7 @@ class Prepared:
     @cached_property
     def table(self) -> ActivityTable:
         """Every activity as columns, built once: for the fingerprints and the KPIs."""
-        return ActivityTable.of_frames(
+        return ActivityTable(
             self.frames, self.as_of, self.settings, identities=self.match.identities, acts=self.links.activities
         )
 

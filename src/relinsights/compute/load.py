@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 import polars as pl
-from sqlalchemy import Engine, and_, func, select
+from sqlalchemy import Connection, Engine, and_, func, select
 
 from relinsights.analytics import (
     Attendee,
@@ -165,7 +165,7 @@ def load_inputs(
         _crm_activities(conn, tenant_pk, since, inputs)
         if tier is Tier.ENHANCED:
             scoped = {m.pk: m for m in mailboxes if m.in_scope}
-            inputs.messages = read_mail(engine, tenant_pk, since, scoped)
+            inputs.messages = read_mail(conn, tenant_pk, since, scoped)
             inputs.events = _events(conn, tenant_pk, since, scoped)
             inputs.failed_mailboxes = tuple(
                 sorted(m.address for m in scoped.values() if m.status in FAILED_MAILBOX_STATUSES)
@@ -274,10 +274,10 @@ def _crm_activities(conn: Any, tenant_pk: int, since: datetime, inputs: TenantIn
 # ---------------------------------------------------------------- Graph
 
 
-def read_mail(engine: Engine, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]) -> MailRows:
+def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]) -> MailRows:
     """The scoped mailboxes' sent (not draft) messages from `since` on, with their To and Cc rows, as
     columns (bulk_read.py). Bcc is never read: it is never a participant."""
-    dialect = engine.url.get_backend_name()
+    dialect = conn.dialect.name
     # SQLite would walk the messages through an index, a random page per row: a year of a tenant's mail is
     # most of the table, read far faster in one sequential scan ("+col": no index for it).
     scan, yes, no = ("+", "1", "0") if dialect == "sqlite" else ("", "true", "false")
@@ -290,9 +290,8 @@ def read_mail(engine: Engine, tenant_pk: int, since: datetime, scoped: dict[int,
     # COALESCE: a driver may type a column by its first rows, which can all be NULL; "" and NULL mean the
     # same in every one of these columns (no address, no id), and "" is read back as NULL.
     coalesced = ", ".join(f"COALESCE(m.{c}, '') AS {c}" for c in texts)
-    with engine.connect() as conn:  # ids only grow: an upper bound of the rows, at the cost of one look-up
-        hint = conn.execute(select(func.max(_msg.c.id))).scalar() or 0
-    with bulk_reader(engine, rows_hint=hint) as read:
+    hint = conn.execute(select(func.max(_msg.c.id))).scalar() or 0  # ids only grow: an upper bound of the rows
+    with bulk_reader(conn, rows_hint=hint) as read:
         messages, recipients = read(
             [
                 (

@@ -15,18 +15,18 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select
 
-from relinsights.analytics.timeutil import local_date
+from relinsights.analytics.timeutil import local_date, start_of_local_day
 from relinsights.compute.store import latest_as_of, payloads_of, run_t, snapshot_t
 from relinsights.compute.views import RecordHit, find_records, list_view, names_of, show_view
 from relinsights.config import TenantConfig
 from relinsights.report.markup import esc, link, page, table
-from relinsights.report.overview import WEEKS, Overview, overview_body, week_start, weeks_until
+from relinsights.report.overview import WEEKS, Overview, overview_body, weeks_until
 from relinsights.report.record import record_body, title_of
 from relinsights.status import mailbox_statuses
 
@@ -92,22 +92,31 @@ def _snapshot_hits(engine: Engine, tenant_pk: int, as_of: datetime) -> list[Reco
 
 def weekly_activity(engine: Engine, tenant: TenantConfig, as_of: datetime) -> Counter[tuple[date, str, str]]:
     """Completed activities linked to a CRM record, by tenant-local week, kind and direction."""
-    from relinsights.compute.job import prepare  # the whole activity pipeline: only when a report asks
+    # The whole activity pipeline and its column libraries: imported only when a report asks.
+    import numpy as np
+    import polars as pl
+
+    from relinsights.analytics.columnar import completed
+    from relinsights.analytics.frames import DIRECTION, KIND, us
+    from relinsights.compute.job import prepare
 
     p = prepare(engine, tenant, as_of)
-    first = weeks_until(local_date(as_of, p.settings.zone))[0]
-    seen: set[str] = set()
-    out: Counter[tuple[date, str, str]] = Counter()
-    for links in p.match.links.values():
-        for link_ in links:
-            a = link_.activity
-            if a.key in seen or not a.completed(as_of):
-                continue
-            seen.add(a.key)
-            week = week_start(local_date(a.time, p.settings.zone))
-            if week >= first:
-                out[(week, str(a.kind), str(a.direction))] += 1
-    return out
+    zone = p.settings.zone
+    weeks = weeks_until(local_date(as_of, zone))
+    # A time's week is a bisection between the weeks' first instants (zoneinfo's, as the KPIs' days are).
+    starts = pl.Series([us(start_of_local_day(w, zone)) for w in (*weeks, weeks[-1] + timedelta(weeks=1))])
+    pairs = [np.asarray(p.links.pairs(ref), dtype=np.int64)[0::2] for ref in p.links]
+    linked = np.unique(np.concatenate(pairs)) if pairs else np.zeros(0, np.int64)
+    acts = p.frames.acts[linked].filter(completed(as_of))
+    week = starts.search_sorted(acts.get_column("t"), side="right").cast(pl.Int64) - 1
+    counts = (
+        acts.with_columns(week=week)
+        .filter(pl.col("week").is_between(0, len(weeks) - 1))
+        .group_by("week", "kind", "dir")
+        .len()
+    )
+    kinds, directions = list(KIND), list(DIRECTION)
+    return Counter({(weeks[w], str(kinds[k]), str(directions[d])): n for w, k, d, n in counts.iter_rows()})
 
 
 def gather_overview(engine: Engine, tenant: TenantConfig, tenant_pk: int, hits: Sequence[RecordHit]) -> Overview:
