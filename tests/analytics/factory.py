@@ -38,6 +38,7 @@ from relinsights.analytics.frames import FrameActivities, frames_of
 from relinsights.analytics.mail_frames import mail_rows
 from relinsights.analytics.match_frames import match_frames
 from relinsights.analytics.matching import LinkTable
+from relinsights.analytics.meeting_frames import event_rows
 from relinsights.config import KpiConfig
 
 _ids = count(1)
@@ -195,7 +196,7 @@ def run(
         rules=party_rules,
         tier=tier,
         mail=mail_rows(messages),
-        events=events,
+        meetings=event_rows(events),
         crm_emails=crm_emails,
         crm_appointments=crm_appointments,
         phone_calls=calls,

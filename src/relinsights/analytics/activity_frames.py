@@ -1,9 +1,11 @@
-"""Every source of one run -> its activities as frames (frames.py): Graph mail by columns, the rest by objects.
+"""Every source of one run -> its activities as frames (frames.py): Graph mail and meetings by columns, the
+rest by objects.
 
-Graph mail is nearly all of a tenant's activities and goes through the column builder (mail_frames.py).
-Meetings, calls, the CRM's own emails and appointments, and the Graph copies of emails the CRM tracked
-too (which merge with the CRM copy) go through the object builder (activities.py), whose rules are the
-reference; both results are then one set of frames, sorted by (time, key).
+Graph mail and calendar copies are nearly all of a tenant's activities and go through the column builders
+(mail_frames.py, meeting_frames.py). Calls, the CRM's own emails and appointments, and the Graph copies of
+emails and meetings the CRM tracked too (which merge with the CRM copy) go through the object builder
+(activities.py), whose rules are the reference; both results are then one set of frames, sorted by
+(time, key).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import polars as pl
 from relinsights.analytics.activities import Tier, build_activities, crm_email_key
 from relinsights.analytics.frames import ActivityFrames, frames_of
 from relinsights.analytics.mail_frames import build_mail_frames, split_mail
+from relinsights.analytics.meeting_frames import build_meeting_frames, crm_meeting_key, split_meetings
 from relinsights.analytics.parties import PartyRules
 from relinsights.analytics.sources import CalendarEvent, CrmAppointment, CrmEmail, MailMessage, PhoneCall
 
@@ -25,25 +28,31 @@ def build_activity_frames(
     rules: PartyRules,
     tier: Tier = Tier.ENHANCED,
     mail: tuple[pl.DataFrame, pl.DataFrame] | None = None,
-    events: Iterable[CalendarEvent] = (),
+    meetings: tuple[pl.DataFrame, pl.DataFrame] | None = None,
     crm_emails: Sequence[CrmEmail] = (),
-    crm_appointments: Iterable[CrmAppointment] = (),
+    crm_appointments: Sequence[CrmAppointment] = (),
     phone_calls: Iterable[PhoneCall] = (),
 ) -> tuple[ActivityFrames, dict[str, int]]:
     """(the activities, the rows skipped by reason): what `build_activities` gives for the same rows,
-    `mail` being the Graph messages and recipients as mail_frames.py reads them."""
+    `mail` being the Graph messages and recipients as mail_frames.py reads them, `meetings` the Graph
+    events and attendees as meeting_frames.py reads them."""
     skipped: Counter[str] = Counter()
     pieces: list[ActivityFrames] = []
     tracked: list[MailMessage] = []
+    shared: list[CalendarEvent] = []
     if tier is Tier.ENHANCED and mail is not None:
         messages, recipients = mail
         keyed, tracked = split_mail(messages, recipients, {crm_email_key(e) for e in crm_emails})
         pieces.append(build_mail_frames(keyed, recipients, rules, skipped))
+    if tier is Tier.ENHANCED and meetings is not None:
+        events, attendees = meetings
+        keyed, shared = split_meetings(events, attendees, {crm_meeting_key(a) for a in crm_appointments})
+        pieces.append(build_meeting_frames(keyed, attendees, rules, skipped))
     objects = build_activities(
         rules=rules,
         tier=tier,
         messages=tracked,
-        events=events,
+        events=shared,
         crm_emails=crm_emails,
         crm_appointments=crm_appointments,
         phone_calls=phone_calls,

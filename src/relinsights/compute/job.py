@@ -193,7 +193,7 @@ def prepare(engine: Engine, tenant: TenantConfig, as_of: datetime, keep_rows: bo
         rules=inputs.rules,
         tier=tier,
         mail=(inputs.messages.messages, inputs.messages.recipients),
-        events=inputs.events,
+        meetings=(inputs.events.events, inputs.events.attendees),
         crm_emails=inputs.crm_emails,
         crm_appointments=inputs.crm_appointments,
         phone_calls=inputs.phone_calls,

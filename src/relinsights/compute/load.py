@@ -1,5 +1,6 @@
 """Database rows -> the analytics' inputs for one tenant as of T: one query per table, dicts keyed by id;
-Graph mail, the largest input, is read straight into columns (`MailRows`, `read_mail`).
+Graph mail and calendars, the largest inputs, are read straight into columns (`MailRows`, `read_mail`;
+`EventRows`).
 
 Only the rows a computation as of T can use are read: activities from T - lookback_days - 14 days on
 (the health trend looks 14 days back; scheduled ones have no upper bound), CRM records in full.
@@ -22,7 +23,6 @@ Decisions:
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -30,10 +30,9 @@ from typing import Any
 
 import orjson
 import polars as pl
-from sqlalchemy import Connection, Engine, and_, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from relinsights.analytics import (
-    Attendee,
     CalendarEvent,
     CrmAppointment,
     CrmEmail,
@@ -46,6 +45,7 @@ from relinsights.analytics import (
 )
 from relinsights.analytics.health import TREND_DAYS
 from relinsights.analytics.mail_frames import MAIL_SCHEMA, RECIPIENT_SCHEMA, mail_objects
+from relinsights.analytics.meeting_frames import ATTENDEE_SCHEMA, EVENT_SCHEMA, event_objects
 from relinsights.analytics.parties import canonical_address
 from relinsights.compute.bulk_read import bulk_reader, timestamp_literal, utc_micros
 from relinsights.compute.dataverse_rows import (
@@ -110,6 +110,22 @@ class MailRows:
         return mail_objects(self.messages, self.recipients)
 
 
+@dataclass
+class EventRows:
+    """The tenant's Graph event copies in the window as the two frames meeting_frames.py builds from (read
+    as columns like the mail)."""
+
+    events: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EVENT_SCHEMA))
+    attendees: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=ATTENDEE_SCHEMA))
+
+    def __len__(self) -> int:
+        return self.events.height
+
+    def objects(self) -> list[CalendarEvent]:
+        """The rows as `CalendarEvent` objects (checks and tests)."""
+        return event_objects(self.events, self.attendees)
+
+
 @dataclass(slots=True)
 class TenantInputs:
     """Everything one computation as of T reads, typed for the analytics core."""
@@ -121,7 +137,7 @@ class TenantInputs:
     records: CrmRecords
     ids: CrmIds
     messages: MailRows = field(default_factory=MailRows)
-    events: list[CalendarEvent] = field(default_factory=list)
+    events: EventRows = field(default_factory=EventRows)
     crm_emails: list[CrmEmail] = field(default_factory=list)
     crm_appointments: list[CrmAppointment] = field(default_factory=list)
     phone_calls: list[PhoneCall] = field(default_factory=list)
@@ -142,8 +158,8 @@ class TenantInputs:
     def release_rows(self) -> None:
         """Drop the source rows once activities are built from them (a tenant's year of mail is large)."""
         self.released_rows = self.source_rows
-        self.messages = MailRows()
-        self.events, self.crm_emails, self.crm_appointments, self.phone_calls = [], [], [], []
+        self.messages, self.events = MailRows(), EventRows()
+        self.crm_emails, self.crm_appointments, self.phone_calls = [], [], []
 
 
 def load_inputs(
@@ -326,52 +342,84 @@ def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[in
     return MailRows(messages, recipients)
 
 
-def _events(conn: Any, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]) -> list[CalendarEvent]:
-    window = and_(_mb.c.tenant_pk == tenant_pk, _mb.c.in_scope.is_(True), _ev.c.start >= since)
-    attendees: dict[int, list[Attendee]] = defaultdict(list)
-    result = conn.execution_options(yield_per=5000).execute(
-        select(_att.c.event_id, _att.c.role, _att.c.address, _att.c.response)
-        .select_from(_att.join(_ev, _ev.c.id == _att.c.event_id).join(_mb, _mb.c.id == _ev.c.mailbox_pk))
-        .where(window)
-        .order_by(_att.c.id)
-    )
-    for event_id, role, address, response in result:
-        attendees[event_id].append(Attendee(address, role, response))
-    out = []
-    result = conn.execution_options(yield_per=5000).execute(
-        select(
-            _ev.c.id,
-            _ev.c.graph_id,
-            _ev.c.mailbox_pk,
-            _ev.c.start,
-            _ev.c.end,
-            _ev.c.organizer_address,
-            _ev.c.ical_uid,
-            _ev.c.is_all_day,
-            _ev.c.is_cancelled,
-            _ev.c.event_type,
+def _events(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]) -> EventRows:
+    """The scoped mailboxes' event copies starting from `since` on, with their attendees in stored order
+    (without the organizer's own row, which the event names) and each owner's own answer, as columns
+    (bulk_read.py)."""
+    dialect = conn.dialect.name
+    sqlite = dialect == "sqlite"
+    # As for the mail (read_mail): a year of events is most of the table, read in one sequential scan.
+    scan, yes = ("+", "1") if sqlite else ("", "true")
+    boxes = f"SELECT id FROM mailbox WHERE tenant_pk = {int(tenant_pk)} AND in_scope IS {yes}"
+    window = f"{scan}e.mailbox_pk IN ({boxes}) AND {scan}e.start >= {timestamp_literal(dialect, since)}"
+    texts = ("organizer_address", "ical_uid", "event_type")
+    # COALESCE: a driver may type a column by its first rows, which can all be NULL ("" reads back as NULL);
+    # SQLite's timestamps are text too, PostgreSQL's are typed.
+    coalesced = ", ".join(f"COALESCE(e.{c}, '') AS {c}" for c in texts)
+    end_at = """COALESCE(e."end", '')""" if sqlite else 'e."end"'
+    hint = sum(conn.execute(select(func.max(t.c.id))).scalar() or 0 for t in (_ev, _att))  # ids only grow
+    with bulk_reader(conn, rows_hint=hint) as read:
+        events, attendees = read(
+            [
+                (
+                    f"SELECT e.id, e.graph_id, e.mailbox_pk, e.start, {end_at} AS end_at, {coalesced},"
+                    f" e.is_all_day, e.is_cancelled FROM event e WHERE {window}",
+                    ["e", "graph_id", "box", "start", "end", *texts, "is_all_day", "is_cancelled"],
+                ),
+                (
+                    "SELECT a.id, a.event_id, a.role, a.address, COALESCE(a.response, '') FROM event_attendee a"
+                    f" JOIN event e ON e.id = a.event_id WHERE {window} AND a.role <> 'organizer'",
+                    ["seq", "e", "role", "address", "response"],
+                ),
+            ]
         )
-        .select_from(_ev.join(_mb, _mb.c.id == _ev.c.mailbox_pk))
-        .where(window)
+    end = events.get_column("end")  # SQLite's text ("" for NULL), PostgreSQL's timestamps
+    events = events.with_columns(
+        pl.col("e", "box").cast(pl.Int64),
+        pl.col("is_all_day", "is_cancelled").cast(pl.Boolean),
+        start=utc_micros(events.get_column("start")),
+        end=utc_micros(_text(end) if end.dtype == pl.String else end),
+        **{c: _text(events.get_column(c)) for c in texts},
+    ).rename({"organizer_address": "organizer"})
+    attendees = (
+        attendees.cast({"e": pl.Int64, "role": pl.String, "address": pl.String})
+        .with_columns(response=_text(attendees.get_column("response")))
+        .sort("seq")  # a copy's attendees in the order they were stored (its list's order)
     )
-    for pk, graph_id, mailbox_pk, start, end, organizer, uid, all_day, cancelled, event_type in result:
-        owner = scoped[mailbox_pk]
-        mine = {owner.address, *owner.aliases}
-        people = tuple(a for a in attendees.get(pk, ()) if a.role != "organizer")
-        own = next((a.response for a in people if a.address in mine and (a.response or "").lower() in _DECIDED), None)
-        out.append(
-            CalendarEvent(
-                graph_id=graph_id,
-                mailbox=owner.address,
-                start=start,
-                end=end,
-                organizer=organizer,
-                attendees=people,
-                ical_uid=uid,
-                is_all_day=bool(all_day),
-                is_cancelled=bool(cancelled),
-                event_type=event_type,
-                own_response=own,
-            )
-        )
-    return out
+    events = events.join(_owners(scoped), on="box", how="left").join(
+        _own_responses(events, attendees, scoped), on="e", how="left"
+    )
+    return EventRows(events.select(list(EVENT_SCHEMA)).cast(EVENT_SCHEMA), attendees.drop("seq").cast(ATTENDEE_SCHEMA))
+
+
+def _text(col: pl.Series) -> pl.Series:
+    """A text column as strings (a driver cannot type a column without rows), "" read back as NULL (what
+    the reads' COALESCE stood for)."""
+    text = col.cast(pl.String)
+    return pl.select(pl.when(text != "").then(text)).to_series().alias(col.name)
+
+
+def _owners(scoped: dict[int, MailboxInfo]) -> pl.DataFrame:
+    """(box, mailbox): each scoped mailbox's owner address."""
+    return pl.DataFrame(
+        {"box": list(scoped), "mailbox": [m.address for m in scoped.values()]},
+        schema={"box": pl.Int64, "mailbox": pl.String},
+    )
+
+
+def _own_responses(events: pl.DataFrame, attendees: pl.DataFrame, scoped: dict[int, MailboxInfo]) -> pl.DataFrame:
+    """(e, own_response): the first decided answer of the mailbox owner's own row (any of their addresses) in
+    their copy's attendee list (the module docstring says why)."""
+    mine = pl.DataFrame(
+        [(pk, a) for pk, m in scoped.items() for a in {m.address, *m.aliases}],
+        schema={"box": pl.Int64, "address": pl.String},
+        orient="row",
+    )
+    return (
+        attendees.filter(pl.col("response").str.to_lowercase().is_in(list(_DECIDED)))
+        .join(events.select("e", "box"), on="e")
+        .join(mine, on=["box", "address"], how="semi")
+        .sort("seq")
+        .unique("e", keep="first", maintain_order=True)
+        .select("e", own_response="response")
+    )
