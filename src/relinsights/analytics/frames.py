@@ -81,7 +81,7 @@ def record_ref(text: str) -> RecordRef:
 @dataclass(frozen=True)
 class ActivityFrames:
     acts: pl.DataFrame  # ACT_SCHEMA, sorted by (t, key): row i is activity i
-    parts: pl.DataFrame  # PART_SCHEMA, each activity's participants in order
+    parts: pl.DataFrame  # PART_SCHEMA, grouped by activity in row order, each activity's participants in order
 
     def __len__(self) -> int:
         return self.acts.height

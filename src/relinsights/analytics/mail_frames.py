@@ -153,20 +153,21 @@ def build_mail_frames(
     keyed: pl.DataFrame, recipients: pl.DataFrame, rules: PartyRules, skipped: Counter[str]
 ) -> ActivityFrames:
     """Email activities of these Graph copies (`split_mail`'s first part), merged by key; skipped rows counted."""
-    skipped["draft"] += keyed.filter(pl.col("is_draft")).height
-    copies = keyed.filter(~pl.col("is_draft"))
-    skipped["no-time"] += copies.filter(pl.col("sent").is_null()).height
-    copies = copies.filter(pl.col("sent").is_not_null())
+    drafts, no_time = keyed.select(
+        pl.col("is_draft").sum(), (pl.col("sent").is_null() & ~pl.col("is_draft")).sum()
+    ).row(0)
+    skipped["draft"] += drafts
+    skipped["no-time"] += no_time
+    # A filter copies every column: a year of mail read from the database has nothing to drop here.
+    copies = keyed.filter(~pl.col("is_draft") & pl.col("sent").is_not_null()) if drafts or no_time else keyed
     if copies.height == 0:
         return ActivityFrames.empty()
 
     # Lazy chains below: each join would otherwise gather every column of a year of mail, only to drop most.
-    recips = (
-        recipients.lazy()
-        .filter(pl.col("role").is_in(["to", "cc"]))
-        .join(copies.lazy().select("m"), on="m", how="semi", maintain_order="left")
-        .collect()
-    )
+    # Bcc is never a participant (the database read leaves it out already). Rows of other messages (drafts,
+    # copies the object builder takes) are dropped by the join with the copies further on.
+    to_cc = pl.col("role").is_in(["to", "cc"])
+    recips = recipients if recipients.select(to_cc.all()).item() else recipients.filter(to_cc)
     who = _people(
         rules,
         pl.concat(
