@@ -11,11 +11,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-import polars as pl
-
 from relinsights.analytics.activities import Tier, build_activities, crm_email_key
 from relinsights.analytics.frames import ActivityFrames, frames_of
-from relinsights.analytics.mail_frames import build_mail_frames, split_mail
+from relinsights.analytics.mail_frames import MailRows, build_mail_frames
 from relinsights.analytics.parties import PartyRules
 from relinsights.analytics.sources import CalendarEvent, CrmAppointment, CrmEmail, MailMessage, PhoneCall
 
@@ -24,7 +22,7 @@ def build_activity_frames(
     *,
     rules: PartyRules,
     tier: Tier = Tier.ENHANCED,
-    mail: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+    mail: MailRows | None = None,
     events: Iterable[CalendarEvent] = (),
     crm_emails: Sequence[CrmEmail] = (),
     crm_appointments: Iterable[CrmAppointment] = (),
@@ -36,9 +34,8 @@ def build_activity_frames(
     pieces: list[ActivityFrames] = []
     tracked: list[MailMessage] = []
     if tier is Tier.ENHANCED and mail is not None:
-        messages, recipients = mail
-        keyed, tracked = split_mail(messages, recipients, {crm_email_key(e) for e in crm_emails})
-        pieces.append(build_mail_frames(keyed, recipients, rules, skipped))
+        built, tracked = build_mail_frames(mail, {crm_email_key(e) for e in crm_emails}, rules, skipped)
+        pieces.append(built)
     objects = build_activities(
         rules=rules,
         tier=tier,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -44,7 +45,32 @@ _INTERNAL, _EXTERNAL, _IGNORED = 0, 1, 2
 _FROM, _TO, _CC = ROLE[Role.FROM], ROLE[Role.TO], ROLE[Role.CC]
 
 
-def mail_rows(messages: Iterable[MailMessage]) -> tuple[pl.DataFrame, pl.DataFrame]:
+@dataclass
+class MailRows:
+    """Graph message copies and their To/Cc rows: the two frames the builder reads.
+
+    A year of mail is a computation's largest input, read straight into columns (the database driver's
+    rows, never one Python object per message). The builder takes the frames out of the holder it is
+    given (`take`), so that, given the only holder, it frees them as soon as it has what it needs."""
+
+    messages: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MAIL_SCHEMA))
+    recipients: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=RECIPIENT_SCHEMA))
+
+    def __len__(self) -> int:
+        return self.messages.height
+
+    def objects(self) -> list[MailMessage]:
+        """The rows as `MailMessage` objects (checks and tests)."""
+        return mail_objects(self.messages, self.recipients)
+
+    def take(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(messages, recipients), this holder left empty."""
+        rows = self.messages, self.recipients
+        self.messages, self.recipients = MailRows().messages, MailRows().recipients
+        return rows
+
+
+def mail_rows(messages: Iterable[MailMessage]) -> MailRows:
     """`MailMessage` objects as the two frames (tests, and callers that hold objects)."""
     cols: dict[str, list[object]] = {c: [] for c in MAIL_SCHEMA}
     rcols: dict[str, list[object]] = {c: [] for c in RECIPIENT_SCHEMA}
@@ -65,7 +91,7 @@ def mail_rows(messages: Iterable[MailMessage]) -> tuple[pl.DataFrame, pl.DataFra
                 rcols["m"].append(i)
                 rcols["role"].append(role)
                 rcols["address"].append(address)
-    return pl.DataFrame(cols, schema=MAIL_SCHEMA), pl.DataFrame(rcols, schema=RECIPIENT_SCHEMA)
+    return MailRows(pl.DataFrame(cols, schema=MAIL_SCHEMA), pl.DataFrame(rcols, schema=RECIPIENT_SCHEMA))
 
 
 def _norm_id(col: pl.Expr) -> pl.Expr:
@@ -150,9 +176,21 @@ def _kind(who: Who) -> int:
 
 
 def build_mail_frames(
-    keyed: pl.DataFrame, recipients: pl.DataFrame, rules: PartyRules, skipped: Counter[str]
-) -> ActivityFrames:
-    """Email activities of these Graph copies (`split_mail`'s first part), merged by key; skipped rows counted."""
+    mail: MailRows, crm_keys: Collection[str], rules: PartyRules, skipped: Counter[str]
+) -> tuple[ActivityFrames, list[MailMessage]]:
+    """(the email activities of the copies whose keys no CRM copy has, merged by key; those other copies as
+    `MailMessage` objects, for the object builder): `split_mail` and the build. Skipped rows counted.
+    The rows are taken out of `mail`."""
+    messages, recipients = mail.take()
+    keyed, tracked = split_mail(messages, recipients, crm_keys)
+    rows = MailRows(keyed, recipients)  # the messages with their keys
+    del messages, keyed, recipients
+    return _build(rows, rules, skipped), tracked
+
+
+def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> ActivityFrames:
+    # Nothing else holds the two frames now: each `del` below frees a year of rows.
+    keyed, recipients = rows.take()
     drafts, no_time = keyed.select(
         pl.col("is_draft").sum(), (pl.col("sent").is_null() & ~pl.col("is_draft")).sum()
     ).row(0)
@@ -218,6 +256,7 @@ def build_mail_frames(
         .drop("box", "source")
         .collect()
     )
+    del keyed
     acts = (
         copies.group_by("key", maintain_order=True)
         .agg(
@@ -252,6 +291,7 @@ def build_mail_frames(
         .select("a", "ord", "person", internal=pl.col("kind") == _INTERNAL, role="role", address="address_right")
         .collect()
     )
+    del recipients
     sides = recips.group_by("a").agg(any_internal=pl.col("internal").any(), any_external=(~pl.col("internal")).any())
     acts = acts.join(sides, on="a", how="left").with_columns(
         dir=pl.when((pl.col("kind") == _INTERNAL) & pl.col("any_external").fill_null(False))

@@ -37,6 +37,7 @@ from relinsights.analytics.activity_frames import build_activity_frames
 from relinsights.analytics.activity_table import ActivityTable
 from relinsights.analytics.columnar import compute_kpis
 from relinsights.analytics.frames import ActivityFrames, FrameActivities
+from relinsights.analytics.mail_frames import MailRows
 from relinsights.analytics.match_frames import match_frames
 from relinsights.analytics.matching import LinkTable
 from relinsights.analytics.timeutil import as_utc
@@ -221,17 +222,27 @@ def prepare(engine: Engine, tenant: TenantConfig, as_of: datetime, keep_rows: bo
     settings = Settings.for_tenant(tenant)
     verified = [d for d in json.loads(row.verified_domains or "[]") if isinstance(d, str)]
     inputs = load_inputs(engine, tenant, row.id, verified, as_of, tier)
+    mail, events, emails, appointments, calls = (
+        inputs.messages,
+        inputs.events,
+        inputs.crm_emails,
+        inputs.crm_appointments,
+        inputs.phone_calls,
+    )
+    if keep_rows:
+        mail = MailRows(mail.messages, mail.recipients)  # the builder empties the holder it is given
+    else:
+        inputs.release_rows()  # the builder holds the rows alone, and frees a year of mail as it goes
     frames, skipped = build_activity_frames(
         rules=inputs.rules,
         tier=tier,
-        mail=(inputs.messages.messages, inputs.messages.recipients),
-        events=inputs.events,
-        crm_emails=inputs.crm_emails,
-        crm_appointments=inputs.crm_appointments,
-        phone_calls=inputs.phone_calls,
+        mail=mail,
+        events=events,
+        crm_emails=emails,
+        crm_appointments=appointments,
+        phone_calls=calls,
     )
-    if not keep_rows:
-        inputs.release_rows()
+    del mail, events, emails, appointments, calls
     index = RecordIndex(inputs.records, inputs.rules, kpi=settings.kpi, zone=settings.zone)
     match = match_frames(frames, index, FrameActivities(frames))
     return Prepared(row.id, as_of, settings, inputs, frames, skipped, match, inputs.records.health_refs())

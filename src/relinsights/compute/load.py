@@ -39,13 +39,12 @@ from relinsights.analytics import (
     CrmEmail,
     CrmRecords,
     InternalUser,
-    MailMessage,
     PartyRules,
     PhoneCall,
     Tier,
 )
 from relinsights.analytics.health import TREND_DAYS
-from relinsights.analytics.mail_frames import MAIL_SCHEMA, RECIPIENT_SCHEMA, mail_objects
+from relinsights.analytics.mail_frames import MAIL_SCHEMA, RECIPIENT_SCHEMA, MailRows
 from relinsights.analytics.parties import canonical_address
 from relinsights.compute.bulk_read import bulk_reader, timestamp_literal, utc_micros
 from relinsights.compute.dataverse_rows import (
@@ -90,24 +89,6 @@ class MailboxInfo:
     status: str
     opted_out: bool
     name: str | None
-
-
-@dataclass
-class MailRows:
-    """The tenant's Graph message copies in the window as the two frames mail_frames.py builds from.
-
-    A year of mail is the computation's largest input: read straight into columns (the database driver's
-    rows, never one Python object per message), it costs a few hundred bytes a message."""
-
-    messages: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MAIL_SCHEMA))
-    recipients: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=RECIPIENT_SCHEMA))
-
-    def __len__(self) -> int:
-        return self.messages.height
-
-    def objects(self) -> list[MailMessage]:
-        """The rows as `MailMessage` objects (checks and tests)."""
-        return mail_objects(self.messages, self.recipients)
 
 
 @dataclass(slots=True)
