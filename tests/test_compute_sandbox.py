@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from relinsights.cli import app
-from relinsights.compute import compute_payloads, compute_tenant, prepare
+from relinsights.compute import compute_payloads, compute_tenant, job, prepare
 from relinsights.compute.store import payloads_of
 from relinsights.config import TenantConfig, load_config
 from relinsights.crm.mirror import mirror_tenant
@@ -101,6 +101,22 @@ def test_planted_relationships_come_out_as_planted(sandbox: SandboxServer, engin
     # Newsletters and no-reply senders never become a relationship or anybody's top contact.
     for p in payloads.values():
         assert not any(t["person"].split("@")[-1] in NOISE_DOMAINS for t in p["top_contacts_theirs"])
+
+
+def test_small_batches_on_threads_compute_what_one_batch_does(
+    sandbox: SandboxServer, sqlite_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = synced(sandbox, sqlite_engine, tmp_path)
+    monkeypatch.setattr(job, "RECORD_BATCH", 10**6)
+    monkeypatch.setattr(job, "LINK_BATCH", 10**9)
+    whole = compute_payloads(sqlite_engine, tenant, sandbox.org.now())
+    # Batches of a few records (or of one record with many links), two computed at a time.
+    monkeypatch.setattr(job, "RECORD_BATCH", 3)
+    monkeypatch.setattr(job, "LINK_BATCH", 40)
+    p = prepare(sqlite_engine, tenant, sandbox.org.now())
+    wanted = p.fingerprints()
+    assert len(list(p._batches(wanted))) > len(wanted) / 3 > 10
+    assert compute_payloads(sqlite_engine, tenant, sandbox.org.now()) == whole
 
 
 def test_show_by_domain_and_the_basic_tier(sandbox: SandboxServer, sqlite_engine: Engine, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from relinsights.analytics import CrmEmail, InternalUser, MailMessage, build_activities
 from relinsights.analytics.frames import ActivityFrames, FrameActivities, frames_of
-from relinsights.analytics.mail_frames import build_mail_frames, mail_rows, split_mail
+from relinsights.analytics.mail_frames import build_mail_frames, mail_rows
 from relinsights.analytics.parties import PartyRules
 from relinsights.analytics.sources import CrmParty
 
@@ -39,10 +39,8 @@ def tenant_rules() -> PartyRules:
 
 
 def frame_build(messages: list[MailMessage], party_rules: PartyRules, crm_keys: set[str] = frozenset()) -> tuple:  # type: ignore[assignment]
-    rows, recipients = mail_rows(messages)
-    keyed, objects = split_mail(rows, recipients, crm_keys)
     skipped: Counter[str] = Counter()
-    frames = build_mail_frames(keyed, recipients, party_rules, skipped)
+    frames, objects = build_mail_frames(mail_rows(messages), crm_keys, party_rules, skipped)
     return ActivityFrames.combine([frames]), objects, {k: v for k, v in sorted(skipped.items()) if v}
 
 

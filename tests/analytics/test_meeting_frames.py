@@ -19,17 +19,10 @@ from relinsights.analytics import (
     Tier,
     build_activities,
 )
-from relinsights.analytics.activities import _crm_event, _Resolver
+from relinsights.analytics.activities import crm_meeting_key
 from relinsights.analytics.activity_frames import build_activity_frames
 from relinsights.analytics.frames import ROLE, ActivityFrames, FrameActivities, frames_of
-from relinsights.analytics.meeting_frames import (
-    _strip_lower,
-    build_meeting_frames,
-    crm_meeting_key,
-    event_objects,
-    event_rows,
-    split_meetings,
-)
+from relinsights.analytics.meeting_frames import _strip_lower, build_meeting_frames, event_rows, split_meetings
 from relinsights.analytics.parties import PartyRules
 from relinsights.analytics.records import Entity, RecordRef
 from relinsights.analytics.sources import CrmParty
@@ -69,11 +62,10 @@ def tenant_rules() -> PartyRules:
 
 
 def frame_build(events: list[CalendarEvent], party_rules: PartyRules) -> tuple[ActivityFrames, dict[str, int]]:
-    rows, attendees = event_rows(events)
-    keyed, objects = split_meetings(rows, attendees, ())
-    assert objects == []
     skipped: Counter[str] = Counter()
-    frames = ActivityFrames.combine([build_meeting_frames(keyed, attendees, party_rules, skipped)])
+    built, objects = build_meeting_frames(event_rows(events), (), party_rules, skipped)
+    assert objects == []
+    frames = ActivityFrames.combine([built])
     return frames, {k: v for k, v in sorted(skipped.items()) if v}
 
 
@@ -182,13 +174,7 @@ def test_keys_shared_with_crm_appointments_merge_as_the_object_builder_does(
 
 @given(calendars())
 def test_rows_back_to_objects(events: list[CalendarEvent]) -> None:
-    assert event_objects(*event_rows(events)) == events
-
-
-@given(appointments())
-def test_crm_meeting_key_is_the_object_builders(crm: list[CrmAppointment]) -> None:
-    res = _Resolver(tenant_rules())
-    assert [crm_meeting_key(a) for a in crm] == [_crm_event(a, res).key for a in crm]
+    assert event_rows(events).objects() == events
 
 
 @given(st.lists(st.one_of(st.none(), st.text(), st.sampled_from(UIDS))))
@@ -339,11 +325,11 @@ def test_a_key_a_crm_appointment_shares_goes_to_the_object_builder() -> None:
         global_object_id=" shared-uid ",
         regarding=RecordRef(Entity.CONTACT, "c1"),
     )
-    rows, attendees = event_rows([tracked, other])
-    keyed, objects = split_meetings(rows, attendees, {crm_meeting_key(crm)})
+    rows = event_rows([tracked, other])
+    keyed, objects = split_meetings(rows.events, rows.attendees, {crm_meeting_key(crm)})
     assert objects == [tracked] and keyed.get_column("key").to_list() == ["meeting:other"]
     assert_same_with_crm([tracked, other], [crm])
-    frames, _ = build_activity_frames(rules=tenant_rules(), meetings=(rows, attendees), crm_appointments=[crm])
+    frames, _ = build_activity_frames(rules=tenant_rules(), meetings=rows, crm_appointments=[crm])
     assert frames.acts.select("key", "regarding").rows() == [
         ("meeting:other", []),
         ("meeting:shared-uid", ["contact:c1"]),

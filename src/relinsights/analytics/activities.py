@@ -268,6 +268,12 @@ def crm_email_key(e: CrmEmail) -> str:
     return f"email:{mid}" if mid else f"email:crm:{e.activity_id}"
 
 
+def crm_meeting_key(a: CrmAppointment) -> str:
+    """The activity key of a CRM appointment: its global object id's, as a Graph copy of it has, else its own."""
+    uid = (a.global_object_id or "").strip().lower()
+    return f"meeting:{uid}" if uid else f"meeting:crm:{a.activity_id}"
+
+
 @dataclass(slots=True)
 class _MailCopy:
     key: str
@@ -375,7 +381,8 @@ def _merge_mail(key: str, copies: list[_MailCopy], res: _Resolver, skipped: Coun
 # ---------------------------------------------------------------- meetings
 
 
-_DECIDED = {"declined": 0, "accepted": 1, "tentativelyaccepted": 2}
+# Among answers no copy vouches for (neither the attendee's own nor the organizer's): declined first, then 9.
+DECIDED = {"declined": 0, "accepted": 1, "tentativelyaccepted": 2}
 
 
 @dataclass(slots=True)
@@ -426,9 +433,8 @@ def _crm_event(a: CrmAppointment, res: _Resolver) -> _EventCopy:
     attendees: list[tuple[Who, Role, str]] = []
     for parties, role in ((a.required, Role.REQUIRED), (a.optional, Role.OPTIONAL)):
         attendees += [(w, role, "") for w in map(res.party, parties) if w is not None]
-    uid = (a.global_object_id or "").strip().lower()
     return _EventCopy(
-        key=f"meeting:{uid}" if uid else f"meeting:crm:{a.activity_id}",
+        key=crm_meeting_key(a),
         source=f"crm:{a.activity_id}",
         mailbox="",
         start=as_utc(a.start) if a.start else None,
@@ -474,7 +480,7 @@ def _merge_event(key: str, copies: list[_EventCopy], res: _Resolver, skipped: Co
             elif copy.mailbox == organizer.person and response:
                 cand = (1, 0, response)
             else:
-                cand = (2, _DECIDED.get(response, 9), response)
+                cand = (2, DECIDED.get(response, 9), response)
             best[who.person] = min(best.get(who.person, cand), cand)
             if who.person not in roles or (role is Role.REQUIRED and roles[who.person][1] is not Role.REQUIRED):
                 roles[who.person] = (who, role)

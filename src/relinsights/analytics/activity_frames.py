@@ -13,12 +13,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-import polars as pl
-
-from relinsights.analytics.activities import Tier, build_activities, crm_email_key
+from relinsights.analytics.activities import Tier, build_activities, crm_email_key, crm_meeting_key
 from relinsights.analytics.frames import ActivityFrames, frames_of
-from relinsights.analytics.mail_frames import build_mail_frames, split_mail
-from relinsights.analytics.meeting_frames import build_meeting_frames, crm_meeting_key, split_meetings
+from relinsights.analytics.mail_frames import MailRows, build_mail_frames
+from relinsights.analytics.meeting_frames import EventRows, build_meeting_frames
 from relinsights.analytics.parties import PartyRules
 from relinsights.analytics.sources import CalendarEvent, CrmAppointment, CrmEmail, MailMessage, PhoneCall
 
@@ -27,27 +25,25 @@ def build_activity_frames(
     *,
     rules: PartyRules,
     tier: Tier = Tier.ENHANCED,
-    mail: tuple[pl.DataFrame, pl.DataFrame] | None = None,
-    meetings: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+    mail: MailRows | None = None,
+    meetings: EventRows | None = None,
     crm_emails: Sequence[CrmEmail] = (),
     crm_appointments: Sequence[CrmAppointment] = (),
     phone_calls: Iterable[PhoneCall] = (),
 ) -> tuple[ActivityFrames, dict[str, int]]:
     """(the activities, the rows skipped by reason): what `build_activities` gives for the same rows,
     `mail` being the Graph messages and recipients as mail_frames.py reads them, `meetings` the Graph
-    events and attendees as meeting_frames.py reads them."""
+    events and attendees as meeting_frames.py reads them; both builders take the rows out of those holders."""
     skipped: Counter[str] = Counter()
     pieces: list[ActivityFrames] = []
     tracked: list[MailMessage] = []
     shared: list[CalendarEvent] = []
     if tier is Tier.ENHANCED and mail is not None:
-        messages, recipients = mail
-        keyed, tracked = split_mail(messages, recipients, {crm_email_key(e) for e in crm_emails})
-        pieces.append(build_mail_frames(keyed, recipients, rules, skipped))
+        built, tracked = build_mail_frames(mail, {crm_email_key(e) for e in crm_emails}, rules, skipped)
+        pieces.append(built)
     if tier is Tier.ENHANCED and meetings is not None:
-        events, attendees = meetings
-        keyed, shared = split_meetings(events, attendees, {crm_meeting_key(a) for a in crm_appointments})
-        pieces.append(build_meeting_frames(keyed, attendees, rules, skipped))
+        built, shared = build_meeting_frames(meetings, {crm_meeting_key(a) for a in crm_appointments}, rules, skipped)
+        pieces.append(built)
     objects = build_activities(
         rules=rules,
         tier=tier,

@@ -65,15 +65,19 @@ def thread_groups(acts: pl.DataFrame) -> pl.Series:
     References): the threads are the connected components of the email-token graph (scipy's, in C)."""
     rows = acts.select("kind", "message_id", "conversations", "reply_to").with_row_index("i")
     emails = rows.filter(pl.col("kind") == EMAIL).with_row_index("j")
-    tokens = pl.concat(
+
+    def stars(tokens: pl.DataFrame) -> pl.DataFrame:
+        """Each email that names a token joined to the first email naming it."""
+        tokens = tokens.drop_nulls()
+        return tokens.select("j", root=pl.col("j").min().over("tok")).filter(pl.col("j") != pl.col("root"))
+
+    # Conversation ids and message ids are two name spaces: each is starred on its own.
+    edges = pl.concat(
         [
-            emails.select("j", "conversations").explode("conversations").select("j", tok="c" + pl.col("conversations")),
-            emails.select("j", tok="m" + pl.col("message_id")),
-            emails.select("j", "reply_to").explode("reply_to").select("j", tok="m" + pl.col("reply_to")),
+            stars(emails.select("j", tok="conversations").explode("tok")),
+            stars(pl.concat([emails.select("j", tok="message_id"), emails.select("j", tok="reply_to").explode("tok")])),
         ]
-    ).drop_nulls()
-    # Each email that names a token is joined to the first email naming it: a star per token.
-    edges = tokens.with_columns(root=pl.col("j").min().over("tok")).filter(pl.col("j") != pl.col("root"))
+    )
     j, root = (edges.get_column(c).to_numpy().astype(np.int64) for c in ("j", "root"))
     graph = coo_matrix((np.ones(len(j), dtype=np.int8), (j, root)), shape=(emails.height, emails.height))
     _, labels = connected_components(graph, directed=False)
@@ -139,9 +143,8 @@ class ActivityTable:
             {"address": self.addresses, "addr": range(len(self.addresses))},
             schema={"address": pl.String, "addr": pl.Int32},
         )
-        parts = frames.parts.with_row_index("pos")
         self.parts = (
-            parts.join(people, on="person", how="left")
+            frames.parts.join(people, on="person", how="left")
             .join(addresses, on="address", how="left")
             .select(
                 "a",
@@ -156,22 +159,17 @@ class ActivityTable:
             )
         )
         # An interaction's internal party (kpis.interaction_of): the activity's first internal participant.
-        party = (
-            parts.filter(pl.col("internal"))
-            .sort("a", "pos")
-            .group_by("a", maintain_order=True)
-            .first()
-            .join(people, on="person")
-            .select("a", party="pc")
-        )
+        # (The participant rows are grouped by activity, each activity's in order: ActivityFrames.)
+        internal = frames.parts.select("a", "person", "internal").filter(pl.col("internal"))
+        party = internal.filter(pl.col("a").is_first_distinct()).join(people, on="person").select("a", party="pc")
         # The initiator is an activity's first participant, when it is a sender or organizer.
         first = (
-            parts.sort("a", "pos")
-            .group_by("a", maintain_order=True)
-            .first()
-            .filter(pl.col("role").is_in(_INITIATORS))
-            .join(people, on="person")
+            frames.parts.lazy()
+            .select("a", "person", "internal", "role")
+            .filter(pl.col("a").is_first_distinct() & pl.col("role").is_in(_INITIATORS))
+            .join(people.lazy(), on="person")
             .select("a", opener="pc", init_internal="internal")
+            .collect()
         )
         # The series' local days by their first instants (zoneinfo's), so a time's day is a bisection.
         days = series_dates(local_date(self.as_of, s.zone))
@@ -277,6 +275,19 @@ class ActivityTable:
     def _recipients(self) -> _ByKey:
         """The To/Cc recipients by (activity, person)."""
         return _ByKey(self.parts.filter(pl.col("role").is_in([ROLE[Role.TO], ROLE[Role.CC]])), [])
+
+    def warm(self, links: LinkTable) -> None:
+        """Build every look-up the KPIs of `links` read, so that threads can then share the table read-only."""
+        for view in (
+            self.link_columns,
+            self._interactions,
+            self._internal_attending,
+            self._internal_roles,
+            self._people_index,
+            self._recipients,
+        ):
+            assert view is not None
+        self.members_of(links)
 
     @property
     def size(self) -> int:

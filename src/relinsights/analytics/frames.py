@@ -20,7 +20,8 @@ from typing import overload
 import numpy as np
 import polars as pl
 
-from relinsights.analytics.activities import Activity, Direction, Kind, Participant, Role
+from relinsights.analytics.activities import Activity, Direction, Kind, Participant, Role, resolve_address
+from relinsights.analytics.parties import PartyKind, PartyRules
 from relinsights.analytics.records import Entity, RecordRef
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -78,10 +79,31 @@ def record_ref(text: str) -> RecordRef:
     return RecordRef(Entity(entity), rid)
 
 
+# A resolved address's side, as `people_of` codes it.
+SIDE_INTERNAL, SIDE_EXTERNAL, SIDE_IGNORED = 0, 1, 2
+_SIDES = {PartyKind.INTERNAL: SIDE_INTERNAL, PartyKind.EXTERNAL: SIDE_EXTERNAL}
+
+
+def people_of(rules: PartyRules, raw: pl.Series) -> pl.DataFrame:
+    """Distinct raw addresses -> (raw, person, kind, address), each resolved once by the object builder's
+    resolver (person null when a value is not an address; kind a SIDE_ code)."""
+    values = raw.drop_nulls().unique().to_list()
+    whos = [resolve_address(rules, v) for v in values]
+    return pl.DataFrame(
+        {
+            "raw": values,
+            "person": [w.person if w else None for w in whos],
+            "kind": [_SIDES.get(w.kind, SIDE_IGNORED) if w else None for w in whos],
+            "address": [w.address if w else None for w in whos],
+        },
+        schema={"raw": pl.String, "person": pl.String, "kind": pl.Int8, "address": pl.String},
+    )
+
+
 @dataclass(frozen=True)
 class ActivityFrames:
     acts: pl.DataFrame  # ACT_SCHEMA, sorted by (t, key): row i is activity i
-    parts: pl.DataFrame  # PART_SCHEMA, each activity's participants in order
+    parts: pl.DataFrame  # PART_SCHEMA, grouped by activity in row order, each activity's participants in order
 
     def __len__(self) -> int:
         return self.acts.height

@@ -16,12 +16,24 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
 
 import polars as pl
 
-from relinsights.analytics.activities import Role, Who, resolve_address
-from relinsights.analytics.frames import ACT_SCHEMA, PART_SCHEMA, ROLE, ActivityFrames, at_us, us
-from relinsights.analytics.parties import PartyKind, PartyRules
+from relinsights.analytics.activities import Role
+from relinsights.analytics.frames import (
+    ACT_SCHEMA,
+    PART_SCHEMA,
+    ROLE,
+    SIDE_EXTERNAL,
+    SIDE_IGNORED,
+    SIDE_INTERNAL,
+    ActivityFrames,
+    at_us,
+    people_of,
+    us,
+)
+from relinsights.analytics.parties import PartyRules
 from relinsights.analytics.sources import MailMessage
 
 MAIL_SCHEMA = pl.Schema(
@@ -40,11 +52,35 @@ MAIL_SCHEMA = pl.Schema(
     }
 )
 RECIPIENT_SCHEMA = pl.Schema({"m": pl.Int64(), "role": pl.String(), "address": pl.String()})
-_INTERNAL, _EXTERNAL, _IGNORED = 0, 1, 2
 _FROM, _TO, _CC = ROLE[Role.FROM], ROLE[Role.TO], ROLE[Role.CC]
 
 
-def mail_rows(messages: Iterable[MailMessage]) -> tuple[pl.DataFrame, pl.DataFrame]:
+@dataclass
+class MailRows:
+    """Graph message copies and their To/Cc rows: the two frames the builder reads.
+
+    A year of mail is a computation's largest input, read straight into columns (the database driver's
+    rows, never one Python object per message). The builder takes the frames out of the holder it is
+    given (`take`), so that, given the only holder, it frees them as soon as it has what it needs."""
+
+    messages: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MAIL_SCHEMA))
+    recipients: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=RECIPIENT_SCHEMA))
+
+    def __len__(self) -> int:
+        return self.messages.height
+
+    def objects(self) -> list[MailMessage]:
+        """The rows as `MailMessage` objects (checks and tests)."""
+        return mail_objects(self.messages, self.recipients)
+
+    def take(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(messages, recipients), this holder left empty."""
+        rows = self.messages, self.recipients
+        self.messages, self.recipients = MailRows().messages, MailRows().recipients
+        return rows
+
+
+def mail_rows(messages: Iterable[MailMessage]) -> MailRows:
     """`MailMessage` objects as the two frames (tests, and callers that hold objects)."""
     cols: dict[str, list[object]] = {c: [] for c in MAIL_SCHEMA}
     rcols: dict[str, list[object]] = {c: [] for c in RECIPIENT_SCHEMA}
@@ -65,7 +101,7 @@ def mail_rows(messages: Iterable[MailMessage]) -> tuple[pl.DataFrame, pl.DataFra
                 rcols["m"].append(i)
                 rcols["role"].append(role)
                 rcols["address"].append(address)
-    return pl.DataFrame(cols, schema=MAIL_SCHEMA), pl.DataFrame(rcols, schema=RECIPIENT_SCHEMA)
+    return MailRows(pl.DataFrame(cols, schema=MAIL_SCHEMA), pl.DataFrame(rcols, schema=RECIPIENT_SCHEMA))
 
 
 def _norm_id(col: pl.Expr) -> pl.Expr:
@@ -127,47 +163,38 @@ def mail_objects(messages: pl.DataFrame, recipients: pl.DataFrame) -> list[MailM
     return out
 
 
-def _people(rules: PartyRules, raw: pl.Series) -> pl.DataFrame:
-    """Distinct raw addresses -> (raw, person, kind, address), resolved once each (person null when a value
-    is not an address)."""
-    values = raw.drop_nulls().unique().to_list()
-    whos = [resolve_address(rules, v) for v in values]
-    return pl.DataFrame(
-        {
-            "raw": values,
-            "person": [w.person if w else None for w in whos],
-            "kind": [_kind(w) if w else None for w in whos],
-            "address": [w.address if w else None for w in whos],
-        },
-        schema={"raw": pl.String, "person": pl.String, "kind": pl.Int8, "address": pl.String},
-    )
-
-
-def _kind(who: Who) -> int:
-    if who.kind is PartyKind.INTERNAL:
-        return _INTERNAL
-    return _EXTERNAL if who.kind is PartyKind.EXTERNAL else _IGNORED
-
-
 def build_mail_frames(
-    keyed: pl.DataFrame, recipients: pl.DataFrame, rules: PartyRules, skipped: Counter[str]
-) -> ActivityFrames:
-    """Email activities of these Graph copies (`split_mail`'s first part), merged by key; skipped rows counted."""
-    skipped["draft"] += keyed.filter(pl.col("is_draft")).height
-    copies = keyed.filter(~pl.col("is_draft"))
-    skipped["no-time"] += copies.filter(pl.col("sent").is_null()).height
-    copies = copies.filter(pl.col("sent").is_not_null())
+    mail: MailRows, crm_keys: Collection[str], rules: PartyRules, skipped: Counter[str]
+) -> tuple[ActivityFrames, list[MailMessage]]:
+    """(the email activities of the copies whose keys no CRM copy has, merged by key; those other copies as
+    `MailMessage` objects, for the object builder): `split_mail` and the build. Skipped rows counted.
+    The rows are taken out of `mail`."""
+    messages, recipients = mail.take()
+    keyed, tracked = split_mail(messages, recipients, crm_keys)
+    rows = MailRows(keyed, recipients)  # the messages with their keys
+    del messages, keyed, recipients
+    return _build(rows, rules, skipped), tracked
+
+
+def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> ActivityFrames:
+    # Nothing else holds the two frames now: each `del` below frees a year of rows.
+    keyed, recipients = rows.take()
+    drafts, no_time = keyed.select(
+        pl.col("is_draft").sum(), (pl.col("sent").is_null() & ~pl.col("is_draft")).sum()
+    ).row(0)
+    skipped["draft"] += drafts
+    skipped["no-time"] += no_time
+    # A filter copies every column: a year of mail read from the database has nothing to drop here.
+    copies = keyed.filter(~pl.col("is_draft") & pl.col("sent").is_not_null()) if drafts or no_time else keyed
     if copies.height == 0:
         return ActivityFrames.empty()
 
     # Lazy chains below: each join would otherwise gather every column of a year of mail, only to drop most.
-    recips = (
-        recipients.lazy()
-        .filter(pl.col("role").is_in(["to", "cc"]))
-        .join(copies.lazy().select("m"), on="m", how="semi", maintain_order="left")
-        .collect()
-    )
-    who = _people(
+    # Bcc is never a participant (the database read leaves it out already). Rows of other messages (drafts,
+    # copies the object builder takes) are dropped by the join with the copies further on.
+    to_cc = pl.col("role").is_in(["to", "cc"])
+    recips = recipients if recipients.select(to_cc.all()).item() else recipients.filter(to_cc)
+    who = people_of(
         rules,
         pl.concat(
             [copies.get_column(c) for c in ("mailbox", "from_address", "sender_address")]
@@ -217,6 +244,7 @@ def build_mail_frames(
         .drop("box", "source")
         .collect()
     )
+    del keyed
     acts = (
         copies.group_by("key", maintain_order=True)
         .agg(
@@ -233,8 +261,8 @@ def build_mail_frames(
     copies = copies.select("m", "key", "prank")  # all the recipients need of them
     skipped["no-sender"] += acts.filter(pl.col("person").is_null()).height
     acts = acts.filter(pl.col("person").is_not_null())
-    skipped["ignored-sender"] += acts.filter(pl.col("kind") == _IGNORED).height
-    acts = acts.filter(pl.col("kind") != _IGNORED).with_row_index("a")
+    skipped["ignored-sender"] += acts.filter(pl.col("kind") == SIDE_IGNORED).height
+    acts = acts.filter(pl.col("kind") != SIDE_IGNORED).with_row_index("a")
 
     # Recipients in primary order, To before Cc, list order; each person once, the sender not again.
     recips = (
@@ -242,20 +270,21 @@ def build_mail_frames(
         .with_row_index("seq")
         .join(copies.lazy().join(acts.lazy().select("key", "a", s_person="person"), on="key").drop("key"), on="m")
         .join(who.lazy(), left_on="address", right_on="raw", how="inner")
-        .filter(pl.col("person").is_not_null() & (pl.col("kind") != _IGNORED))
+        .filter(pl.col("person").is_not_null() & (pl.col("kind") != SIDE_IGNORED))
         .filter(pl.col("person") != pl.col("s_person"))
         .with_columns(role=pl.when(pl.col("role") == "to").then(pl.lit(_TO)).otherwise(pl.lit(_CC)).cast(pl.Int8))
         .sort("a", "prank", "role", "seq")
         .unique(["a", "person"], keep="first", maintain_order=True)
         .with_row_index("ord")
-        .select("a", "ord", "person", internal=pl.col("kind") == _INTERNAL, role="role", address="address_right")
+        .select("a", "ord", "person", internal=pl.col("kind") == SIDE_INTERNAL, role="role", address="address_right")
         .collect()
     )
+    del recipients
     sides = recips.group_by("a").agg(any_internal=pl.col("internal").any(), any_external=(~pl.col("internal")).any())
     acts = acts.join(sides, on="a", how="left").with_columns(
-        dir=pl.when((pl.col("kind") == _INTERNAL) & pl.col("any_external").fill_null(False))
+        dir=pl.when((pl.col("kind") == SIDE_INTERNAL) & pl.col("any_external").fill_null(False))
         .then(pl.lit(0))
-        .when((pl.col("kind") == _EXTERNAL) & pl.col("any_internal").fill_null(False))
+        .when((pl.col("kind") == SIDE_EXTERNAL) & pl.col("any_internal").fill_null(False))
         .then(pl.lit(1))
         .cast(pl.Int8)
     )
@@ -266,7 +295,7 @@ def build_mail_frames(
         "a",
         ord=pl.lit(0, dtype=pl.UInt32),
         person="person",
-        internal=pl.col("kind") == _INTERNAL,
+        internal=pl.col("kind") == SIDE_INTERNAL,
         role=pl.lit(_FROM, dtype=pl.Int8),
         address="address",
     )

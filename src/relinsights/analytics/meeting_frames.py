@@ -19,13 +19,24 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
 
 import polars as pl
 
-from relinsights.analytics.activities import Role, Who, resolve_address
-from relinsights.analytics.frames import ACT_SCHEMA, PART_SCHEMA, ROLE, ActivityFrames, at_us, us
-from relinsights.analytics.parties import PartyKind, PartyRules
-from relinsights.analytics.sources import Attendee, CalendarEvent, CrmAppointment
+from relinsights.analytics.activities import DECIDED, Role
+from relinsights.analytics.frames import (
+    ACT_SCHEMA,
+    PART_SCHEMA,
+    ROLE,
+    SIDE_IGNORED,
+    SIDE_INTERNAL,
+    ActivityFrames,
+    at_us,
+    people_of,
+    us,
+)
+from relinsights.analytics.parties import PartyRules
+from relinsights.analytics.sources import Attendee, CalendarEvent
 from relinsights.analytics.timeutil import as_utc
 
 EVENT_SCHEMA = pl.Schema(
@@ -44,15 +55,34 @@ EVENT_SCHEMA = pl.Schema(
     }
 )
 ATTENDEE_SCHEMA = pl.Schema({"e": pl.Int64(), "role": pl.String(), "address": pl.String(), "response": pl.String()})
-_INTERNAL, _EXTERNAL, _IGNORED = 0, 1, 2
 _ORGANIZER, _REQUIRED, _OPTIONAL = ROLE[Role.ORGANIZER], ROLE[Role.REQUIRED], ROLE[Role.OPTIONAL]
-# activities._DECIDED: among answers no copy vouches for, declined first (then 9: undecided).
-_DECIDED = {"declined": 0, "accepted": 1, "tentativelyaccepted": 2}
 # The ASCII characters Python's str.strip() removes: Rust's trim (polars') keeps \x1c-\x1f.
 _ASCII_SPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 
 
-def event_rows(events: Iterable[CalendarEvent]) -> tuple[pl.DataFrame, pl.DataFrame]:
+@dataclass
+class EventRows:
+    """Graph event copies and their attendees: the two frames the builder reads. Like mail_frames.MailRows,
+    the builder takes them out of the holder it is given (`take`) and frees them as soon as it can."""
+
+    events: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EVENT_SCHEMA))
+    attendees: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=ATTENDEE_SCHEMA))
+
+    def __len__(self) -> int:
+        return self.events.height
+
+    def objects(self) -> list[CalendarEvent]:
+        """The rows as `CalendarEvent` objects (checks and tests)."""
+        return event_objects(self.events, self.attendees)
+
+    def take(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(events, attendees), this holder left empty."""
+        rows = self.events, self.attendees
+        self.events, self.attendees = EventRows().events, EventRows().attendees
+        return rows
+
+
+def event_rows(events: Iterable[CalendarEvent]) -> EventRows:
     """`CalendarEvent` objects as the two frames (tests, and callers that hold objects)."""
     cols: dict[str, list[object]] = {c: [] for c in EVENT_SCHEMA}
     acols: dict[str, list[object]] = {c: [] for c in ATTENDEE_SCHEMA}
@@ -73,14 +103,7 @@ def event_rows(events: Iterable[CalendarEvent]) -> tuple[pl.DataFrame, pl.DataFr
             acols["role"].append(a.role)
             acols["address"].append(a.address)
             acols["response"].append(a.response)
-    return pl.DataFrame(cols, schema=EVENT_SCHEMA), pl.DataFrame(acols, schema=ATTENDEE_SCHEMA)
-
-
-def crm_meeting_key(a: CrmAppointment) -> str:
-    """The activity key of a CRM appointment (activities._crm_event): its global object id's, as a Graph copy
-    of it has, else its own."""
-    uid = (a.global_object_id or "").strip().lower()
-    return f"meeting:{uid}" if uid else f"meeting:crm:{a.activity_id}"
+    return EventRows(pl.DataFrame(cols, schema=EVENT_SCHEMA), pl.DataFrame(acols, schema=ATTENDEE_SCHEMA))
 
 
 def _strip_lower(values: pl.Series) -> pl.Series:
@@ -143,33 +166,21 @@ def event_objects(events: pl.DataFrame, attendees: pl.DataFrame) -> list[Calenda
     ]
 
 
-def _people(rules: PartyRules, raw: pl.Series) -> pl.DataFrame:
-    """Distinct raw addresses -> (raw, person, kind, addr), resolved once each (person null when a value is
-    not an address)."""
-    values = raw.drop_nulls().unique().to_list()
-    whos = [resolve_address(rules, v) for v in values]
-    return pl.DataFrame(
-        {
-            "raw": values,
-            "person": [w.person if w else None for w in whos],
-            "kind": [_kind(w) if w else None for w in whos],
-            "addr": [w.address if w else None for w in whos],
-        },
-        schema={"raw": pl.String, "person": pl.String, "kind": pl.Int8, "addr": pl.String},
-    )
-
-
-def _kind(who: Who) -> int:
-    if who.kind is PartyKind.INTERNAL:
-        return _INTERNAL
-    return _EXTERNAL if who.kind is PartyKind.EXTERNAL else _IGNORED
-
-
 def build_meeting_frames(
-    keyed: pl.DataFrame, attendees: pl.DataFrame, rules: PartyRules, skipped: Counter[str]
-) -> ActivityFrames:
-    """Meeting activities of these Graph copies (`split_meetings`' first part), merged by key; skipped rows
-    counted."""
+    meetings: EventRows, crm_keys: Collection[str], rules: PartyRules, skipped: Counter[str]
+) -> tuple[ActivityFrames, list[CalendarEvent]]:
+    """(the meeting activities of the copies whose keys no CRM appointment has, merged by key; those other
+    copies as `CalendarEvent` objects, for the object builder): `split_meetings` and the build. Skipped rows
+    counted. The rows are taken out of `meetings`."""
+    events, attendees = meetings.take()
+    keyed, shared = split_meetings(events, attendees, crm_keys)
+    rows = EventRows(keyed, attendees)  # the copies with their keys
+    del events, keyed, attendees
+    return _build(rows, rules, skipped), shared
+
+
+def _build(rows: EventRows, rules: PartyRules, skipped: Counter[str]) -> ActivityFrames:
+    keyed, attendees = rows.take()
     masters = (keyed.get_column("event_type").str.to_lowercase() == "seriesmaster").fill_null(False)
     skipped["series-master"] += int(masters.sum())  # calendarView already yields each occurrence
     copies = keyed.filter(~masters)
@@ -183,9 +194,8 @@ def build_meeting_frames(
         .filter(pl.col("role") != "resource")  # rooms and equipment are not people
         .collect()
     )
-    who = _people(
-        rules, pl.concat([copies.get_column("mailbox"), copies.get_column("organizer"), atts.get_column("address")])
-    )
+    raw = pl.concat([copies.get_column("mailbox"), copies.get_column("organizer"), atts.get_column("address")])
+    who = people_of(rules, raw).rename({"address": "addr"})
     copies = _copies(copies, who)
     acts = _meetings(copies, skipped)
     if acts.height == 0:
@@ -238,8 +248,8 @@ def _meetings(copies: pl.DataFrame, skipped: Counter[str]) -> pl.DataFrame:
     )
     skipped["no-organizer"] += keys.filter(pl.col("o_person").is_null()).height
     keys = keys.filter(pl.col("o_person").is_not_null())
-    skipped["ignored-organizer"] += keys.filter(pl.col("o_kind") == _IGNORED).height
-    keys = keys.filter(pl.col("o_kind") != _IGNORED)
+    skipped["ignored-organizer"] += keys.filter(pl.col("o_kind") == SIDE_IGNORED).height
+    keys = keys.filter(pl.col("o_kind") != SIDE_IGNORED)
     # The base copy (times, all-day): the organizer's own, else the first one.
     base = (
         copies.select("key", "prank", "box")
@@ -265,7 +275,7 @@ def _attendees(atts: pl.DataFrame, copies: pl.DataFrame, acts: pl.DataFrame, who
         .join(copies.lazy().select("e", "key", "prank", "box", "own"), on="e")
         .join(acts.lazy().select("key", "a", org="o_person"), on="key")
         .join(who.lazy(), left_on="address", right_on="raw")  # inner: a value that is no address is nobody
-        .filter(pl.col("person").is_not_null() & (pl.col("kind") != _IGNORED) & (pl.col("person") != pl.col("org")))
+        .filter(pl.col("person").is_not_null() & (pl.col("kind") != SIDE_IGNORED) & (pl.col("person") != pl.col("org")))
         .with_columns(
             r=pl.when(role == "organizer")
             .then(pl.lit(_ORGANIZER))
@@ -286,7 +296,7 @@ def _attendees(atts: pl.DataFrame, copies: pl.DataFrame, acts: pl.DataFrame, who
         .with_columns(
             rank=pl.when(pl.col("prio") < 2)
             .then(0)
-            .otherwise(pl.col("resp").replace_strict(_DECIDED, default=9, return_dtype=pl.Int32)),
+            .otherwise(pl.col("resp").replace_strict(DECIDED, default=9, return_dtype=pl.Int32)),
             answer=pl.when(pl.col("prio") == 0).then(pl.col("own")).otherwise(pl.col("resp")),
             not_required=pl.col("r") != _REQUIRED,
         )
@@ -302,7 +312,7 @@ def _attendees(atts: pl.DataFrame, copies: pl.DataFrame, acts: pl.DataFrame, who
         .select(
             "a",
             "person",
-            internal=pl.col("kind") == _INTERNAL,
+            internal=pl.col("kind") == SIDE_INTERNAL,
             # An organizer-role row of someone else: an attendee like the others.
             role=pl.when(pl.col("r") == _ORGANIZER).then(pl.lit(_REQUIRED)).otherwise(pl.col("r")).cast(pl.Int8),
             address="addr",
@@ -328,7 +338,7 @@ def _frames(acts: pl.DataFrame, attendees: pl.DataFrame, skipped: Counter[str]) 
     """The meetings that have a direction (a sent one needs an external attendee) as frames."""
     external = attendees.filter(~pl.col("internal")).get_column("a").unique().implode()
     acts = acts.with_columns(
-        dir=pl.when(pl.col("o_kind") != _INTERNAL)
+        dir=pl.when(pl.col("o_kind") != SIDE_INTERNAL)
         .then(pl.lit(1))
         .when(pl.col("a").is_in(external))
         .then(pl.lit(0))
@@ -354,7 +364,7 @@ def _frames(acts: pl.DataFrame, attendees: pl.DataFrame, skipped: Counter[str]) 
     organizers = acts.select(
         "a",
         person="o_person",
-        internal=pl.col("o_kind") == _INTERNAL,
+        internal=pl.col("o_kind") == SIDE_INTERNAL,
         role=pl.lit(_ORGANIZER, dtype=pl.Int8),
         address="o_addr",
         attended=pl.lit(True),

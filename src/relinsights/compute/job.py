@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -35,8 +37,10 @@ from relinsights.analytics.activity_frames import build_activity_frames
 from relinsights.analytics.activity_table import ActivityTable
 from relinsights.analytics.columnar import compute_kpis
 from relinsights.analytics.frames import ActivityFrames, FrameActivities
+from relinsights.analytics.mail_frames import MailRows
 from relinsights.analytics.match_frames import match_frames
 from relinsights.analytics.matching import LinkTable
+from relinsights.analytics.meeting_frames import EventRows
 from relinsights.analytics.timeutil import as_utc
 from relinsights.collector import collector_paused
 from relinsights.compute.fingerprint import settings_key, stable_until
@@ -57,7 +61,11 @@ from relinsights.config import TenantConfig
 from relinsights.graph.sync import ensure_tenant, tenant_enabled
 
 log = structlog.get_logger(__name__)
-RECORD_BATCH = 2000  # records whose KPIs are computed together: bounds the column engine's tables
+# A batch of records whose KPIs are computed together: up to this many records and links. The links bound
+# the column engine's tables (an account can have a hundred times a contact's); the records, what a batch
+# holds in objects.
+RECORD_BATCH, LINK_BATCH = 2000, 250_000
+KPI_THREADS = 2
 COMPLETE, PARTIAL = "Complete", "Partial"
 
 
@@ -144,20 +152,46 @@ class Prepared:
 
     def snapshots(self, wanted: Sequence[tuple[RecordRef, str]]) -> Iterator[SnapshotRow]:
         """Compute these records' KPIs as of T (ref, fingerprint), a batch of records at a time."""
-        for start in range(0, len(wanted), RECORD_BATCH):
-            batch = wanted[start : start + RECORD_BATCH]
-            fingerprints = dict(batch)
-            kpis = compute_kpis(
-                self.links,
-                self.as_of,
-                self.settings,
-                identities=self.match.identities,
-                health_for=self.health_refs,
-                refs=[ref for ref, _ in batch],
-                table=self.table,
+        table = self.table
+        table.warm(self.links)
+
+        def kpis_of(batch: Sequence[tuple[RecordRef, str]]) -> list[RecordKpis]:
+            refs = [ref for ref, _ in batch]
+            return list(
+                compute_kpis(
+                    self.links,
+                    self.as_of,
+                    self.settings,
+                    identities=self.match.identities,
+                    health_for=self.health_refs,
+                    refs=refs,
+                    table=table,
+                )
             )
-            for k in kpis:
-                yield self._row(k, fingerprints[k.record])
+
+        # Most of a batch's time is polars, which runs without the interpreter lock: batches on two threads
+        # (and this one making the payloads) keep two cores busy. At most KPI_THREADS batches wait, in order.
+        with ThreadPoolExecutor(KPI_THREADS, thread_name_prefix="kpis") as pool:
+            pending: deque[tuple[dict[RecordRef, str], Future[list[RecordKpis]]]] = deque()
+            batches = iter(self._batches(wanted))
+            while True:
+                while len(pending) < KPI_THREADS and (batch := next(batches, None)) is not None:
+                    pending.append((dict(batch), pool.submit(kpis_of, batch)))
+                if not pending:
+                    break
+                fingerprints, future = pending.popleft()
+                for k in future.result():
+                    yield self._row(k, fingerprints[k.record])
+
+    def _batches(self, wanted: Sequence[tuple[RecordRef, str]]) -> Iterator[Sequence[tuple[RecordRef, str]]]:
+        start = links = 0
+        for i, (ref, _) in enumerate(wanted):
+            links += len(self.links.pairs(ref)) // 2
+            if i + 1 - start >= RECORD_BATCH or links >= LINK_BATCH:
+                yield wanted[start : i + 1]
+                start, links = i + 1, 0
+        if start < len(wanted):
+            yield wanted[start:]
 
     def _row(self, k: RecordKpis, fingerprint: str) -> SnapshotRow:
         return SnapshotRow(
@@ -189,17 +223,27 @@ def prepare(engine: Engine, tenant: TenantConfig, as_of: datetime, keep_rows: bo
     settings = Settings.for_tenant(tenant)
     verified = [d for d in json.loads(row.verified_domains or "[]") if isinstance(d, str)]
     inputs = load_inputs(engine, tenant, row.id, verified, as_of, tier)
+    mail, meetings, emails, appointments, calls = (
+        inputs.messages,
+        inputs.events,
+        inputs.crm_emails,
+        inputs.crm_appointments,
+        inputs.phone_calls,
+    )
+    if keep_rows:  # the builders empty the holders they are given
+        mail, meetings = MailRows(mail.messages, mail.recipients), EventRows(meetings.events, meetings.attendees)
+    else:
+        inputs.release_rows()  # the builders hold the rows alone, and free a year of them as they go
     frames, skipped = build_activity_frames(
         rules=inputs.rules,
         tier=tier,
-        mail=(inputs.messages.messages, inputs.messages.recipients),
-        meetings=(inputs.events.events, inputs.events.attendees),
-        crm_emails=inputs.crm_emails,
-        crm_appointments=inputs.crm_appointments,
-        phone_calls=inputs.phone_calls,
+        mail=mail,
+        meetings=meetings,
+        crm_emails=emails,
+        crm_appointments=appointments,
+        phone_calls=calls,
     )
-    if not keep_rows:
-        inputs.release_rows()
+    del mail, meetings, emails, appointments, calls
     index = RecordIndex(inputs.records, inputs.rules, kpi=settings.kpi, zone=settings.zone)
     match = match_frames(frames, index, FrameActivities(frames))
     return Prepared(row.id, as_of, settings, inputs, frames, skipped, match, inputs.records.health_refs())

@@ -33,19 +33,17 @@ import polars as pl
 from sqlalchemy import Connection, Engine, func, select
 
 from relinsights.analytics import (
-    CalendarEvent,
     CrmAppointment,
     CrmEmail,
     CrmRecords,
     InternalUser,
-    MailMessage,
     PartyRules,
     PhoneCall,
     Tier,
 )
 from relinsights.analytics.health import TREND_DAYS
-from relinsights.analytics.mail_frames import MAIL_SCHEMA, RECIPIENT_SCHEMA, mail_objects
-from relinsights.analytics.meeting_frames import ATTENDEE_SCHEMA, EVENT_SCHEMA, event_objects
+from relinsights.analytics.mail_frames import MAIL_SCHEMA, RECIPIENT_SCHEMA, MailRows
+from relinsights.analytics.meeting_frames import ATTENDEE_SCHEMA, EVENT_SCHEMA, EventRows
 from relinsights.analytics.parties import canonical_address
 from relinsights.compute.bulk_read import bulk_reader, timestamp_literal, utc_micros
 from relinsights.compute.dataverse_rows import (
@@ -90,40 +88,6 @@ class MailboxInfo:
     status: str
     opted_out: bool
     name: str | None
-
-
-@dataclass
-class MailRows:
-    """The tenant's Graph message copies in the window as the two frames mail_frames.py builds from.
-
-    A year of mail is the computation's largest input: read straight into columns (the database driver's
-    rows, never one Python object per message), it costs a few hundred bytes a message."""
-
-    messages: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MAIL_SCHEMA))
-    recipients: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=RECIPIENT_SCHEMA))
-
-    def __len__(self) -> int:
-        return self.messages.height
-
-    def objects(self) -> list[MailMessage]:
-        """The rows as `MailMessage` objects (checks and tests)."""
-        return mail_objects(self.messages, self.recipients)
-
-
-@dataclass
-class EventRows:
-    """The tenant's Graph event copies in the window as the two frames meeting_frames.py builds from (read
-    as columns like the mail)."""
-
-    events: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EVENT_SCHEMA))
-    attendees: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=ATTENDEE_SCHEMA))
-
-    def __len__(self) -> int:
-        return self.events.height
-
-    def objects(self) -> list[CalendarEvent]:
-        """The rows as `CalendarEvent` objects (checks and tests)."""
-        return event_objects(self.events, self.attendees)
 
 
 @dataclass(slots=True)

@@ -5,7 +5,7 @@ module makes row tuples, but it carries its own copy of the SQLite library, and 
 break each other's file locks (https://www.sqlite.org/howtocorrupt.html, 2.2.1). In a process of its own it
 is just another reader of the database, which SQLite's WAL mode is made for; it opens the file read-only.
 
-    python -m relinsights.compute.sqlite_reader DATABASE_FILE OUTPUT_FILE QUERY
+    python -P sqlite_reader.py DATABASE_FILE OUTPUT_FILE QUERY   (it imports nothing of relinsights)
 """
 
 from __future__ import annotations
