@@ -208,11 +208,11 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
         )
 
     # A copy's sender: its from address when that resolves, else its sender address.
-    # Copies in source order give the conversations and replies; in (mailbox, source) order ("primary")
-    # the sender, message id and recipients.
+    # Copies in source order ("graph:" and the Graph id: the ids' own order) give the conversations and
+    # replies; in (mailbox, source) order ("primary", `prank`) the sender, message id and recipients. Ranks
+    # and sorts within each message, not sorts of the whole year of copies.
     copies = (
         copies.lazy()
-        .with_columns(source=pl.concat_str(pl.lit("graph:"), pl.col("graph_id")))
         .join(resolved("from_address", "f_").lazy(), on="from_address", how="left")
         .join(resolved("sender_address", "s_").lazy(), on="sender_address", how="left")
         .join(who.lazy().select(mailbox="raw", box="person"), on="mailbox", how="left")
@@ -226,7 +226,7 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
         .select(
             "m",
             "key",
-            "source",
+            "graph_id",
             "box",
             "sent",
             "mid",
@@ -238,10 +238,8 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
             s_kind="kind",
             s_addr="addr",
         )
-        .sort("box", "source")
-        .with_row_index("prank")
-        .sort("source")
-        .drop("box", "source")
+        .with_columns(prank=pl.arg_sort_by("box", "graph_id").arg_sort(), source=pl.col("graph_id").rank("ordinal"))
+        .drop("box", "graph_id")
         .collect()
     )
     del keyed
@@ -250,8 +248,8 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
         .agg(
             t=pl.col("sent").min(),
             message_id=pl.col("mid").sort_by("prank").first(),
-            conversations=pl.col("conv").drop_nulls().unique(maintain_order=True),
-            reply_to=_norm_id(pl.col("replies").explode()).drop_nulls().unique(maintain_order=True),
+            conversations=pl.col("conv").sort_by("source").drop_nulls().unique(maintain_order=True),
+            reply_to=_norm_id(pl.col("replies").sort_by("source").explode()).drop_nulls().unique(maintain_order=True),
             sender=pl.col("prank").filter(pl.col("s_person").is_not_null()).min(),
         )
         .join(
