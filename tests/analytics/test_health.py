@@ -1,15 +1,21 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from relinsights.analytics import Activity, Direction, HealthState, Kind, Participant, Role, Settings, Trend
+from relinsights.analytics.frames import us_delta
 from relinsights.analytics.health import (
+    HALF_LIFE_DAYS,
     HealthParts,
     HealthSnapshot,
     compute_health,
+    decay,
+    decayed_weight,
     explain,
     health_snapshot,
     state_for,
@@ -157,3 +163,13 @@ def test_trend_compares_with_fourteen_days_earlier() -> None:
     assert h.previous.as_of == T - timedelta(days=14)
     assert h.previous.score - h.score >= 5
     assert h.trend is Trend.DECLINING
+
+
+@given(
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),
+    st.timedeltas(min_value=timedelta(days=-400), max_value=timedelta(days=4000)),
+)
+def test_decay_of_integer_microseconds_is_the_decay_of_the_time_difference(t: datetime, age: timedelta) -> None:
+    """The column engine passes ages as integer microseconds; the object engine, datetimes: the same bits."""
+    assert decay(us_delta(age)) == 0.5 ** (age.total_seconds() / 86400.0 / HALF_LIFE_DAYS)
+    assert decayed_weight(Kind.MEETING, t, t + age, Settings()) == 3.0 * decay(us_delta(age))

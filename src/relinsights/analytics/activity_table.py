@@ -29,7 +29,7 @@ from relinsights.analytics.frames import (
     frames_of,
     us,
 )
-from relinsights.analytics.health import TREND_DAYS, decayed_weight
+from relinsights.analytics.health import TREND_DAYS, decay, kind_weight
 from relinsights.analytics.kpis import Interaction, series_dates
 from relinsights.analytics.matching import LinkTable
 from relinsights.analytics.records import RecordRef
@@ -178,10 +178,11 @@ class ActivityTable:
         # for the activities in the health windows only.
         decay_from = us(self.before - timedelta(days=s.kpi.health.window_days))
         recent = frames.acts.filter(pl.col("t").is_between(decay_from, us(self.as_of))).select("kind", "t").unique()
-        pairs = [(_KINDS[k], at_us(t)) for k, t in recent.iter_rows()]
+        weight = [kind_weight(k, s) for k in _KINDS]
+        now, before = us(self.as_of), us(self.before)
         weights = recent.with_columns(
-            decay_now=pl.Series([decayed_weight(k, t, self.as_of, s) for k, t in pairs], dtype=pl.Float64),
-            decay_before=pl.Series([decayed_weight(k, t, self.before, s) for k, t in pairs], dtype=pl.Float64),
+            decay_now=pl.Series([weight[k] * decay(now - t) for k, t in recent.iter_rows()], dtype=pl.Float64),
+            decay_before=pl.Series([weight[k] * decay(before - t) for k, t in recent.iter_rows()], dtype=pl.Float64),
         )
         acts = frames.acts.with_row_index("a").with_columns(pl.col("a").cast(pl.Int32))
         if threads is None:
