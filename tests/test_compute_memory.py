@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 import orjson
 
+from analytics.factory import at, rules
+from relinsights.analytics.activity_frames import build_activity_frames
+from relinsights.analytics.mail_frames import mail_rows
+from relinsights.analytics.meeting_frames import event_rows
+from relinsights.analytics.sources import Attendee, CalendarEvent, MailMessage
 from relinsights.compute.store import PayloadPacker, SnapshotRow
 
 
@@ -35,3 +42,28 @@ def test_the_job_reads_with_a_small_sqlite_page_cache_and_gives_the_pool_its_own
             assert same is conn and conn.execute(text("PRAGMA cache_size")).scalar_one() == -2048
         assert conn.execute(text("PRAGMA cache_size")).scalar_one() == -65536
     engine.dispose()
+
+
+def test_the_builders_take_the_rows_out_of_their_holders_and_keep_none() -> None:
+    """A year of mail and calendars is freed as the activities are built: nothing keeps the read frames."""
+    users = rules()
+    mail = mail_rows(
+        [MailMessage("g1", "bob@contoso.com", at("2026-03-01 09:00"), "bob@contoso.com", to=("ann@fabrikam.com",))]
+    )
+    meetings = event_rows(
+        [
+            CalendarEvent(
+                "e1",
+                "bob@contoso.com",
+                at("2026-03-02 09:00"),
+                at("2026-03-02 10:00"),
+                "bob@contoso.com",
+                (Attendee("ann@fabrikam.com", "required", "accepted"),),
+            )
+        ]
+    )
+    read = [weakref.ref(f) for f in (mail.messages, mail.recipients, meetings.events, meetings.attendees)]
+    frames, _ = build_activity_frames(rules=users, mail=mail, meetings=meetings)
+    gc.collect()
+    assert len(frames) == 2 and len(mail) == 0 and len(meetings) == 0
+    assert [r() is None for r in read] == [True] * 4

@@ -31,7 +31,8 @@ ADDRESSES = [
     "not an address",
     "",
 ]
-MESSAGE_IDS = ["<a@x>", "<A@X>", " a@x ", "<b@x>", "b@x", "<c@x>", "", None]
+# Spellings of one id, none, and characters where Python's strip() / lower() and Rust's differ.
+MESSAGE_IDS = ["<a@x>", "<A@X>", " a@x ", "<b@x>", "b@x", "<c@x>", "", None, "\x1c<A@X>", "\u2003<Ǆ@x>", "<b@\u1c89>"]
 
 
 def tenant_rules() -> PartyRules:

@@ -22,7 +22,7 @@ from relinsights.analytics import (
 from relinsights.analytics.activities import crm_meeting_key
 from relinsights.analytics.activity_frames import build_activity_frames
 from relinsights.analytics.frames import ROLE, ActivityFrames, FrameActivities, frames_of
-from relinsights.analytics.meeting_frames import _strip_lower, build_meeting_frames, event_rows, split_meetings
+from relinsights.analytics.meeting_frames import build_meeting_frames, event_rows, split_meetings, strip_lower
 from relinsights.analytics.parties import PartyRules
 from relinsights.analytics.records import Entity, RecordRef
 from relinsights.analytics.sources import CrmParty
@@ -179,7 +179,7 @@ def test_rows_back_to_objects(events: list[CalendarEvent]) -> None:
 
 @given(st.lists(st.one_of(st.none(), st.text(), st.sampled_from(UIDS))))
 def test_keys_strip_and_lower_case_as_python_does(uids: list[str | None]) -> None:
-    got = _strip_lower(pl.Series(uids, dtype=pl.String)).to_list()
+    got = strip_lower(pl.Series(uids, dtype=pl.String)).to_list()
     assert got == [u.strip().lower() if u is not None else None for u in uids]
 
 

@@ -13,7 +13,8 @@ silent):
 That is the readable reference, one object at a time. The KPI job runs the same pipeline on columns
 (polars), held equal to it in every analytics test (tests/analytics/factory.py):
 
-    mail rows + other sources --build_activity_frames--> ActivityFrames (activity_frames, mail_frames, frames)
+    mail, calendar rows + other sources --build_activity_frames--> ActivityFrames
+        (activity_frames, mail_frames, meeting_frames, frames)
     frames --match_frames(RecordIndex)--> MatchResult (match_frames)
     frames --ActivityTable--> columns, threads (activity_table) --compute_kpis--> RecordKpis (columnar)
 """

@@ -12,8 +12,8 @@ references (`regarding`, a participant's `party`) are their `str()`: "contact:<i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import overload
 
@@ -77,6 +77,41 @@ def record_ref(text: str) -> RecordRef:
     """The inverse of str(RecordRef)."""
     entity, _, rid = text.partition(":")
     return RecordRef(Entity(entity), rid)
+
+
+@dataclass
+class SourceRows:
+    """Source rows of one kind as frames (a subclass names them; its first frame has a row per copy).
+
+    A year of mail or calendars is a computation's largest input, read straight into columns (the database
+    driver's rows, never one Python object per row). A builder takes the frames out of the holder it is
+    given (`take`), so that, given the only holder, it frees them as soon as it has what it needs."""
+
+    def __len__(self) -> int:
+        return int(getattr(self, fields(self)[0].name).height)
+
+    def take(self) -> tuple[pl.DataFrame, ...]:
+        """The frames, in field order; this holder left empty."""
+        empty = type(self)()
+        rows = tuple(getattr(self, f.name) for f in fields(self))
+        for f in fields(self):
+            setattr(self, f.name, getattr(empty, f.name))
+        return rows
+
+
+# The ASCII characters Python's str.strip() removes: polars' (Rust's) strip_chars() keeps \x1c-\x1f.
+PY_SPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+
+
+def as_python(values: pl.Series, columns: Callable[[pl.Expr], pl.Expr], python: Callable[[str], str]) -> pl.Series:
+    """`python(v)` of each value (null stays null). `columns` does the same as column operations, exactly for
+    ASCII (strip with PY_SPACE); values beyond ASCII go through `python` itself: Python's Unicode whitespace
+    and case tables differ from Rust's for a few characters, and keys must be the object builder's exactly."""
+    out = pl.select(columns(pl.lit(values))).to_series().alias(values.name)
+    odd = values.str.contains(r"[^\x00-\x7F]").fill_null(False)
+    if odd.any():
+        out = out.scatter(odd.arg_true(), [python(v) for v in values.filter(odd).to_list()])
+    return out
 
 
 # A resolved address's side, as `people_of` codes it.

@@ -24,11 +24,14 @@ from relinsights.analytics.activities import Role
 from relinsights.analytics.frames import (
     ACT_SCHEMA,
     PART_SCHEMA,
+    PY_SPACE,
     ROLE,
     SIDE_EXTERNAL,
     SIDE_IGNORED,
     SIDE_INTERNAL,
     ActivityFrames,
+    SourceRows,
+    as_python,
     at_us,
     people_of,
     us,
@@ -56,28 +59,15 @@ _FROM, _TO, _CC = ROLE[Role.FROM], ROLE[Role.TO], ROLE[Role.CC]
 
 
 @dataclass
-class MailRows:
-    """Graph message copies and their To/Cc rows: the two frames the builder reads.
-
-    A year of mail is a computation's largest input, read straight into columns (the database driver's
-    rows, never one Python object per message). The builder takes the frames out of the holder it is
-    given (`take`), so that, given the only holder, it frees them as soon as it has what it needs."""
+class MailRows(SourceRows):
+    """Graph message copies and their To/Cc rows: the two frames the builder reads (it takes them)."""
 
     messages: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MAIL_SCHEMA))
     recipients: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=RECIPIENT_SCHEMA))
 
-    def __len__(self) -> int:
-        return self.messages.height
-
     def objects(self) -> list[MailMessage]:
         """The rows as `MailMessage` objects (checks and tests)."""
         return mail_objects(self.messages, self.recipients)
-
-    def take(self) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """(messages, recipients), this holder left empty."""
-        rows = self.messages, self.recipients
-        self.messages, self.recipients = MailRows().messages, MailRows().recipients
-        return rows
 
 
 def mail_rows(messages: Iterable[MailMessage]) -> MailRows:
@@ -104,15 +94,36 @@ def mail_rows(messages: Iterable[MailMessage]) -> MailRows:
     return MailRows(pl.DataFrame(cols, schema=MAIL_SCHEMA), pl.DataFrame(rcols, schema=RECIPIENT_SCHEMA))
 
 
-def _norm_id(col: pl.Expr) -> pl.Expr:
-    """activities.normalise_message_id: no angle brackets or spaces, lower case, then one pair of brackets."""
-    value = col.str.strip_chars().str.strip_chars("<>").str.strip_chars().str.to_lowercase()
-    return pl.when(value.str.len_bytes() > 0).then(pl.concat_str(pl.lit("<"), value, pl.lit(">")))
+def normalise_ids(values: pl.Series) -> pl.Series:
+    """activities.normalise_message_id of each value: no angle brackets or spaces, lower case, then one pair
+    of brackets (null when nothing is left)."""
+    value = as_python(
+        values,
+        lambda v: v.str.strip_chars(PY_SPACE).str.strip_chars("<>").str.strip_chars(PY_SPACE).str.to_lowercase(),
+        lambda v: v.strip().strip("<>").strip().lower(),
+    )
+    return pl.select(
+        pl.when(value.str.len_bytes() > 0).then(pl.concat_str(pl.lit("<"), value, pl.lit(">")))
+    ).to_series()
 
 
 def with_keys(messages: pl.DataFrame) -> pl.DataFrame:
-    """Each copy's normalised message id and activity key (activities._graph_mail)."""
-    return messages.with_columns(mid=_norm_id(pl.col("internet_message_id"))).with_columns(
+    """Each copy's normalised message id and activity key (activities._graph_mail), and the ids it replies
+    to (In-Reply-To, then References), normalised."""
+    refs = messages.get_column("references")
+    if refs.list.len().sum():  # (never from the database: it keeps In-Reply-To only)
+        rows = refs.to_frame("r").with_row_index("i").explode("r")  # (an empty list leaves no row)
+        rows = rows.with_columns(r=normalise_ids(rows.get_column("r"))).group_by("i").agg("r")
+        refs = (
+            pl.DataFrame({"i": pl.int_range(refs.len(), dtype=pl.UInt32, eager=True)})
+            .join(rows, on="i", how="left", maintain_order="left")
+            .select(pl.col("r").fill_null(pl.lit([], dtype=pl.List(pl.String))))
+            .to_series()
+        )
+    return messages.with_columns(
+        mid=normalise_ids(messages.get_column("internet_message_id")),
+        replies=pl.concat_list(normalise_ids(messages.get_column("in_reply_to")), refs).list.drop_nulls(),
+    ).with_columns(
         key=pl.when(pl.col("mid").is_not_null())
         .then(pl.concat_str(pl.lit("email:"), pl.col("mid")))
         .otherwise(pl.concat_str(pl.lit("email:graph:"), pl.col("graph_id")))
@@ -233,7 +244,7 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
             conv=pl.when(pl.col("conversation_id").is_not_null() & (pl.col("conversation_id") != "")).then(
                 pl.concat_str(pl.lit("graph:"), pl.col("conversation_id"))
             ),
-            replies=pl.concat_list(pl.col("in_reply_to"), pl.col("references")),
+            replies="replies",
             s_person="person",
             s_kind="kind",
             s_addr="addr",
@@ -249,7 +260,7 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
             t=pl.col("sent").min(),
             message_id=pl.col("mid").sort_by("prank").first(),
             conversations=pl.col("conv").sort_by("source").drop_nulls().unique(maintain_order=True),
-            reply_to=_norm_id(pl.col("replies").sort_by("source").explode()).drop_nulls().unique(maintain_order=True),
+            reply_to=pl.col("replies").sort_by("source").explode().drop_nulls().unique(maintain_order=True),
             sender=pl.col("prank").filter(pl.col("s_person").is_not_null()).min(),
         )
         .join(

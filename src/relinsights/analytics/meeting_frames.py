@@ -27,10 +27,13 @@ from relinsights.analytics.activities import DECIDED, Role
 from relinsights.analytics.frames import (
     ACT_SCHEMA,
     PART_SCHEMA,
+    PY_SPACE,
     ROLE,
     SIDE_IGNORED,
     SIDE_INTERNAL,
     ActivityFrames,
+    SourceRows,
+    as_python,
     at_us,
     people_of,
     us,
@@ -56,30 +59,18 @@ EVENT_SCHEMA = pl.Schema(
 )
 ATTENDEE_SCHEMA = pl.Schema({"e": pl.Int64(), "role": pl.String(), "address": pl.String(), "response": pl.String()})
 _ORGANIZER, _REQUIRED, _OPTIONAL = ROLE[Role.ORGANIZER], ROLE[Role.REQUIRED], ROLE[Role.OPTIONAL]
-# The ASCII characters Python's str.strip() removes: Rust's trim (polars') keeps \x1c-\x1f.
-_ASCII_SPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 
 
 @dataclass
-class EventRows:
-    """Graph event copies and their attendees: the two frames the builder reads. Like mail_frames.MailRows,
-    the builder takes them out of the holder it is given (`take`) and frees them as soon as it can."""
+class EventRows(SourceRows):
+    """Graph event copies and their attendees: the two frames the builder reads (it takes them)."""
 
     events: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EVENT_SCHEMA))
     attendees: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=ATTENDEE_SCHEMA))
 
-    def __len__(self) -> int:
-        return self.events.height
-
     def objects(self) -> list[CalendarEvent]:
         """The rows as `CalendarEvent` objects (checks and tests)."""
         return event_objects(self.events, self.attendees)
-
-    def take(self) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """(events, attendees), this holder left empty."""
-        rows = self.events, self.attendees
-        self.events, self.attendees = EventRows().events, EventRows().attendees
-        return rows
 
 
 def event_rows(events: Iterable[CalendarEvent]) -> EventRows:
@@ -106,20 +97,14 @@ def event_rows(events: Iterable[CalendarEvent]) -> EventRows:
     return EventRows(pl.DataFrame(cols, schema=EVENT_SCHEMA), pl.DataFrame(acols, schema=ATTENDEE_SCHEMA))
 
 
-def _strip_lower(values: pl.Series) -> pl.Series:
+def strip_lower(values: pl.Series) -> pl.Series:
     """Python's `value.strip().lower()` of each value (null stays null)."""
-    out = values.str.strip_chars(_ASCII_SPACE).str.to_lowercase()
-    odd = values.str.contains(r"[^\x00-\x7F]").fill_null(False)
-    if odd.any():
-        # Python's own tables for the rare rest: its Unicode whitespace and case mappings differ from Rust's
-        # for a few characters, and the key must be the object builder's exactly.
-        out = out.scatter(odd.arg_true(), [v.strip().lower() for v in values.filter(odd).to_list()])
-    return out
+    return as_python(values, lambda v: v.str.strip_chars(PY_SPACE).str.to_lowercase(), lambda v: v.strip().lower())
 
 
 def with_keys(events: pl.DataFrame) -> pl.DataFrame:
     """Each copy's activity key (activities._graph_event): "meeting:" and its iCal uid, else its Graph id."""
-    uid = _strip_lower(events.get_column("ical_uid"))
+    uid = strip_lower(events.get_column("ical_uid"))
     return events.with_columns(
         key=pl.when(uid.str.len_bytes() > 0)
         .then(pl.concat_str(pl.lit("meeting:"), pl.lit(uid)))
