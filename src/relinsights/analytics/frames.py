@@ -1,18 +1,21 @@
 """Activities as two polars frames (one row per activity, one per participant): how a run holds a year of them.
 
-The column pipeline builds Graph mail straight into these frames (mail_frames.py), matches them as joins
-(match_frames.py) and computes KPIs over them (activity_table.py, columnar.py), so a run never makes one
-Python object per email. `frames_of` turns `Activity` objects (meetings, calls, CRM copies, tests) into
-the same frames; `FrameActivities` turns rows back into `Activity` objects, one when asked for.
+The column pipeline builds Graph mail and calendars straight into these frames (mail_frames.py,
+meeting_frames.py, with what they share here: `SourceRows`, the read rows handed to a builder; `people_of`,
+`split_keys`, `as_python`), matches them as joins (match_frames.py) and computes KPIs over them
+(activity_table.py, columnar.py), so a run never makes one Python object per email. `frames_of` turns
+`Activity` objects (calls, CRM copies, tests) into the same frames; `FrameActivities` turns rows back into
+`Activity` objects, one when asked for.
 
-`acts` is sorted by (time, key) and row i is activity i; `parts` lists each activity's participants in
-their order (the initiator first). Times are integer microseconds since the epoch (UTC). Record
-references (`regarding`, a participant's `party`) are their `str()`: "contact:<id>".
+`acts` is sorted by (time, key) and row i is activity i; `parts` is grouped by activity in row order and
+lists each activity's participants in their order (the initiator first). Times are integer microseconds
+since the epoch (UTC). Record references (`regarding`, a participant's `party`) are their `str()`:
+"contact:<id>".
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import overload
@@ -112,6 +115,16 @@ def as_python(values: pl.Series, columns: Callable[[pl.Expr], pl.Expr], python: 
     if odd.any():
         out = out.scatter(odd.arg_true(), [python(v) for v in values.filter(odd).to_list()])
     return out
+
+
+def split_keys(keyed: pl.DataFrame, keys: Collection[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the rows whose `key` is not among `keys`, the rows whose key is): the copies a column builder takes,
+    and those of keys a CRM copy also has, which the object builder merges with it."""
+    if not keys:
+        return keyed, keyed.clear()
+    shared = pl.col("key").is_in(pl.Series(list(keys), dtype=pl.String).implode())
+    theirs = keyed.filter(shared)
+    return (keyed.filter(~shared), theirs) if theirs.height else (keyed, theirs)
 
 
 # A resolved address's side, as `people_of` codes it.

@@ -34,6 +34,7 @@ from relinsights.analytics.frames import (
     as_python,
     at_us,
     people_of,
+    split_keys,
     us,
 )
 from relinsights.analytics.parties import PartyRules
@@ -135,14 +136,8 @@ def split_mail(
 ) -> tuple[pl.DataFrame, list[MailMessage]]:
     """(the copies the frame builder takes, as `with_keys` gives them; the copies of keys a CRM copy also
     has, as `MailMessage` objects for the object builder)."""
-    keyed = with_keys(messages)
-    if not crm_keys:
-        return keyed, []
-    shared = pl.col("key").is_in(pl.Series(list(crm_keys), dtype=pl.String).implode())
-    objects = keyed.filter(shared)
-    if objects.height == 0:
-        return keyed, []
-    return keyed.filter(~shared), mail_objects(objects, recipients)
+    keyed, shared = split_keys(with_keys(messages), crm_keys)
+    return keyed, mail_objects(shared, recipients) if shared.height else []
 
 
 def mail_objects(messages: pl.DataFrame, recipients: pl.DataFrame) -> list[MailMessage]:

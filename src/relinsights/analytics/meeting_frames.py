@@ -36,6 +36,7 @@ from relinsights.analytics.frames import (
     as_python,
     at_us,
     people_of,
+    split_keys,
     us,
 )
 from relinsights.analytics.parties import PartyRules
@@ -117,14 +118,8 @@ def split_meetings(
 ) -> tuple[pl.DataFrame, list[CalendarEvent]]:
     """(the copies the frame builder takes, as `with_keys` gives them; the copies of keys a CRM appointment
     also has, as `CalendarEvent` objects for the object builder)."""
-    keyed = with_keys(events)
-    if not crm_keys:
-        return keyed, []
-    shared = pl.col("key").is_in(pl.Series(list(crm_keys), dtype=pl.String).implode())
-    objects = keyed.filter(shared)
-    if objects.height == 0:
-        return keyed, []
-    return keyed.filter(~shared), event_objects(objects, attendees)
+    keyed, shared = split_keys(with_keys(events), crm_keys)
+    return keyed, event_objects(shared, attendees) if shared.height else []
 
 
 def event_objects(events: pl.DataFrame, attendees: pl.DataFrame) -> list[CalendarEvent]:
