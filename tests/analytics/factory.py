@@ -49,6 +49,28 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
+# The users and address spellings the column builders' hypothesis tests draw from: internal (with an alias),
+# external, ignored (robot, opted out), invalid and raw spellings of one address.
+SPELLING_USERS = [
+    InternalUser("bob@contoso.com", ("robert@contoso.com",)),
+    InternalUser("carl@contoso.com"),
+    InternalUser("olga@contoso.com", opted_out=True),
+]
+SPELLINGS = [
+    "bob@contoso.com",
+    "Robert@Contoso.com",
+    "carl@contoso.com",
+    "olga@contoso.com",
+    "ann@fabrikam.com",
+    " <ANN@fabrikam.com> ",
+    "eve@fabrikam.com",
+    "zoe@tailspin.com",
+    "noreply@fabrikam.com",
+    "not an address",
+    "",
+]
+
+
 def rules(
     *,
     domains: Sequence[str] = ("contoso.com",),

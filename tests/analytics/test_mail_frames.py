@@ -8,35 +8,21 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relinsights.analytics import CrmEmail, InternalUser, MailMessage, build_activities
+from relinsights.analytics import CrmEmail, MailMessage, build_activities
 from relinsights.analytics.frames import ActivityFrames, FrameActivities, frames_of
 from relinsights.analytics.mail_frames import build_mail_frames, mail_rows
 from relinsights.analytics.parties import PartyRules
 from relinsights.analytics.sources import CrmParty
 
-from .factory import copies, mail, rules
+from .factory import SPELLING_USERS, SPELLINGS, copies, mail, rules
 
 T = datetime(2026, 3, 10, 12, tzinfo=UTC)
-USERS = [InternalUser("bob@contoso.com", ("robert@contoso.com",)), InternalUser("carl@contoso.com")]
-# Internal (with an alias), external, ignored (robot, excluded), invalid and raw spellings of one address.
-ADDRESSES = [
-    "bob@contoso.com",
-    "Robert@Contoso.com",
-    "carl@contoso.com",
-    "ann@fabrikam.com",
-    " <ANN@fabrikam.com> ",
-    "eve@fabrikam.com",
-    "zoe@tailspin.com",
-    "noreply@fabrikam.com",
-    "not an address",
-    "",
-]
 # Spellings of one id, none, and characters where Python's strip() / lower() and Rust's differ.
 MESSAGE_IDS = ["<a@x>", "<A@X>", " a@x ", "<b@x>", "b@x", "<c@x>", "", None, "\x1c<A@X>", "\u2003<Ǆ@x>", "<b@\u1c89>"]
 
 
 def tenant_rules() -> PartyRules:
-    return rules(users=USERS)
+    return rules(users=SPELLING_USERS)
 
 
 def frame_build(messages: list[MailMessage], party_rules: PartyRules, crm_keys: set[str] = frozenset()) -> tuple:  # type: ignore[assignment]
@@ -60,16 +46,16 @@ def assert_same(messages: list[MailMessage], party_rules: PartyRules) -> None:
 def mailboxes_of_mail(draw: st.DrawFn) -> list[MailMessage]:
     out: list[MailMessage] = []
     for n in range(draw(st.integers(0, 12))):
-        sender = draw(st.sampled_from([*ADDRESSES, None]))
+        sender = draw(st.sampled_from([*SPELLINGS, None]))
         message = MailMessage(
             graph_id=f"g{n}",
             mailbox=draw(st.sampled_from(["bob@contoso.com", "robert@contoso.com", "carl@contoso.com", "box"])),
             sent_at=None if draw(st.integers(0, 15)) == 0 else T - timedelta(minutes=draw(st.integers(0, 5000))),
             from_address=sender,
-            sender_address=draw(st.sampled_from([*ADDRESSES, None])),
-            to=tuple(draw(st.lists(st.sampled_from(ADDRESSES), max_size=4))),
-            cc=tuple(draw(st.lists(st.sampled_from(ADDRESSES), max_size=3))),
-            bcc=tuple(draw(st.lists(st.sampled_from(ADDRESSES), max_size=2))),
+            sender_address=draw(st.sampled_from([*SPELLINGS, None])),
+            to=tuple(draw(st.lists(st.sampled_from(SPELLINGS), max_size=4))),
+            cc=tuple(draw(st.lists(st.sampled_from(SPELLINGS), max_size=3))),
+            bcc=tuple(draw(st.lists(st.sampled_from(SPELLINGS), max_size=2))),
             internet_message_id=draw(st.sampled_from(MESSAGE_IDS)),
             conversation_id=draw(st.sampled_from(["c1", "c2", "", None])),
             in_reply_to=draw(st.sampled_from(MESSAGE_IDS)),
@@ -85,7 +71,7 @@ def mailboxes_of_mail(draw: st.DrawFn) -> list[MailMessage]:
                     sent_at=message.sent_at and message.sent_at + timedelta(seconds=draw(st.integers(-60, 60))),
                     from_address=draw(st.sampled_from([message.from_address, None, "eve@fabrikam.com"])),
                     to=message.to if draw(st.booleans()) else tuple(reversed(message.to)),
-                    cc=tuple(draw(st.lists(st.sampled_from(ADDRESSES), max_size=2))),
+                    cc=tuple(draw(st.lists(st.sampled_from(SPELLINGS), max_size=2))),
                     internet_message_id=message.internet_message_id,
                     conversation_id=draw(st.sampled_from([message.conversation_id, "c3"])),
                 )

@@ -14,7 +14,6 @@ from relinsights.analytics import (
     Attendee,
     CalendarEvent,
     CrmAppointment,
-    InternalUser,
     Role,
     Tier,
     build_activities,
@@ -27,28 +26,9 @@ from relinsights.analytics.parties import PartyRules
 from relinsights.analytics.records import Entity, RecordRef
 from relinsights.analytics.sources import CrmParty
 
-from .factory import at, rules
+from .factory import SPELLING_USERS, SPELLINGS, at, rules
 
 T = datetime(2026, 3, 10, 12, tzinfo=UTC)
-USERS = [
-    InternalUser("bob@contoso.com", ("robert@contoso.com",)),
-    InternalUser("carl@contoso.com"),
-    InternalUser("olga@contoso.com", opted_out=True),
-]
-# Internal (with an alias), external, ignored (robot, opted out), invalid and raw spellings of one address.
-ADDRESSES = [
-    "bob@contoso.com",
-    "Robert@Contoso.com",
-    "carl@contoso.com",
-    "olga@contoso.com",
-    "ann@fabrikam.com",
-    " <ANN@fabrikam.com> ",
-    "eve@fabrikam.com",
-    "zoe@tailspin.com",
-    "noreply@fabrikam.com",
-    "not an address",
-    "",
-]
 MAILBOXES = ["bob@contoso.com", "robert@contoso.com", "carl@contoso.com", "ann@fabrikam.com", "box"]
 # Spellings of one uid, none, and characters where Python's strip() / lower() and Rust's differ.
 UIDS = ["UID1", "uid1", " uid1\t", "\x1cuid1", "UID2", "", None, "\u2003Ǆ-uid\u2003", "uid-\u1c89", "\x85uid2"]
@@ -58,7 +38,7 @@ TYPES = ["singleInstance", "occurrence", "exception", "seriesMaster", "SeriesMas
 
 
 def tenant_rules() -> PartyRules:
-    return rules(users=USERS)  # noreply@ is an ignored local part by default
+    return rules(users=SPELLING_USERS)  # noreply@ is an ignored local part by default
 
 
 def frame_build(events: list[CalendarEvent], party_rules: PartyRules) -> tuple[ActivityFrames, dict[str, int]]:
@@ -94,7 +74,7 @@ def assert_same_with_crm(events: list[CalendarEvent], appointments: list[CrmAppo
 @st.composite
 def attendee_lists(draw: st.DrawFn) -> tuple[Attendee, ...]:
     return tuple(
-        Attendee(draw(st.sampled_from(ADDRESSES)), draw(st.sampled_from(ROLES)), draw(st.sampled_from(RESPONSES)))
+        Attendee(draw(st.sampled_from(SPELLINGS)), draw(st.sampled_from(ROLES)), draw(st.sampled_from(RESPONSES)))
         for _ in range(draw(st.integers(0, 5)))
     )
 
@@ -112,7 +92,7 @@ def calendars(draw: st.DrawFn) -> list[CalendarEvent]:
             mailbox=draw(st.sampled_from(MAILBOXES)),
             start=start,
             end=end,
-            organizer=draw(st.sampled_from([*ADDRESSES, None])),
+            organizer=draw(st.sampled_from([*SPELLINGS, None])),
             attendees=draw(attendee_lists()),
             ical_uid=draw(st.sampled_from(UIDS)),
             is_all_day=draw(st.integers(0, 6)) == 0,
@@ -142,7 +122,7 @@ def calendars(draw: st.DrawFn) -> list[CalendarEvent]:
 
 @st.composite
 def appointments(draw: st.DrawFn) -> list[CrmAppointment]:
-    party = st.builds(CrmParty, st.none(), st.none(), st.sampled_from(ADDRESSES))
+    party = st.builds(CrmParty, st.none(), st.none(), st.sampled_from(SPELLINGS))
     return [
         CrmAppointment(
             activity_id=f"crm{i}",

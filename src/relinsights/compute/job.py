@@ -223,27 +223,20 @@ def prepare(engine: Engine, tenant: TenantConfig, as_of: datetime, keep_rows: bo
     settings = Settings.for_tenant(tenant)
     verified = [d for d in json.loads(row.verified_domains or "[]") if isinstance(d, str)]
     inputs = load_inputs(engine, tenant, row.id, verified, as_of, tier)
-    mail, meetings, emails, appointments, calls = (
-        inputs.messages,
-        inputs.events,
-        inputs.crm_emails,
-        inputs.crm_appointments,
-        inputs.phone_calls,
-    )
-    if keep_rows:  # the builders empty the holders they are given
+    mail, meetings = inputs.messages, inputs.events  # the builders take the rows out of these holders
+    if keep_rows:
         mail, meetings = MailRows(mail.messages, mail.recipients), EventRows(meetings.events, meetings.attendees)
-    else:
-        inputs.release_rows()  # the builders hold the rows alone, and free a year of them as they go
     frames, skipped = build_activity_frames(
         rules=inputs.rules,
         tier=tier,
         mail=mail,
         meetings=meetings,
-        crm_emails=emails,
-        crm_appointments=appointments,
-        phone_calls=calls,
+        crm_emails=inputs.crm_emails,
+        crm_appointments=inputs.crm_appointments,
+        phone_calls=inputs.phone_calls,
     )
-    del mail, meetings, emails, appointments, calls
+    if not keep_rows:
+        inputs.release_rows()
     index = RecordIndex(inputs.records, inputs.rules, kpi=settings.kpi, zone=settings.zone)
     match = match_frames(frames, index, FrameActivities(frames))
     return Prepared(row.id, as_of, settings, inputs, frames, skipped, match, inputs.records.health_refs())

@@ -41,6 +41,7 @@ from relinsights.analytics import (
     PhoneCall,
     Tier,
 )
+from relinsights.analytics.activities import DECIDED
 from relinsights.analytics.health import TREND_DAYS
 from relinsights.analytics.mail_frames import MAIL_SCHEMA, RECIPIENT_SCHEMA, MailRows
 from relinsights.analytics.meeting_frames import ATTENDEE_SCHEMA, EVENT_SCHEMA, EventRows
@@ -74,7 +75,6 @@ RECORD_SETS = (
     "connectionroles",
 )
 ACTIVITY_SETS = ("emails", "appointments", "phonecalls")
-_DECIDED = frozenset({"accepted", "tentativelyaccepted", "declined"})
 _mb, _msg, _mp = table_of(Mailbox), table_of(Message), table_of(MessageParticipant)
 _ev, _att, _crm = table_of(Event), table_of(EventAttendee), table_of(CrmRecord)
 
@@ -106,22 +106,10 @@ class TenantInputs:
     crm_appointments: list[CrmAppointment] = field(default_factory=list)
     phone_calls: list[PhoneCall] = field(default_factory=list)
     failed_mailboxes: tuple[str, ...] = ()  # in scope, in error or throttled: the computation is Partial
-    released_rows: int = 0
-
-    @property
-    def source_rows(self) -> int:
-        return (
-            self.released_rows
-            + len(self.messages)
-            + len(self.events)
-            + len(self.crm_emails)
-            + len(self.crm_appointments)
-            + len(self.phone_calls)
-        )
+    source_rows: int = 0  # the activity rows read (counted once read: the builders take them out)
 
     def release_rows(self) -> None:
         """Drop the source rows once activities are built from them (a tenant's year of mail is large)."""
-        self.released_rows = self.source_rows
         self.messages, self.events = MailRows(), EventRows()
         self.crm_emails, self.crm_appointments, self.phone_calls = [], [], []
 
@@ -150,6 +138,8 @@ def load_inputs(
             inputs.failed_mailboxes = tuple(
                 sorted(m.address for m in scoped.values() if m.status in FAILED_MAILBOX_STATUSES)
             )
+    inputs.source_rows = len(inputs.messages) + len(inputs.events)
+    inputs.source_rows += len(inputs.crm_emails) + len(inputs.crm_appointments) + len(inputs.phone_calls)
     return inputs
 
 
@@ -257,15 +247,8 @@ def _crm_activities(conn: Any, tenant_pk: int, since: datetime, inputs: TenantIn
 def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]) -> MailRows:
     """The scoped mailboxes' sent (not draft) messages from `since` on, with their To and Cc rows, as
     columns (bulk_read.py). Bcc is never read: it is never a participant."""
-    dialect = conn.dialect.name
-    # SQLite would walk the messages through an index, a random page per row: a year of a tenant's mail is
-    # most of the table, read far faster in one sequential scan ("+col": no index for it).
-    scan, yes, no = ("+", "1", "0") if dialect == "sqlite" else ("", "true", "false")
-    boxes = f"SELECT id FROM mailbox WHERE tenant_pk = {int(tenant_pk)} AND in_scope IS {yes}"
-    window = (
-        f"{scan}m.mailbox_pk IN ({boxes}) AND {scan}m.sent_at >= {timestamp_literal(dialect, since)}"
-        f" AND m.is_draft IS {no}"
-    )
+    no = "0" if conn.dialect.name == "sqlite" else "false"
+    window = f"{_window(conn, 'm.mailbox_pk', 'm.sent_at', tenant_pk, since)} AND m.is_draft IS {no}"
     texts = ("from_address", "sender_address", "internet_message_id", "conversation_id", "in_reply_to")
     # COALESCE: a driver may type a column by its first rows, which can all be NULL; "" and NULL mean the
     # same in every one of these columns (no address, no id), and "" is read back as NULL.
@@ -285,19 +268,15 @@ def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[in
                 ),
             ]
         )
-    mailboxes = pl.DataFrame(
-        {"box": list(scoped), "mailbox": [m.address for m in scoped.values()]},
-        schema={"box": pl.Int64, "mailbox": pl.String},
-    )
     messages = (
         messages.with_columns(
             pl.col("m", "box").cast(pl.Int64),
             sent=utc_micros(messages.get_column("sent")),
             is_draft=pl.lit(False),
             references=pl.lit([], dtype=pl.List(pl.String)),
-            **{c: pl.when(pl.col(c).cast(pl.String) != "").then(pl.col(c).cast(pl.String)) for c in texts},
+            **{c: _text(messages.get_column(c)) for c in texts},
         )
-        .join(mailboxes, on="box", how="left")
+        .join(_owners(scoped), on="box", how="left")
         .select(list(MAIL_SCHEMA))
         .cast(MAIL_SCHEMA)
     )
@@ -310,12 +289,8 @@ def _events(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[int,
     """The scoped mailboxes' event copies starting from `since` on, with their attendees in stored order
     (without the organizer's own row, which the event names) and each owner's own answer, as columns
     (bulk_read.py)."""
-    dialect = conn.dialect.name
-    sqlite = dialect == "sqlite"
-    # As for the mail (read_mail): a year of events is most of the table, read in one sequential scan.
-    scan, yes = ("+", "1") if sqlite else ("", "true")
-    boxes = f"SELECT id FROM mailbox WHERE tenant_pk = {int(tenant_pk)} AND in_scope IS {yes}"
-    window = f"{scan}e.mailbox_pk IN ({boxes}) AND {scan}e.start >= {timestamp_literal(dialect, since)}"
+    sqlite = conn.dialect.name == "sqlite"
+    window = _window(conn, "e.mailbox_pk", "e.start", tenant_pk, since)
     texts = ("organizer_address", "ical_uid", "event_type")
     # COALESCE: a driver may type a column by its first rows, which can all be NULL ("" reads back as NULL);
     # SQLite's timestamps are text too, PostgreSQL's are typed.
@@ -356,6 +331,16 @@ def _events(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[int,
     return EventRows(events.select(list(EVENT_SCHEMA)).cast(EVENT_SCHEMA), attendees.drop("seq").cast(ATTENDEE_SCHEMA))
 
 
+def _window(conn: Connection, mailbox: str, time: str, tenant_pk: int, since: datetime) -> str:
+    """SQL: the row's mailbox is one of the tenant's in scope and its time is `since` or later."""
+    dialect = conn.dialect.name
+    # SQLite would walk the rows through an index, a random page per row: a year of a tenant's mail or
+    # calendars is most of the table, read far faster in one sequential scan ("+col": no index for it).
+    scan, yes = ("+", "1") if dialect == "sqlite" else ("", "true")
+    boxes = f"SELECT id FROM mailbox WHERE tenant_pk = {int(tenant_pk)} AND in_scope IS {yes}"
+    return f"{scan}{mailbox} IN ({boxes}) AND {scan}{time} >= {timestamp_literal(dialect, since)}"
+
+
 def _text(col: pl.Series) -> pl.Series:
     """A text column as strings (a driver cannot type a column without rows), "" read back as NULL (what
     the reads' COALESCE stood for)."""
@@ -380,7 +365,7 @@ def _own_responses(events: pl.DataFrame, attendees: pl.DataFrame, scoped: dict[i
         orient="row",
     )
     return (
-        attendees.filter(pl.col("response").str.to_lowercase().is_in(list(_DECIDED)))
+        attendees.filter(pl.col("response").str.to_lowercase().is_in(list(DECIDED)))
         .join(events.select("e", "box"), on="e")
         .join(mine, on=["box", "address"], how="semi")
         .sort("seq")
