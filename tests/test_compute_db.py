@@ -276,11 +276,16 @@ def test_rerunning_an_as_of_replaces_it_and_time_moves_the_values(engine: Engine
     first = compute_tenant(engine, tenant, as_of=T)
     again = compute_tenant(engine, tenant, as_of=T)
     assert (first.computed, again.computed, again.reused) == (1, 1, 0)
+    assert first.recomputed == again.recomputed == {"new": 1}  # (no run dated before T)
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(table_of(KpiSnapshot))).scalar_one() == 1
     # A day later the health decays and #5 is still scheduled: recomputed, and equal to a full computation.
     later = compute_tenant(engine, tenant, as_of=T + timedelta(days=1))
-    assert (later.computed, later.reused) == (1, 0)
+    assert (later.computed, later.reused, later.recomputed) == (1, 0, {"time": 1})
+    with engine.connect() as conn:
+        details = conn.execute(select(table_of(KpiRun).c.details).where(table_of(KpiRun).c.id == later.run_id))
+        assert json.loads(details.scalar_one())["recomputed"] == {"time": 1}  # kept with the run's history
+    assert compute_tenant(engine, tenant, as_of=T + timedelta(days=1), full=True).recomputed == {"full": 1}
     full = compute_payloads(engine, tenant, T + timedelta(days=1))
     assert {(str(r.entity), r.id): p for r, p in full.items()} == stored(engine, T + timedelta(days=1))
 
@@ -294,10 +299,14 @@ def test_a_quiet_record_is_reused_until_time_moves_one_of_its_values(engine: Eng
     rows.mail("l2", "lee@northwind.example", [BOB], "2026-02-01 11:00", "L", copies=[BOB])
     runs = [compute_tenant(engine, tenant, as_of=T + timedelta(days=d)) for d in (0, 1, 2, 25)]
     assert [(r.computed, r.reused) for r in runs] == [(1, 0), (0, 1), (0, 1), (1, 0)]  # 02-01 left the series
+    assert [r.recomputed for r in runs] == [{"new": 1}, {}, {}, {"time": 1}]
     for d in (2, 25):
         full = compute_payloads(engine, tenant, T + timedelta(days=d))
         assert {(str(r.entity), r.id): p for r, p in full.items()} == stored(engine, T + timedelta(days=d))
     assert stored(engine, T + timedelta(days=25))[("lead", LEAD_ID)]["relationship_activities"] == {}
+    # A new email changes the lead's inputs.
+    rows.mail("l3", BOB, ["lee@northwind.example"], "2026-02-26 09:00", "L", copies=[BOB])
+    assert compute_tenant(engine, tenant, as_of=T + timedelta(days=26)).recomputed == {"inputs": 1}
     # An input change (a new email) is seen at once.
     rows.mail("l3", BOB, ["lee@northwind.example"], "2026-04-05 09:00", "L", copies=[BOB])
     assert compute_tenant(engine, tenant, as_of=T + timedelta(days=26)).computed == 1

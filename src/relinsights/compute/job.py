@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -83,6 +83,9 @@ class ComputeReport:
     records: int = 0
     computed: int = 0
     reused: int = 0
+    # Why each computed record was: "full" (a full run), "new" (no snapshot before), "inputs" (its fingerprint
+    # changed), "time" (time alone moved one of its values: health decays daily, activities leave windows).
+    recomputed: dict[str, int] = field(default_factory=dict)
     ambiguous_domains: list[dict[str, Any]] = field(default_factory=list)
     failed_mailboxes: list[str] = field(default_factory=list)
     similar_won: int | None = None  # open opportunities refreshed; None when the weekly refresh was not due
@@ -103,6 +106,7 @@ class ComputeReport:
             "records": self.records,
             "computed": self.computed,
             "reused": self.reused,
+            "recomputed": self.recomputed,
             "ambiguous_domains": self.ambiguous_domains,
             "failed_mailboxes": self.failed_mailboxes,
             "similar_won": self.similar_won,
@@ -279,14 +283,21 @@ def compute_tenant(
     previous = {} if full else previous_snapshots(engine, p.tenant_pk, as_of)
     wanted: list[tuple[RecordRef, str]] = []
     reused: list[int] = []
+    why: Counter[str] = Counter()
     for ref, fingerprint in p.fingerprints():
         prev = previous.get((str(ref.entity), ref.id))
-        if prev is not None and prev.fingerprint == fingerprint and prev.still_valid(as_of):
-            reused.append(prev.id)
+        if full or prev is None:
+            why["full" if full else "new"] += 1
+        elif prev.fingerprint != fingerprint:
+            why["inputs"] += 1
+        elif not prev.still_valid(as_of):
+            why["time"] += 1
         else:
-            wanted.append((ref, fingerprint))
+            reused.append(prev.id)
+            continue
+        wanted.append((ref, fingerprint))
     computed = list(p.snapshots(wanted))
-    report.computed, report.reused = len(computed), len(reused)
+    report.computed, report.reused, report.recomputed = len(computed), len(reused), dict(sorted(why.items()))
     run = RunRecord(
         tenant_pk=p.tenant_pk,
         as_of=as_of,
@@ -300,6 +311,7 @@ def compute_tenant(
         records=report.records,
         details={
             "skipped_rows": report.skipped_rows,
+            "recomputed": report.recomputed,
             "ambiguous_domains": report.ambiguous_domains,
             "failed_mailboxes": report.failed_mailboxes,
         },
