@@ -3,8 +3,12 @@ computed by `compute_tenant`, stored, and read back by `relinsights kpis show|li
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import time
 from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +20,11 @@ from conftest import tenant_config
 from relinsights.analytics.frames import us
 from relinsights.cli import app
 from relinsights.compute import bulk_read, compute_payloads, compute_tenant, prepare
+from relinsights.compute.child import ComputeFailed, compute_in_child, run_in_child
 from relinsights.compute.schedule import compute_due, daily_slot
 from relinsights.compute.store import payloads_of
-from relinsights.config import TenantConfig
+from relinsights.config import LoggingConfig, TenantConfig
+from relinsights.db import make_engine
 from relinsights.db.models import (
     CrmCursor,
     CrmRecord,
@@ -29,6 +35,7 @@ from relinsights.db.models import (
     Mailbox,
     Message,
     MessageParticipant,
+    WorkLease,
     table_of,
 )
 from relinsights.graph.sync import ensure_tenant
@@ -375,6 +382,95 @@ def test_the_daemon_schedules_the_computation_and_runs_it_once_when_due(
     asyncio.run(tick())
     asyncio.run(tick())
     assert runs() == 1  # the first run, then nothing until tomorrow's kpi.compute_at
+    daemon.engine.dispose()
+    if daemon._lock is not None:
+        daemon._lock.close()
+
+
+def test_the_daemon_computes_in_a_process_of_its_own(sqlite_engine: Engine, tenant: TenantConfig) -> None:
+    worked_example(sqlite_engine, tenant)
+    report = asyncio.run(compute_in_child(sqlite_engine, tenant, LoggingConfig(level="warning")))
+    assert (report.computed, report.recomputed) == (1, {"new": 1})
+    full = compute_payloads(sqlite_engine, tenant, report.as_of)
+    assert {(str(r.entity), r.id): p for r, p in full.items()} == stored(sqlite_engine, report.as_of)
+
+
+def dies(_out: Connection, code: int) -> None:
+    os._exit(code)  # as the kernel's out-of-memory killer would leave it: no answer
+
+
+def sleeps(_out: Connection, pid_file: str) -> None:
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(600)
+
+
+def test_a_computation_process_that_fails_or_dies_says_so(tmp_path: Path, tenant: TenantConfig) -> None:
+    never_migrated = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(ComputeFailed, match=r"KPI computation of contoso failed: .*no such table"):
+        asyncio.run(compute_in_child(never_migrated, tenant, LoggingConfig(level="warning")))
+    never_migrated.dispose()
+    with pytest.raises(ComputeFailed, match=r"dying ended without a result: its process exited with code 3 "):
+        asyncio.run(run_in_child("dying", dies, 3))
+
+
+def test_stopping_the_daemon_kills_its_computation_process(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+
+    async def start_then_cancel() -> None:
+        task = asyncio.create_task(run_in_child("sleeping", sleeps, str(pid_file)))
+        while not pid_file.exists():
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    started = time.monotonic()
+    asyncio.run(start_then_cancel())  # (returns once the waiting thread has reaped the process)
+    assert time.monotonic() - started < 60
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
+
+
+def test_a_computation_stopped_with_the_daemon_is_no_failure(
+    sqlite_engine: Engine, tenant: TenantConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relinsights.crm.mirror import SETS
+    from relinsights.daemon import Daemon
+
+    rows = worked_example(sqlite_engine, tenant)
+    for spec in SETS:
+        rows.insert(CrmCursor, tenant_pk=rows.tenant_pk, entity_set=spec.entity_set, delta_link="", completed_at=T)
+    daemon = Daemon(write_config(tmp_path, sqlite_engine))
+    configured = daemon.cfg.tenants[0]
+
+    def lease() -> tuple[int, str | None]:
+        with sqlite_engine.connect() as conn:
+            found = conn.execute(
+                select(table_of(WorkLease).c.attempts, table_of(WorkLease).c.last_error).where(
+                    table_of(WorkLease).c.unit == "compute:contoso"
+                )
+            ).one()
+        return int(found[0]), found[1]
+
+    def killed(stop: bool) -> Any:
+        async def run(*_args: Any) -> None:
+            if stop:
+                daemon.stopping.set()  # as SIGTERM does, reaching the daemon and its computation together
+            raise ComputeFailed("KPI computation of contoso ended without a result: its process exited with code -15")
+
+        return run
+
+    async def tick() -> None:
+        daemon.stopping = asyncio.Event()
+        await daemon._compute_tick(configured)
+
+    monkeypatch.setattr("relinsights.daemon.compute_in_child", killed(stop=True))
+    asyncio.run(tick())
+    assert lease() == (0, None)  # released cleanly: computed again at the next start, no backoff
+    monkeypatch.setattr("relinsights.daemon.compute_in_child", killed(stop=False))
+    asyncio.run(tick())
+    attempts, error = lease()
+    assert attempts == 1 and error is not None and "exited with code -15" in error  # a failure: backs off
     daemon.engine.dispose()
     if daemon._lock is not None:
         daemon._lock.close()

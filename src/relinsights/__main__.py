@@ -1,3 +1,4 @@
 from relinsights.cli import main
 
-main()
+if __name__ == "__main__":  # (not when multiprocessing imports it again in a spawned child)
+    main()

@@ -30,7 +30,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from relinsights.compute.job import compute_tenant
+from relinsights.compute.child import ComputeFailed, compute_in_child
 from relinsights.compute.schedule import compute_due
 from relinsights.config import Config, ConfigError, TenantConfig, load_config
 from relinsights.crm.client import DataverseError
@@ -198,7 +198,13 @@ class Daemon:
             async def work() -> None:
                 # Checked again under the lease: another replica may have computed since the check above.
                 if await asyncio.to_thread(self._compute_due, tenant):
-                    report = await asyncio.to_thread(compute_tenant, self.engine, tenant)
+                    try:
+                        report = await compute_in_child(self.engine, tenant, self.cfg.logging)
+                    except ComputeFailed:
+                        if self.stopping.is_set():  # stopped with the daemon (SIGTERM reaches it too): not a failure
+                            log.info("daemon.compute_stopped", tenant=tenant.name)
+                            return
+                        raise
                     log.info("daemon.compute", tenant=tenant.name, records=report.records, computed=report.computed)
 
             await self._leased("compute", tenant, COMPUTE_LEASE, work)

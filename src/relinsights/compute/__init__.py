@@ -8,6 +8,7 @@ Modules, in pipeline order:
 - `payload`, `store`: a record's KPIs as JSON under stable keys; the run and snapshot tables;
 - `similar`: similar won opportunities, weekly;
 - `schedule`: when the daemon's daily computation is due;
+- `child`: the daemon's computation in a process of its own, started for the run;
 - `views`, `widgets`: `relinsights kpis show|list`, finding a record and rendering its KPIs.
 """
 
