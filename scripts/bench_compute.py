@@ -243,7 +243,7 @@ def fresh_engine(db: str, work: Path, pg_url: str) -> Engine:
 def settle(db: str, url: str) -> None:
     """What a database in service has had done to freshly loaded rows before a run: on PostgreSQL, autovacuum's
     VACUUM ANALYZE (statistics for the planner; visibility and hint bits, which the first read of a bulk load
-    would otherwise write back to every page: a 2,000,000-activity run took 95 s instead of about 60)."""
+    would otherwise write back to every page: a 2,000,000-activity run took 95 s instead of 55)."""
     if db != "postgres":
         return
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
