@@ -395,6 +395,15 @@ def test_the_daemon_computes_in_a_process_of_its_own(sqlite_engine: Engine, tena
     assert {(str(r.entity), r.id): p for r, p in full.items()} == stored(sqlite_engine, report.as_of)
 
 
+def test_the_daemon_leaves_the_column_engine_to_its_computation_process() -> None:
+    import subprocess
+    import sys
+
+    probe = "import sys, relinsights.daemon; print([m for m in ('polars', 'numpy', 'scipy') if m in sys.modules])"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"  # (about 60 MiB and a second of start-up less)
+
+
 def dies(_out: Connection, code: int) -> None:
     os._exit(code)  # as the kernel's out-of-memory killer would leave it: no answer
 

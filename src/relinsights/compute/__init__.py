@@ -3,7 +3,7 @@
 Modules, in pipeline order:
 
 - `load`, `dataverse_rows`: database rows -> typed sources, CRM records and party rules for one tenant;
-- `job`: build activities -> match -> KPIs per record -> store (`compute_tenant`);
+- `job`: build activities -> match -> KPIs per record -> store (`compute_tenant`); `report`: what a run did;
 - `fingerprint`: the incremental rule, which stored values are still exact as of a later T;
 - `payload`, `store`: a record's KPIs as JSON under stable keys; the run and snapshot tables;
 - `similar`: similar won opportunities, weekly;
@@ -12,6 +12,23 @@ Modules, in pipeline order:
 - `views`, `widgets`: `relinsights kpis show|list`, finding a record and rendering its KPIs.
 """
 
-from relinsights.compute.job import ComputeReport, compute_payloads, compute_tenant, prepare
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from relinsights.compute.report import ComputeReport
+
+if TYPE_CHECKING:
+    from relinsights.compute.job import compute_payloads, compute_tenant, prepare
 
 __all__ = ["ComputeReport", "compute_payloads", "compute_tenant", "prepare"]
+
+
+def __getattr__(name: str) -> Any:
+    """The job's functions, imported when first asked for: the daemon imports this package for the schedule
+    and the snapshot store and runs the job in a child process, so it never loads polars, numpy or scipy."""
+    if name in ("compute_payloads", "compute_tenant", "prepare"):
+        from relinsights.compute import job
+
+        return getattr(job, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from relinsights.compute.job import ComputeReport
+from relinsights.compute.report import ComputeReport
 from relinsights.config import LoggingConfig, TenantConfig
 
 
