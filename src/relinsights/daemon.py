@@ -4,6 +4,7 @@ Lifecycle: load config, migrate, (SQLite) take the single-daemon lock, schedule 
 job with APScheduler 3 (in-memory store: every replica runs the same timers; each tick claims its units
 from the lease table), tell systemd READY, ping its watchdog from the event loop, reload the config on
 SIGHUP, and on SIGTERM/SIGINT stop taking work, let running work commit its current page, and exit 0.
+The KPI computation runs in a process of its own (compute/child.py), stopped with the daemon.
 """
 
 from __future__ import annotations
