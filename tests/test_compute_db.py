@@ -21,6 +21,7 @@ from relinsights.analytics.frames import us
 from relinsights.cli import app
 from relinsights.compute import bulk_read, compute_payloads, compute_tenant, prepare
 from relinsights.compute.child import ComputeFailed, compute_in_child, run_in_child
+from relinsights.compute.report import ComputeReport
 from relinsights.compute.schedule import compute_due, daily_slot
 from relinsights.compute.store import payloads_of
 from relinsights.config import LoggingConfig, TenantConfig
@@ -480,6 +481,43 @@ def test_a_computation_stopped_with_the_daemon_is_no_failure(
     asyncio.run(tick())
     attempts, error = lease()
     assert attempts == 1 and error is not None and "exited with code -15" in error  # a failure: backs off
+    daemon.engine.dispose()
+    if daemon._lock is not None:
+        daemon._lock.close()
+
+
+def test_the_daemon_computes_one_tenant_at_a_time(
+    sqlite_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relinsights.daemon import Daemon
+
+    daemon = Daemon(write_config(tmp_path, sqlite_engine))
+    contoso = daemon.cfg.tenants[0]
+    tenants = [contoso, contoso.model_copy(update={"name": "fabrikam"})]
+    running: list[str] = []
+    overlaps: list[list[str]] = []
+
+    async def compute(_engine: Engine, tenant: TenantConfig, _logging: LoggingConfig) -> ComputeReport:
+        running.append(tenant.name)
+        overlaps.append(list(running))
+        await asyncio.sleep(0.2)
+        running.remove(tenant.name)
+        return ComputeReport(tenant.name, T, "incremental", "enhanced", "Complete")
+
+    async def nothing(_tenant: TenantConfig) -> None:
+        return None
+
+    monkeypatch.setattr("relinsights.daemon.compute_in_child", compute)
+    monkeypatch.setattr(daemon, "_compute_due", lambda _tenant: True)
+    monkeypatch.setattr(daemon, "_writeback_tick", nothing)
+
+    async def both() -> None:
+        daemon.stopping = asyncio.Event()
+        await asyncio.gather(*(daemon._compute_tick(t) for t in tenants))
+
+    asyncio.run(both())
+    assert sorted(o[0] for o in overlaps) == ["contoso", "fabrikam"]  # both computed,
+    assert all(len(o) == 1 for o in overlaps)  # never side by side
     daemon.engine.dispose()
     if daemon._lock is not None:
         daemon._lock.close()

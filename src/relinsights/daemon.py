@@ -112,6 +112,8 @@ class Daemon:
     running: set[asyncio.Task[Any]] = field(default_factory=set)
     _side_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _computing: set[str] = field(default_factory=set)  # tenants whose computation this daemon is running
+    # One computation at a time: each holds a tenant's year of activities (README, Sizing).
+    _compute_slot: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     ticks: int = 0
     last_beat: float = field(default_factory=time.monotonic)
     _lock: IO[str] | None = None
@@ -208,7 +210,8 @@ class Daemon:
                         raise
                     log.info("daemon.compute", tenant=tenant.name, records=report.records, computed=report.computed)
 
-            await self._leased("compute", tenant, COMPUTE_LEASE, work)
+            async with self._compute_slot:  # (a tenant waiting here has not claimed its lease yet)
+                await self._leased("compute", tenant, COMPUTE_LEASE, work)
         finally:
             self._computing.discard(tenant.name)
         await self._writeback_tick(tenant)
