@@ -419,8 +419,9 @@ def test_a_computation_process_that_fails_or_dies_says_so(tmp_path: Path, tenant
     with pytest.raises(ComputeFailed, match=r"KPI computation of contoso failed: .*no such table"):
         asyncio.run(compute_in_child(never_migrated, tenant, LoggingConfig(level="warning")))
     never_migrated.dispose()
-    with pytest.raises(ComputeFailed, match=r"dying ended without a result: its process exited with code 3 "):
+    with pytest.raises(ComputeFailed, match=r"dying ended without a result: its process exited with code 3 ") as died:
         asyncio.run(run_in_child("dying", dies, 3))
+    assert died.value.exitcode == 3
 
 
 def test_stopping_the_daemon_kills_its_computation_process(tmp_path: Path) -> None:
@@ -462,11 +463,11 @@ def test_a_computation_stopped_with_the_daemon_is_no_failure(
             ).one()
         return int(found[0]), found[1]
 
-    def killed(stop: bool) -> Any:
+    def killed(stop: bool, code: int) -> Any:
         async def run(*_args: Any) -> None:
             if stop:
                 daemon.stopping.set()  # as SIGTERM does, reaching the daemon and its computation together
-            raise ComputeFailed("KPI computation of contoso ended without a result: its process exited with code -15")
+            raise ComputeFailed(f"KPI computation of contoso ended: its process exited with code {code}", code)
 
         return run
 
@@ -474,13 +475,17 @@ def test_a_computation_stopped_with_the_daemon_is_no_failure(
         daemon.stopping = asyncio.Event()
         await daemon._compute_tick(configured)
 
-    monkeypatch.setattr("relinsights.daemon.compute_in_child", killed(stop=True))
+    monkeypatch.setattr("relinsights.daemon.compute_in_child", killed(stop=True, code=-9))
     asyncio.run(tick())
     assert lease() == (0, None)  # released cleanly: computed again at the next start, no backoff
-    monkeypatch.setattr("relinsights.daemon.compute_in_child", killed(stop=False))
+    # SIGTERM may reach the computation before the daemon has seen it: the same.
+    monkeypatch.setattr("relinsights.daemon.compute_in_child", killed(stop=False, code=-15))
+    asyncio.run(tick())
+    assert lease() == (0, None)
+    monkeypatch.setattr("relinsights.daemon.compute_in_child", killed(stop=False, code=-9))
     asyncio.run(tick())
     attempts, error = lease()
-    assert attempts == 1 and error is not None and "exited with code -15" in error  # a failure: backs off
+    assert attempts == 1 and error is not None and "exited with code -9" in error  # a failure: backs off
     daemon.engine.dispose()
     if daemon._lock is not None:
         daemon._lock.close()

@@ -203,8 +203,9 @@ class Daemon:
                 if await asyncio.to_thread(self._compute_due, tenant):
                     try:
                         report = await compute_in_child(self.engine, tenant, self.cfg.logging)
-                    except ComputeFailed:
-                        if self.stopping.is_set():  # stopped with the daemon (SIGTERM reaches it too): not a failure
+                    except ComputeFailed as exc:
+                        # Stopped with the daemon (systemd's SIGTERM reaches both, in either order): no failure.
+                        if self.stopping.is_set() or exc.exitcode == -signal.SIGTERM:
                             log.info("daemon.compute_stopped", tenant=tenant.name)
                             return
                         raise

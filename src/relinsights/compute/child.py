@@ -27,7 +27,12 @@ from relinsights.config import LoggingConfig, TenantConfig
 
 
 class ComputeFailed(RuntimeError):
-    """The computation failed in its process, or the process died (its message says which)."""
+    """The computation failed in its process, or the process died (its message says which; `exitcode` is the
+    dead process's, negative for the signal that ended it)."""
+
+    def __init__(self, message: str, exitcode: int | None = None) -> None:
+        super().__init__(message)
+        self.exitcode = exitcode
 
 
 def _child(out: Connection, url: str, tenant: TenantConfig, logging: LoggingConfig) -> None:
@@ -55,7 +60,8 @@ def _wait(answers: Connection, process: multiprocessing.process.BaseProcess) -> 
         process.join()
         raise ComputeFailed(
             f"{process.name} ended without a result: its process exited with code {process.exitcode} (-9 is"
-            " usually the kernel out of memory: see Sizing in the README)"
+            " usually the kernel out of memory: see Sizing in the README)",
+            process.exitcode,
         ) from None
     finally:
         answers.close()
