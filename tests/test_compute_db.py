@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -25,6 +26,7 @@ from relinsights.compute.report import ComputeReport
 from relinsights.compute.schedule import compute_due, daily_slot
 from relinsights.compute.store import payloads_of
 from relinsights.config import LoggingConfig, TenantConfig
+from relinsights.daemon import Daemon
 from relinsights.db import make_engine
 from relinsights.db.models import (
     CrmCursor,
@@ -351,18 +353,24 @@ def test_the_daily_computation_is_due_once_per_day_after_the_data_is_there(
     assert not compute_due(engine, tenant.model_copy(update={"dataverse_url": None}), row, now)
 
 
-def test_the_daemon_schedules_the_computation_and_runs_it_once_when_due(
-    sqlite_engine: Engine, tenant: TenantConfig, tmp_path: Path
-) -> None:
-    import asyncio
+@pytest.fixture
+def daemon(sqlite_engine: Engine, tmp_path: Path) -> Iterator[Daemon]:
+    """A daemon on `sqlite_engine` with one tenant, contoso (not started: tests drive its ticks)."""
+    made = Daemon(write_config(tmp_path, sqlite_engine))
+    yield made
+    made.engine.dispose()
+    if made._lock is not None:
+        made._lock.close()
 
+
+def test_the_daemon_schedules_the_computation_and_runs_it_once_when_due(
+    sqlite_engine: Engine, tenant: TenantConfig, daemon: Daemon
+) -> None:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
     from relinsights.crm.mirror import SETS
-    from relinsights.daemon import Daemon
 
     rows = worked_example(sqlite_engine, tenant)
-    daemon = Daemon(write_config(tmp_path, sqlite_engine))
     scheduler = AsyncIOScheduler()
     daemon._schedule(scheduler)
     assert "compute:contoso" in {job.id for job in scheduler.get_jobs()}
@@ -383,9 +391,6 @@ def test_the_daemon_schedules_the_computation_and_runs_it_once_when_due(
     asyncio.run(tick())
     asyncio.run(tick())
     assert runs() == 1  # the first run, then nothing until tomorrow's kpi.compute_at
-    daemon.engine.dispose()
-    if daemon._lock is not None:
-        daemon._lock.close()
 
 
 def test_the_daemon_computes_in_a_process_of_its_own(sqlite_engine: Engine, tenant: TenantConfig) -> None:
@@ -443,15 +448,13 @@ def test_stopping_the_daemon_kills_its_computation_process(tmp_path: Path) -> No
 
 
 def test_a_computation_stopped_with_the_daemon_is_no_failure(
-    sqlite_engine: Engine, tenant: TenantConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sqlite_engine: Engine, tenant: TenantConfig, daemon: Daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from relinsights.crm.mirror import SETS
-    from relinsights.daemon import Daemon
 
     rows = worked_example(sqlite_engine, tenant)
     for spec in SETS:
         rows.insert(CrmCursor, tenant_pk=rows.tenant_pk, entity_set=spec.entity_set, delta_link="", completed_at=T)
-    daemon = Daemon(write_config(tmp_path, sqlite_engine))
     configured = daemon.cfg.tenants[0]
 
     def lease() -> tuple[int, str | None]:
@@ -486,17 +489,9 @@ def test_a_computation_stopped_with_the_daemon_is_no_failure(
     asyncio.run(tick())
     attempts, error = lease()
     assert attempts == 1 and error is not None and "exited with code -9" in error  # a failure: backs off
-    daemon.engine.dispose()
-    if daemon._lock is not None:
-        daemon._lock.close()
 
 
-def test_the_daemon_computes_one_tenant_at_a_time(
-    sqlite_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from relinsights.daemon import Daemon
-
-    daemon = Daemon(write_config(tmp_path, sqlite_engine))
+def test_the_daemon_computes_one_tenant_at_a_time(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
     contoso = daemon.cfg.tenants[0]
     tenants = [contoso, contoso.model_copy(update={"name": "fabrikam"})]
     running: list[str] = []
@@ -523,9 +518,6 @@ def test_the_daemon_computes_one_tenant_at_a_time(
     asyncio.run(both())
     assert sorted(o[0] for o in overlaps) == ["contoso", "fabrikam"]  # both computed,
     assert all(len(o) == 1 for o in overlaps)  # never side by side
-    daemon.engine.dispose()
-    if daemon._lock is not None:
-        daemon._lock.close()
 
 
 def test_the_migrations_create_the_kpi_tables_exactly_as_the_models_say(engine: Engine) -> None:
