@@ -549,6 +549,30 @@ def test_retention_prunes_old_snapshots_but_keeps_the_latest(engine: Engine, ten
     assert [a.date() for a in as_ofs()] == [(T + timedelta(days=2)).date()]
 
 
+def test_a_large_read_gives_its_children_the_database_on_stdin_and_never_shows_a_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A PostgreSQL URI may hold a password: it reaches the reader processes on their standard input, not
+    on their command lines (any local user can list those), and a failed read names the database with the
+    password hidden."""
+    commands: list[list[str]] = []
+    popen = bulk_read.subprocess.Popen
+
+    def spy(args: list[str], **kwargs: Any) -> Any:
+        commands.append(list(args))
+        return popen(args, **kwargs)
+
+    monkeypatch.setattr(bulk_read.subprocess, "Popen", spy)
+    secret = "s3cret-Pa55"
+    location = f"postgresql://relinsights:{secret}@127.0.0.1:9/nowhere"  # port 9: nothing listens
+    shown = "postgresql://relinsights:***@127.0.0.1:9/nowhere"
+    with pytest.raises(RuntimeError) as failed:
+        bulk_read._read_in_processes(location, shown, [("SELECT 1", ["one"]), ("SELECT 2", ["two"])])
+    assert len(commands) == 2 and not any(secret in arg for command in commands for arg in command)
+    assert str(failed.value).startswith(f"reading {shown} failed: ")
+    assert secret not in str(failed.value)
+
+
 @pytest.mark.parametrize("reader", ["small", "large"])
 def test_messages_read_each_with_its_own_recipients(
     engine: Engine, tenant: TenantConfig, reader: str, monkeypatch: pytest.MonkeyPatch
