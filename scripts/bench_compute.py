@@ -10,6 +10,8 @@ inserts straight into the tables the sync and the CRM mirror fill:
   account and/or a colleague on Cc; the colleague's mailbox holds a copy too (same internetMessageId: the
   builder deduplicates it), so there are about 1.2 message rows per email. One email in ten goes to an
   address no CRM record has. Meetings have an organizer, a contact and sometimes a colleague.
+* ids as long as Exchange Online's (item, conversation, internetMessageId, iCalUId: they are most of a
+  message's bytes); `--short-ids` gives the short made-up ids of the rounds before 2026-11-27 15:30 UTC.
 
 On PostgreSQL, each load is followed by VACUUM ANALYZE (`settle`), as autovacuum does in service.
 
@@ -66,6 +68,11 @@ from relinsights.db.models import (
 T = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 CHUNK = 20_000
+# Ids as long as Exchange Online's (a Graph item id 152 characters, a conversation id about 80, an
+# internetMessageId about 80, an iCalUId 112): polars keeps a string of up to 12 bytes inside its 16-byte
+# view and longer ones out of line, so short ids would understate a real tenant's memory.
+GRAPH_ID, CONVERSATION_ID = 152, 80
+ICAL_PREFIX = "040000008200E00074C5B7101A82E008"
 TENANT = "bench"
 
 
@@ -95,8 +102,8 @@ def guid(kind: str, n: int) -> str:
 class Builder:
     """Generates rows deterministically and bulk-inserts them in chunks."""
 
-    def __init__(self, engine: Engine, mailboxes: int, records: int, seed: int) -> None:
-        self.engine, self.rng = engine, random.Random(seed)
+    def __init__(self, engine: Engine, mailboxes: int, records: int, seed: int, short_ids: bool = False) -> None:
+        self.engine, self.rng, self.short_ids = engine, random.Random(seed), short_ids
         self.users = [f"u{i}@contoso.com" for i in range(mailboxes)]
         self.accounts = max(1, records // 5)
         self.contacts = [f"p{k}@cust{k % self.accounts}.com" for k in range(records - self.accounts)]
@@ -168,8 +175,12 @@ class Builder:
         if r.random() < 0.2:
             colleague = r.randrange(len(self.users))
             cc.append(self.users[colleague])
-        imid = f"<m{self.activity}@bench.invalid>"
-        conv = f"conv-{ui}-{contact}-{int(when.timestamp()) // (7 * 86400)}"
+        week = int(when.timestamp()) // (7 * 86400)
+        if self.short_ids:
+            imid, conv = f"<m{self.activity}@bench.invalid>", f"conv-{ui}-{contact}-{week}"
+        else:
+            imid = f"<{self.activity:0>40}@BENCH01MB0001.namprd11.prod.outlook.com>"
+            conv = f"AAQkAG{ui:06d}-{week}-{contact}".ljust(CONVERSATION_ID, "A")
         for box in {ui, colleague} - {None}:
             assert box is not None
             mid = self.next_msg
@@ -178,7 +189,7 @@ class Builder:
                 {
                     "id": mid,
                     "mailbox_pk": box + 1,
-                    "graph_id": f"g{mid}",
+                    "graph_id": self._graph_id("g", box, mid),
                     "internet_message_id": imid,
                     "conversation_id": conv,
                     "from_address": sender,
@@ -205,8 +216,8 @@ class Builder:
             {
                 "id": eid,
                 "mailbox_pk": ui + 1,
-                "graph_id": f"e{eid}",
-                "ical_uid": f"uid{self.activity}",
+                "graph_id": self._graph_id("e", ui, eid),
+                "ical_uid": f"uid{self.activity}" if self.short_ids else f"{ICAL_PREFIX}{self.activity:0>80}",
                 "event_type": "singleInstance",
                 "start": when,
                 "end": when + timedelta(minutes=r.choice((30, 60))),
@@ -219,6 +230,9 @@ class Builder:
         for a, role in people:
             atts.append({"id": self.next_att, "event_id": eid, "role": role, "address": a, "response": "accepted"})
             self.next_att += 1
+
+    def _graph_id(self, short: str, box: int, n: int) -> str:
+        return f"{short}{n}" if self.short_ids else f"AAMkAG{box:06d}{n:0>{GRAPH_ID - 12}}"
 
     def _flush(self, *batches: list[dict[str, Any]]) -> None:
         tables = [table_of(Message), table_of(MessageParticipant), table_of(Event), table_of(EventAttendee)]
@@ -319,7 +333,7 @@ def bench(db: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     engine = fresh_engine(db, work, args.pg_url)
     migrate(engine)
     url = db_url(db, work, args.pg_url)
-    b = Builder(engine, args.mailboxes, args.records, args.seed)
+    b = Builder(engine, args.mailboxes, args.records, args.seed, short_ids=args.short_ids)
     started = time.perf_counter()
     b.base()
     b.add(args.activities, T - timedelta(days=365) + timedelta(seconds=1), T)
@@ -382,6 +396,11 @@ def main() -> None:
         help="PostgreSQL database to use (its public schema is dropped!); default $RELINSIGHTS_BENCH_PG",
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--short-ids",
+        action="store_true",
+        help="short made-up ids (as before 2026-11-27's last round) instead of ids as long as Exchange's",
+    )
     p.add_argument("--profile", action="store_true", help="pyinstrument the full run and print its profile")
     p.add_argument("--json", action="store_true")
     p.add_argument("--worker", help=argparse.SUPPRESS)
