@@ -399,7 +399,7 @@ def main() -> None:
     p.add_argument(
         "--short-ids",
         action="store_true",
-        help="short made-up ids (as before 2026-11-27's last round) instead of ids as long as Exchange's",
+        help="short made-up ids (the earlier rounds') instead of ids as long as Exchange's",
     )
     p.add_argument("--profile", action="store_true", help="pyinstrument the full run and print its profile")
     p.add_argument("--json", action="store_true")
