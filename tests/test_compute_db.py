@@ -573,6 +573,52 @@ def test_a_large_read_gives_its_children_the_database_on_stdin_and_never_shows_a
     assert secret not in str(failed.value)
 
 
+def test_the_reader_processes_of_a_large_read_all_get_their_database_before_any_is_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queries of a large read run at once: each reader waits for its database location on stdin, so
+    every one is given it before the first is waited for (handing it over in the wait ran them one by one)."""
+    events: list[str] = []
+    popen = bulk_read.subprocess.Popen
+
+    class Recorded:
+        def __init__(self, args: list[str], **kwargs: Any) -> None:
+            self.child = popen(args, **kwargs)
+            self.name, self.returncode = args[-1], 0
+            stdin = self.child.stdin
+            assert stdin is not None
+            closing = stdin.close
+
+            def close() -> None:
+                events.append(f"gave {self.name}")
+                closing()
+
+            stdin.close = close  # type: ignore[method-assign]
+            self.stdin = stdin
+
+            self.stderr = self.child.stderr
+
+        def wait(self) -> int:
+            events.append(f"waited {self.name}")
+            self.returncode = self.child.wait()
+            return self.returncode
+
+    monkeypatch.setattr(bulk_read.subprocess, "Popen", Recorded)
+    db = tmp_path / "read.db"
+    make_engine(f"sqlite:///{db}").dispose()
+    import sqlite3
+
+    with sqlite3.connect(db) as raw:
+        raw.execute("CREATE TABLE t (x INTEGER)")
+        raw.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(5)])
+    one, two = bulk_read._read_in_processes(
+        str(db), str(db), [("SELECT x FROM t", ["x"]), ("SELECT count(*) FROM t", ["n"])]
+    )
+    assert one.get_column("x").to_list() == [0, 1, 2, 3, 4] and two.item() == 5
+    assert events[:2] == ["gave SELECT x FROM t", "gave SELECT count(*) FROM t"]
+    assert events[2:] == ["waited SELECT x FROM t", "waited SELECT count(*) FROM t"]
+
+
 @pytest.mark.parametrize("reader", ["small", "large"])
 def test_messages_read_each_with_its_own_recipients(
     engine: Engine, tenant: TenantConfig, reader: str, monkeypatch: pytest.MonkeyPatch

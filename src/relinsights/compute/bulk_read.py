@@ -104,7 +104,15 @@ def _read_in_processes(location: str, shown: str, queries: list[Query]) -> list[
             )
             for out, (sql, _) in zip(outputs, queries, strict=True)
         ]
-        errors = [child.communicate(location.encode())[1] for child in children]
+        for child in children:  # every child its location first: a child waits for it before it reads
+            assert child.stdin is not None
+            child.stdin.write(location.encode())
+            child.stdin.close()
+        errors = []
+        for child in children:  # (stderr is the one pipe left: read to its end, nothing can deadlock)
+            assert child.stderr is not None
+            errors.append(child.stderr.read())
+            child.wait()
         for child, error in zip(children, errors, strict=True):
             if child.returncode != 0:
                 text = error.decode(errors="replace").replace(location, shown).strip()[-2000:]
