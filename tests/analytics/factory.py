@@ -32,7 +32,7 @@ from relinsights.analytics import (
     match_activities,
 )
 from relinsights.analytics.activity_frames import build_activity_frames
-from relinsights.analytics.activity_table import ActivityTable
+from relinsights.analytics.activity_table import ActivityTable, settle_threads
 from relinsights.analytics.columnar import compute_kpis
 from relinsights.analytics.frames import FrameActivities, frames_of
 from relinsights.analytics.mail_frames import mail_rows
@@ -231,7 +231,8 @@ def run(
         ref: tuple(replace(lk, activity=replace(lk.activity, sources=())) for lk in links)
         for ref, links in match.links.items()
     }
-    table = ActivityTable(frames, as_of, settings, identities=framed.identities, acts=lazy)
+    # As the job does, with each email's thread tokens settled into one naming its thread.
+    table = ActivityTable(settle_threads(frames), as_of, settings, identities=framed.identities, acts=lazy)
     engine = compute_kpis(framed.links, as_of, settings, health_for=records.health_refs(), table=table)
     assert {k.record: k for k in engine} == kpis
     return Run(acts, match, kpis)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import polars as pl
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,6 +26,8 @@ from relinsights.analytics import (
     build_activities,
     match_activities,
 )
+from relinsights.analytics.activity_table import settle_threads, thread_groups
+from relinsights.analytics.frames import KIND, FrameActivities, frames_of
 from relinsights.analytics.matching import LinkTable
 
 from .factory import copies, event_copy, mail, meeting, rules
@@ -223,3 +226,32 @@ def test_threads_join_through_ids_nobody_holds() -> None:
     for acts in (pair, pair[::-1]):
         assert assign_threads(acts) == _threads_by_search(acts)
         assert set(assign_threads(acts).values()) == {"email:<t@x>"}
+
+
+def _partition(groups: list[int | None]) -> set[frozenset[int]]:
+    rows: dict[int, set[int]] = {}
+    for i, g in enumerate(groups):
+        if g is not None:
+            rows.setdefault(g, set()).add(i)
+    return {frozenset(r) for r in rows.values()}
+
+
+@given(thread_inputs())
+def test_settled_threads_are_the_same_threads_and_hold_none_of_the_ids(activities: list[Activity]) -> None:
+    acts = list({a.key: a for a in reversed(activities)}.values())  # the builder gives each key one activity
+    frames = frames_of(acts)
+    settled = settle_threads(frames)
+    # Both engines find the threads they found over the ids, named as they were (each by its smallest key).
+    assert assign_threads(FrameActivities(settled)) == assign_threads(acts)
+    assert _partition(thread_groups(settled.acts).to_list()) == _partition(thread_groups(frames.acts).to_list())
+    # What an email keeps of its ids is one short token; everything else is as it was.
+    emails = settled.acts.filter(pl.col("kind") == KIND[Kind.EMAIL])
+    assert emails.get_column("message_id").null_count() == emails.height
+    assert emails.get_column("reply_to").list.len().sum() == 0
+    assert emails.get_column("conversations").list.len().to_list() == [1] * emails.height
+    others = ~pl.col("kind").eq(KIND[Kind.EMAIL])
+    assert settled.acts.filter(others).equals(frames.acts.filter(others))
+    assert settled.acts.drop("message_id", "conversations", "reply_to").equals(
+        frames.acts.drop("message_id", "conversations", "reply_to")
+    )
+    assert settled.parts.equals(frames.parts)

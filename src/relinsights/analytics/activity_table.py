@@ -85,6 +85,29 @@ def thread_groups(acts: pl.DataFrame) -> pl.Series:
     return rows.select("i").join(found, on="i", how="left", maintain_order="left").get_column("thread")
 
 
+def settle_threads(frames: ActivityFrames) -> ActivityFrames:
+    """The same activities, each email's thread tokens (its conversation ids, message id and the ids it replies
+    to) replaced by one that names its thread ("t<n>", n this run's), non-emails as they were.
+
+    An email's thread is its connected component of the token graph, so both engines (`thread_groups`,
+    responses.assign_threads) find exactly the threads they found before. The ids themselves are needed by
+    nothing after the build: with Exchange Online's (80 characters and more) they were a third of the
+    activity frames, about 0.45 GB held through matching, the table and the KPIs of 2,000,000 activities."""
+    acts = frames.acts
+    if acts.height == 0:
+        return frames
+    group = thread_groups(acts)
+    email = pl.col("kind") == EMAIL
+    settled = acts.with_columns(
+        message_id=pl.when(email).then(pl.lit(None, dtype=pl.String)).otherwise(pl.col("message_id")),
+        conversations=pl.when(email)
+        .then(pl.concat_list(pl.concat_str(pl.lit("t"), pl.lit(group).cast(pl.String))))
+        .otherwise(pl.col("conversations")),
+        reply_to=pl.when(email).then(pl.lit([], dtype=pl.List(pl.String))).otherwise(pl.col("reply_to")),
+    )
+    return ActivityFrames(settled, frames.parts)
+
+
 class ActivityTable:
     """One run's activities as columns (one row per activity, one per participant), built once as of T."""
 

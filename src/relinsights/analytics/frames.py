@@ -117,12 +117,12 @@ def as_python(values: pl.Series, columns: Callable[[pl.Expr], pl.Expr], python: 
     return out
 
 
-def split_keys(keyed: pl.DataFrame, keys: Collection[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(the rows whose `key` is not among `keys`, the rows whose key is): the copies a column builder takes,
-    and those of keys a CRM copy also has, which the object builder merges with it."""
+def split_keys(keyed: pl.DataFrame, keys: Collection[str], column: str = "key") -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the rows whose key (`column`) is not among `keys`, the rows whose key is): the copies a column builder
+    takes, and those of keys a CRM copy also has, which the object builder merges with it."""
     if not keys:
         return keyed, keyed.clear()
-    shared = pl.col("key").is_in(pl.Series(list(keys), dtype=pl.String).implode())
+    shared = pl.col(column).is_in(pl.Series(list(keys), dtype=pl.String).implode())
     theirs = keyed.filter(shared)
     return (keyed.filter(~shared), theirs) if theirs.height else (keyed, theirs)
 

@@ -58,6 +58,7 @@ MAIL_SCHEMA = pl.Schema(
 RECIPIENT_SCHEMA = pl.Schema({"m": pl.Int64(), "role": pl.String(), "address": pl.String()})
 _FROM, _TO, _CC = ROLE[Role.FROM], ROLE[Role.TO], ROLE[Role.CC]
 _IDS = pl.List(pl.String())
+_KEYED = "email:"  # what every email activity's key starts with
 
 
 @dataclass
@@ -110,8 +111,9 @@ def normalise_ids(values: pl.Series) -> pl.Series:
 
 
 def with_keys(messages: pl.DataFrame) -> pl.DataFrame:
-    """Each copy's normalised message id and activity key (activities._graph_mail), and the ids it replies
-    to (In-Reply-To, then References), normalised."""
+    """Each copy's normalised message id (`mid`), its activity key (activities._graph_mail) without the
+    "email:" all keys start with (`gid`: its message id, else "graph:" and its Graph id; the message id's
+    own string, not a copy), and the ids it replies to (In-Reply-To, then References), normalised."""
     reply = normalise_ids(messages.get_column("in_reply_to"))
     refs = messages.get_column("references")
     if refs.list.len().sum():  # (never from the database: it keeps In-Reply-To only)
@@ -129,9 +131,9 @@ def with_keys(messages: pl.DataFrame) -> pl.DataFrame:
     return messages.with_columns(
         mid=normalise_ids(messages.get_column("internet_message_id")), replies=replies
     ).with_columns(
-        key=pl.when(pl.col("mid").is_not_null())
-        .then(pl.concat_str(pl.lit("email:"), pl.col("mid")))
-        .otherwise(pl.concat_str(pl.lit("email:graph:"), pl.col("graph_id")))
+        gid=pl.when(pl.col("mid").is_not_null())
+        .then(pl.col("mid"))
+        .otherwise(pl.concat_str(pl.lit("graph:"), pl.col("graph_id")))
     )
 
 
@@ -140,7 +142,10 @@ def split_mail(
 ) -> tuple[pl.DataFrame, list[MailMessage]]:
     """(the copies the frame builder takes, as `with_keys` gives them; the copies of keys a CRM copy also
     has, as `MailMessage` objects for the object builder)."""
-    keyed, shared = split_keys(with_keys(messages), crm_keys)
+    keyed, shared = split_keys(with_keys(messages), [k.removeprefix(_KEYED) for k in crm_keys], "gid")
+    # The frame builder reads the normalised ids: the raw ones would only be held (2,000,000 activities of
+    # Exchange Online's 80-character internetMessageIds: 0.2 GB).
+    keyed = keyed.drop("internet_message_id", "in_reply_to", "references")
     return keyed, mail_objects(shared, recipients) if shared.height else []
 
 
@@ -196,6 +201,7 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
     skipped["no-time"] += no_time
     # A filter copies every column: a year of mail read from the database has nothing to drop here.
     copies = keyed.filter(~pl.col("is_draft") & pl.col("sent").is_not_null()) if drafts or no_time else keyed
+    del keyed
     if copies.height == 0:
         return ActivityFrames.empty()
 
@@ -223,10 +229,10 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
     # and sorts within each message, not sorts of the whole year of copies. The Graph id (152 characters
     # in Exchange Online) is ranked once, alone, and not carried further: sorted with the mailbox, and
     # through the joins, it tripled this step's peak (2,000,000 activities: 1.5 GB more).
+    # (The Graph ids freed before the joins: nothing else holds the copies' frame.)
+    copies = copies.with_columns(source=pl.col("graph_id").rank("ordinal")).drop("graph_id")
     copies = (
-        copies.with_columns(source=pl.col("graph_id").rank("ordinal"))
-        .drop("graph_id")
-        .lazy()
+        copies.lazy()
         .join(resolved("from_address", "f_").lazy(), on="from_address", how="left")
         .join(resolved("sender_address", "s_").lazy(), on="sender_address", how="left")
         .join(who.lazy().select(mailbox="raw", box="person"), on="mailbox", how="left")
@@ -239,14 +245,13 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
         )
         .select(
             "m",
-            "key",
+            "gid",
             "source",
             "box",
             "sent",
             "mid",
-            conv=pl.when(pl.col("conversation_id").is_not_null() & (pl.col("conversation_id") != "")).then(
-                pl.concat_str(pl.lit("graph:"), pl.col("conversation_id"))
-            ),
+            # The conversation id's own string: "graph:" goes before it once per activity, further on.
+            conv=pl.when(pl.col("conversation_id") != "").then(pl.col("conversation_id")),
             replies="replies",
             s_person="person",
             s_kind="kind",
@@ -257,21 +262,23 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
         .drop("box")
         .collect()
     )
-    del keyed
+    # Keys (`gid`), conversation and message ids are views of the read's strings until the activities are
+    # made; copies are told their activity by number (`ms`), not by joining on the key again.
     acts = (
-        copies.group_by("key", maintain_order=True)
+        copies.group_by("gid", maintain_order=True)
         .agg(
             t=pl.col("sent").min(),
             message_id=pl.col("mid").sort_by("prank").first(),
             conversations=pl.col("conv").sort_by("source").drop_nulls().unique(maintain_order=True),
             reply_to=pl.col("replies").sort_by("source").explode().drop_nulls().unique(maintain_order=True),
             sender=pl.col("prank").filter(pl.col("s_person").is_not_null()).min(),
+            ms="m",
         )
         .join(
             copies.select(sender="prank", person="s_person", kind="s_kind", address="s_addr"), on="sender", how="left"
         )
     )
-    copies = copies.select("m", "key", "prank")  # all the recipients need of them
+    copies = copies.select("m", "prank")  # all the recipients need of them
     skipped["no-sender"] += acts.filter(pl.col("person").is_null()).height
     acts = acts.filter(pl.col("person").is_not_null())
     skipped["ignored-sender"] += acts.filter(pl.col("kind") == SIDE_IGNORED).height
@@ -281,7 +288,7 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
     recips = (
         recips.lazy()
         .with_row_index("seq")
-        .join(copies.lazy().join(acts.lazy().select("key", "a", s_person="person"), on="key").drop("key"), on="m")
+        .join(copies.lazy().join(acts.lazy().select("a", s_person="person", m="ms").explode("m"), on="m"), on="m")
         .join(who.lazy(), left_on="address", right_on="raw", how="inner")
         .filter(pl.col("person").is_not_null() & (pl.col("kind") != SIDE_IGNORED))
         .filter(pl.col("person") != pl.col("s_person"))
@@ -316,7 +323,7 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
         [senders.with_columns(o=pl.lit(0)), recips.with_columns(o=pl.lit(1))], how="vertical_relaxed"
     ).join(acts.select("a"), on="a", how="semi")
     out = acts.select(
-        "key",
+        key=pl.concat_str(pl.lit(_KEYED), pl.col("gid")),
         kind=pl.lit(0, dtype=pl.Int8),
         dir="dir",
         t="t",
@@ -325,11 +332,12 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
         all_day=pl.lit(False),
         pending=pl.lit(False),
         message_id="message_id",
-        conversations="conversations",
+        conversations=pl.col("conversations").list.eval(pl.concat_str(pl.lit("graph:"), pl.element())),
         reply_to="reply_to",
         regarding=pl.lit([], dtype=pl.List(pl.String)),
         old="a",
     ).with_row_index("a")
+    del acts
     # Activities renumbered densely (some were dropped); ActivityFrames.combine sorts them by (time, key).
     parts = (
         parts.join(out.select("a", old="old"), left_on="a", right_on="old")

@@ -34,7 +34,7 @@ from relinsights.analytics import (
     Tier,
 )
 from relinsights.analytics.activity_frames import build_activity_frames
-from relinsights.analytics.activity_table import ActivityTable
+from relinsights.analytics.activity_table import ActivityTable, settle_threads
 from relinsights.analytics.columnar import compute_kpis
 from relinsights.analytics.frames import ActivityFrames, FrameActivities
 from relinsights.analytics.mail_frames import MailRows
@@ -196,6 +196,7 @@ def prepare(engine: Engine, tenant: TenantConfig, as_of: datetime, keep_rows: bo
     )
     if not keep_rows:
         inputs.release_rows()
+    frames = settle_threads(frames)  # the ids that only made threads, no longer held
     index = RecordIndex(inputs.records, inputs.rules, kpi=settings.kpi, zone=settings.zone)
     match = match_frames(frames, index, FrameActivities(frames))
     return Prepared(row.id, as_of, settings, inputs, frames, skipped, match, inputs.records.health_refs())
