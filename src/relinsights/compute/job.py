@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -172,16 +172,24 @@ def normalise_as_of(as_of: datetime | None) -> datetime:
     return as_utc(as_of) if as_of is not None else datetime.now(UTC).replace(microsecond=0)
 
 
-def prepare(engine: Engine, tenant: TenantConfig, as_of: datetime, keep_rows: bool = True) -> Prepared:
+def prepare(
+    engine: Engine,
+    tenant: TenantConfig,
+    as_of: datetime,
+    keep_rows: bool = True,
+    step: Callable[[str], object] = lambda _: None,
+) -> Prepared:
     """Load the tenant's rows, build its activities and link them to its CRM records.
 
-    keep_rows=False drops the loaded source rows once the activities are built (the KPI job, for memory)."""
+    keep_rows=False drops the loaded source rows once the activities are built (the KPI job, for memory);
+    `step` is told each step's name as it ends (scripts/bench_phases.py times them)."""
     row = ensure_tenant(engine, tenant)
     assert row.id is not None
     tier = Tier.ENHANCED if tenant_enabled(row, tenant) else Tier.BASIC
     settings = Settings.for_tenant(tenant)
     verified = [d for d in json.loads(row.verified_domains or "[]") if isinstance(d, str)]
     inputs = load_inputs(engine, tenant, row.id, verified, as_of, tier)
+    step("read")
     mail, meetings = inputs.messages, inputs.events  # the builders take the rows out of these holders
     if keep_rows:
         mail, meetings = MailRows(mail.messages, mail.recipients), EventRows(meetings.events, meetings.attendees)
@@ -196,9 +204,12 @@ def prepare(engine: Engine, tenant: TenantConfig, as_of: datetime, keep_rows: bo
     )
     if not keep_rows:
         inputs.release_rows()
+    step("build")
     frames = settle_threads(frames)  # the ids that only made threads, no longer held
+    step("threads")
     index = RecordIndex(inputs.records, inputs.rules, kpi=settings.kpi, zone=settings.zone)
     match = match_frames(frames, index, FrameActivities(frames))
+    step("match")
     return Prepared(row.id, as_of, settings, inputs, frames, skipped, match, inputs.records.health_refs())
 
 
