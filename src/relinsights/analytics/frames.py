@@ -10,7 +10,8 @@ meeting_frames.py, with what they share here: `SourceRows`, the read rows handed
 `acts` is sorted by (time, key) and row i is activity i; `parts` is grouped by activity in row order and
 lists each activity's participants in their order (the initiator first). Times are integer microseconds
 since the epoch (UTC). Record references (`regarding`, a participant's `party`) are their `str()`:
-"contact:<id>".
+"contact:<id>". A run settles its threads right after the build (activity_table.settle_threads): from then
+on an email's `conversations` is one token naming its thread, its `message_id` null, its `reply_to` empty.
 """
 
 from __future__ import annotations
