@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relinsights.analytics import (
@@ -236,6 +236,7 @@ def _partition(groups: list[int | None]) -> set[frozenset[int]]:
     return {frozenset(r) for r in rows.values()}
 
 
+@settings(deadline=None)  # its first example waits for polars to start its threads
 @given(thread_inputs())
 def test_settled_threads_are_the_same_threads_and_hold_none_of_the_ids(activities: list[Activity]) -> None:
     acts = list({a.key: a for a in reversed(activities)}.values())  # the builder gives each key one activity
