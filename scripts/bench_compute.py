@@ -273,12 +273,15 @@ def db_url(db: str, work: Path, pg_url: str) -> str:
 # ---------------------------------------------------------------- measuring (in a child process)
 
 
-def _peak_mib() -> float:
+def status_mib() -> dict[str, float]:
+    """This process's resident memory (VmRSS) and its peak (VmHWM), MiB."""
+    out = {}
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) / 1024
+    return out
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -311,7 +314,7 @@ def worker(args: argparse.Namespace) -> None:
         out = {k: report.to_json()[k] for k in keys}
     out["seconds"] = time.perf_counter() - started
     out["cpu"] = time.process_time() - cpu
-    out["peak_mib"] = _peak_mib()
+    out["peak_mib"] = status_mib()["VmHWM"]
     print(json.dumps(out))
 
 
@@ -329,16 +332,22 @@ def measure(kind: str, url: str, as_of: datetime, profile: str | None = None) ->
 # ---------------------------------------------------------------- one database
 
 
-def bench(db: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    engine = fresh_engine(db, work, args.pg_url)
+def build_tenant(engine: Engine, args: argparse.Namespace) -> Builder:
+    """The synthetic tenant (-n activities over the year before T) in a migrated, empty database."""
     migrate(engine)
-    url = db_url(db, work, args.pg_url)
     b = Builder(engine, args.mailboxes, args.records, args.seed, short_ids=args.short_ids)
-    started = time.perf_counter()
     b.base()
     b.add(args.activities, T - timedelta(days=365) + timedelta(seconds=1), T)
-    built = time.perf_counter() - started
     engine.dispose()
+    return b
+
+
+def bench(db: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    engine = fresh_engine(db, work, args.pg_url)
+    url = db_url(db, work, args.pg_url)
+    started = time.perf_counter()
+    b = build_tenant(engine, args)
+    built = time.perf_counter() - started
     settle(db, url)
     print(f"[{db}] built {args.activities:,} activities in {built:.1f} s", file=sys.stderr)
     full = measure("full", url, T, str(work / f"profile-{db}.txt") if args.profile else None)

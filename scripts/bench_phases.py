@@ -17,23 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 
-from bench_compute import Builder, T, tenant_config
+from bench_compute import T, build_tenant, status_mib, tenant_config
 from relinsights.collector import collector_paused
-from relinsights.db import make_engine, migrate
-
-
-def _status() -> dict[str, int]:
-    """VmRSS and VmHWM of this process, MiB."""
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) // 1024
-    return out
+from relinsights.db import make_engine
 
 
 class Steps:
@@ -47,10 +35,10 @@ class Steps:
             f.write("5")  # the peak (VmHWM) starts again from the current resident size
 
     def done(self, step: str) -> None:
-        now, cpu, mem = time.perf_counter(), time.process_time(), _status()
+        now, cpu, mem = time.perf_counter(), time.process_time(), status_mib()
         print(
             f"{step:12} {now - self.wall:7.2f} s  cpu {cpu - self.cpu:7.2f} s"
-            f"  resident {mem['VmRSS']:6,} MiB  peak {mem['VmHWM']:6,} MiB",
+            f"  resident {mem['VmRSS']:6,.0f} MiB  peak {mem['VmHWM']:6,.0f} MiB",
             flush=True,
         )
         self._reset()
@@ -75,21 +63,18 @@ def measure(url: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-n", "--activities", type=int, default=200_000)
-    p.add_argument("--url", help="an existing database holding bench_compute.py's tenant")
+    p.add_argument("--mailboxes", type=int, default=1_000)
+    p.add_argument("--records", type=int, default=20_000)
+    p.add_argument("--seed", type=int, default=1)
     p.add_argument("--short-ids", action="store_true", help="bench_compute.py's short made-up ids")
+    p.add_argument("--url", help="an existing database holding bench_compute.py's tenant")
     args = p.parse_args()
     if args.url:
         measure(args.url)
         return
     with tempfile.TemporaryDirectory() as work:
         url = f"sqlite:///{Path(work) / 'bench.db'}"
-        engine = make_engine(url)
-        migrate(engine)
-        n = args.activities
-        b = Builder(engine, max(1, n // 2000), min(20_000, max(100, n // 100)), 1, short_ids=args.short_ids)
-        b.base()
-        b.add(n, T - timedelta(days=365) + timedelta(seconds=1), T)
-        engine.dispose()
+        build_tenant(make_engine(url), args)  # the same tenant as bench_compute.py's, sizes and all
         # Measured in a process of its own: the build's rows are not in its memory.
         subprocess.run([sys.executable, __file__, "--url", url], check=True)
 
