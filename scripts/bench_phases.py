@@ -4,7 +4,8 @@ The steps of `compute_tenant` one after the other, in one fresh process, over a 
 `bench_compute.py` (a new SQLite one of -n activities, or an existing database with --url): the read
 (`load_inputs`), the activity build, the thread settling, matching, the activity table, the record
 fingerprints and the KPIs with their payloads (not written). Per step: wall seconds, CPU seconds, resident
-memory after it, and its peak (the process's peak is reset before each step, /proc/self/clear_refs), MiB.
+memory after it, and its peak (the process's peak is reset before each step, /proc/self/clear_refs), MiB;
+with readers: the peak of its memory plus that of the processes reading mail and calendars, when higher.
 
     .venv/bin/python scripts/bench_phases.py -n 200000
     .venv/bin/python scripts/bench_phases.py --url sqlite:////tmp/bench.db    # a database built before
@@ -19,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_compute import T, build_tenant, status_mib, tenant_config
+from bench_compute import T, TreePeak, build_tenant, status_mib, tenant_config
 from relinsights.collector import collector_paused
 from relinsights.db import make_engine
 
@@ -29,16 +30,17 @@ class Steps:
         self._reset()
         self.wall, self.cpu = time.perf_counter(), time.process_time()
 
-    @staticmethod
-    def _reset() -> None:
+    def _reset(self) -> None:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # the peak (VmHWM) starts again from the current resident size
+        self.tree = TreePeak()
 
     def done(self, step: str) -> None:
-        now, cpu, mem = time.perf_counter(), time.process_time(), status_mib()
+        now, cpu, mem, tree = time.perf_counter(), time.process_time(), status_mib(), self.tree.stop()
         print(
             f"{step:12} {now - self.wall:7.2f} s  cpu {cpu - self.cpu:7.2f} s"
-            f"  resident {mem['VmRSS']:6,.0f} MiB  peak {mem['VmHWM']:6,.0f} MiB",
+            f"  resident {mem['VmRSS']:6,.0f} MiB  peak {mem['VmHWM']:6,.0f} MiB"
+            + (f"  with readers {tree:6,.0f} MiB" if tree > mem["VmHWM"] else ""),
             flush=True,
         )
         self._reset()
@@ -55,9 +57,11 @@ def measure(url: str) -> None:
     steps.done("table")
     wanted = p.fingerprints()
     steps.done("fingerprints")
+    activities = len(p.frames)
+    p.release_frames()  # as compute_tenant does
     records = sum(1 for _ in p.snapshots(wanted))
     steps.done("kpis")
-    print(f"{len(p.frames):,} activities, {records:,} records (steps from the start of the run's own work)")
+    print(f"{activities:,} activities, {records:,} records (steps from the start of the run's own work)")
 
 
 def main() -> None:

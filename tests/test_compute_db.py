@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, func, insert, select, text
 from typer.testing import CliRunner
 
 from conftest import tenant_config
@@ -626,8 +626,9 @@ def test_messages_read_each_with_its_own_recipients(
     """The loader reads messages and their recipients as two frames: each message gets exactly its own
     To/Cc, in stored order, however mailboxes interleave, and the recipients of a draft or of mail older
     than the window are not read. Both ways a database is read (SQLite: a large read in child processes
-    with ADBC's driver, a small one through sqlite3) give the same rows."""
+    with ADBC's driver, a small one through sqlite3) give the same rows, read in parts of two message ids."""
     monkeypatch.setattr(bulk_read, "PROCESS_READ_ROWS", 0 if reader == "large" else 10**9)
+    monkeypatch.setattr(bulk_read, "RANGE_IDS", 2)
     rows = Rows(engine, tenant)
     rows.mailboxes(BOB, CARL)
 
@@ -654,15 +655,71 @@ def test_messages_read_each_with_its_own_recipients(
     message(CARL, "m4", "2026-03-03 09:00", [("to", CARL), ("to", BOB)])
 
     messages = prepare(engine, tenant, T).inputs.messages
-    got = {m.graph_id: (m.mailbox, m.to, m.cc, m.bcc) for m in messages.objects()}
+    got = {m.internet_message_id: (m.mailbox, m.to, m.cc, m.bcc) for m in messages.objects()}
     # Bcc is not even read: it never makes a participant.
     assert got == {
-        "m1": (BOB, (BOB, DAN), (CARL,), ()),
-        "m2": (CARL, (), (), ()),
-        "m3": (BOB, (), (BOB,), ()),
-        "m4": (CARL, (CARL, BOB), (), ()),
+        "<m1@fabrikam.com>": (BOB, (BOB, DAN), (CARL,), ()),
+        "<m2@fabrikam.com>": (CARL, (), (), ()),
+        "<m3@fabrikam.com>": (BOB, (), (BOB,), ()),
+        "<m4@fabrikam.com>": (CARL, (CARL, BOB), (), ()),
     }
     assert len(messages) == 4
     assert sorted(messages.messages.get_column("sent").to_list()) == [
         us(at(w)) for w in ("2026-03-01 09:00", "2026-03-01 11:00", "2026-03-02 09:00", "2026-03-03 09:00")
     ]
+
+
+@pytest.mark.parametrize("reader", ["small", "large"])
+def test_messages_are_read_with_their_graph_ids_ranked_and_the_ids_only_where_a_key_needs_them(
+    engine: Engine, tenant: TenantConfig, reader: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read ranks the Graph ids in SQL in Python's (code point) order: upper case before lower, ASCII
+    before the rest, whatever the database's collation. It reads a Graph id only where the
+    internetMessageId has no letter or digit (none, or nothing but brackets and spaces): those copies are
+    keyed by their Graph id, the others by their message id."""
+    monkeypatch.setattr(bulk_read, "PROCESS_READ_ROWS", 0 if reader == "large" else 10**9)
+    if engine.dialect.name == "postgresql":  # a collation that sorts otherwise (ICU's root: "alpha" < "Zeta")
+        with engine.begin() as conn:
+            conn.execute(text('ALTER TABLE message ALTER COLUMN graph_id TYPE varchar(255) COLLATE "und-x-icu"'))
+    rows = Rows(engine, tenant)
+    rows.mailboxes(BOB, CARL)
+    message_ids = {
+        "Zeta": "<Z@fabrikam.com>",
+        "alpha": "<a@fabrikam.com>",
+        "éclair": "<e@fabrikam.com>",
+        "Ωmega": None,
+        "beta": "<>",
+        "gamma": " < > ",
+        "Zeta2": "<7@fabrikam.com>",
+    }
+    pks = {}
+    for i, (graph_id, message_id) in enumerate(message_ids.items()):
+        pks[graph_id] = rows.insert(
+            Message,
+            mailbox_pk=rows.mailbox[BOB],
+            graph_id=graph_id,
+            internet_message_id=message_id,
+            from_address=ANN,
+            sender_address=ANN,
+            sent_at=at(f"2026-03-0{i + 1} 09:00"),
+            is_draft=False,
+            seen_round=1,
+        )
+        rows.insert(MessageParticipant, message_id=pks[graph_id], role="to", address=BOB)
+    p = prepare(engine, tenant, T)
+    read = {m: (g, r) for m, g, r in p.inputs.messages.messages.select("m", "graph_id", "source").iter_rows()}
+    assert [g for g in sorted(message_ids, key=lambda g: read[pks[g]][1])] == sorted(message_ids)
+    assert {g: read[pks[g]][0] for g in message_ids} == {
+        g: g if g in ("Ωmega", "beta", "gamma") else None for g in message_ids
+    }
+    assert sorted(p.frames.acts.get_column("key").to_list()) == sorted(
+        [f"email:graph:{g}" for g in ("Ωmega", "beta", "gamma")]
+        + ["email:<z@fabrikam.com>", "email:<a@fabrikam.com>", "email:<e@fabrikam.com>", "email:<7@fabrikam.com>"]
+    )
+
+
+def test_id_ranges_split_the_ids_up_to_the_last_and_leave_the_last_part_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bulk_read, "RANGE_IDS", 4)
+    assert bulk_read.id_ranges("m.id", 3) == ["1 = 1"]
+    assert bulk_read.id_ranges("m.id", 4) == ["1 = 1"]
+    assert bulk_read.id_ranges("m.id", 10) == ["m.id > 0 AND m.id <= 4", "m.id > 4 AND m.id <= 8", "m.id > 8"]

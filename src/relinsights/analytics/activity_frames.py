@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from relinsights.analytics.activities import Tier, build_activities, crm_email_key, crm_meeting_key
+from relinsights.analytics.activity_table import settled_acts
 from relinsights.analytics.frames import ActivityFrames, frames_of
 from relinsights.analytics.mail_frames import MailRows, build_mail_frames
 from relinsights.analytics.meeting_frames import EventRows, build_meeting_frames
@@ -30,10 +31,12 @@ def build_activity_frames(
     crm_emails: Sequence[CrmEmail] = (),
     crm_appointments: Sequence[CrmAppointment] = (),
     phone_calls: Iterable[PhoneCall] = (),
+    settle: bool = False,
 ) -> tuple[ActivityFrames, dict[str, int]]:
     """(the activities, the rows skipped by reason): what `build_activities` gives for the same rows,
     `mail` being the Graph messages and recipients as mail_frames.py reads them, `meetings` the Graph
-    events and attendees as meeting_frames.py reads them; both builders take the rows out of those holders."""
+    events and attendees as meeting_frames.py reads them; both builders take the rows out of those holders.
+    settle=True: with each email's thread ids settled (activity_table.settle_threads), before the sort."""
     skipped: Counter[str] = Counter()
     pieces: list[ActivityFrames] = []
     tracked: list[MailMessage] = []
@@ -41,9 +44,11 @@ def build_activity_frames(
     if tier is Tier.ENHANCED and mail is not None:
         built, tracked = build_mail_frames(mail, {crm_email_key(e) for e in crm_emails}, rules, skipped)
         pieces.append(built)
+        del built  # (only the list holds a piece: combine lets each go as soon as it can)
     if tier is Tier.ENHANCED and meetings is not None:
         built, shared = build_meeting_frames(meetings, {crm_meeting_key(a) for a in crm_appointments}, rules, skipped)
         pieces.append(built)
+        del built
     objects = build_activities(
         rules=rules,
         tier=tier,
@@ -56,4 +61,5 @@ def build_activity_frames(
     )
     skipped.update(objects.skipped)
     pieces.append(frames_of(objects.activities))
-    return ActivityFrames.combine(pieces), {k: n for k, n in sorted(skipped.items()) if n}
+    frames = ActivityFrames.combine(pieces, settled_acts if settle else None)
+    return frames, {k: n for k, n in sorted(skipped.items()) if n}

@@ -161,28 +161,63 @@ class ActivityFrames:
     def empty() -> ActivityFrames:
         return ActivityFrames(pl.DataFrame(schema=ACT_SCHEMA), pl.DataFrame(schema=PART_SCHEMA))
 
+    def compacted(self) -> ActivityFrames:
+        """The same frames, each string in a buffer of its own frames' making.
+
+        A polars string is a view into a shared buffer, which lives as long as any view into it: the
+        builders' joins and gathers leave the frames' people, addresses and keys pointing into the buffers
+        of the rows they were read or resolved from, most of whose strings no later step needs (2,000,000
+        activities: 0.2 GB more held from matching to the end of a run)."""
+
+        def fresh(frame: pl.DataFrame) -> pl.DataFrame:
+            text = [c for c, t in frame.schema.items() if t == pl.String]
+            return frame.with_columns(pl.col(text).cast(pl.Binary).cast(pl.String)) if text else frame
+
+        return ActivityFrames(fresh(self.acts), fresh(self.parts))
+
     @staticmethod
-    def combine(pieces: Iterable[ActivityFrames]) -> ActivityFrames:
-        """Several sets of activities (with distinct keys) as one, sorted by (time, key) and renumbered."""
+    def combine(
+        pieces: list[ActivityFrames], settle: Callable[[pl.DataFrame], pl.DataFrame] | None = None
+    ) -> ActivityFrames:
+        """Several sets of activities (with distinct keys) as one, sorted by (time, key) and renumbered. The
+        pieces are taken out of the list: each frame is let go as soon as what replaces it is made.
+
+        `settle` (activity_table.settled_acts), when given, rewrites the activities row for row before they
+        are sorted: what it replaces is never gathered by the sort."""
         acts: list[pl.DataFrame] = []
         parts: list[pl.DataFrame] = []
-        offset = 0
-        for piece in pieces:
-            acts.append(piece.acts.with_columns(src=pl.int_range(offset, offset + piece.acts.height, dtype=pl.Int32)))
-            parts.append(piece.parts.with_columns(pl.col("a") + offset))
-            offset += piece.acts.height
+        while pieces:
+            piece = pieces.pop(0)
+            acts.append(piece.acts)
+            parts.append(piece.parts)
+            del piece
         if not acts:
             return ActivityFrames.empty()
-        both = pl.concat(acts).sort("t", "key")
-        order = both.select("src", a=pl.int_range(0, both.height, dtype=pl.Int32))
-        renumbered = (
-            pl.concat(parts)
-            .with_row_index("pos")
-            .join(order, left_on="a", right_on="src")
-            .sort("a_right", "pos")
-            .select(pl.col("a_right").alias("a"), *[c for c in PART_SCHEMA if c != "a"])
-        )
-        return ActivityFrames(both.drop("src"), renumbered)
+        starts = np.cumsum([0, *(a.height for a in acts)]).tolist()
+        both = pl.concat(acts).with_columns(src=pl.int_range(starts[-1], dtype=pl.Int32))
+        acts.clear()
+        if settle is not None:
+            both = settle(both)
+        both = both.sort("t", "key")  # (keys are distinct: no ties)
+        # A participant's new activity by lookup, then a stable sort: each activity's participants stay in order.
+        new = both.get_column("src").arg_sort().cast(pl.Int32)
+        for i, start in enumerate(starts[:-1]):
+            parts[i] = parts[i].with_columns(a=new.gather(parts[i].get_column("a") + start))
+        return ActivityFrames(both.drop("src"), by_activity(parts))
+
+
+def by_activity(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Participant rows (the frames', taken out of the list, one after the other) stably sorted by activity
+    (`a`): each activity's in the order they came.
+
+    Sorted with their strings (people, addresses: few distinct ones) as codes of a mapping of their own:
+    sorting the strings themselves gathered every row's bytes again (the participants of 2,000,000
+    activities: 0.4 GB more at the build's peak)."""
+    parts = pl.concat(frames)
+    frames.clear()
+    text = [c for c, t in parts.schema.items() if t == pl.String]
+    parts = parts.with_columns(pl.col(text).cast(pl.Categorical(pl.Categories.random())))
+    return parts.sort("a", maintain_order=True).with_columns(pl.col(text).cast(pl.String))
 
 
 def frames_of(activities: Sequence[Activity]) -> ActivityFrames:
@@ -234,17 +269,24 @@ def _lists(n: int, items: Iterable[tuple[int, str]]) -> pl.Series:
 class FrameActivities(Sequence[Activity]):
     """The frames' activities as a sequence of `Activity` objects, each made when asked for.
 
-    For the few places that want an activity itself (a closed record's breakpoints, a record's links read
-    as `Link` objects); two lookups give equal objects."""
+    For the few places that want an activity itself (a record's links read as `Link` objects, a report);
+    two lookups give equal objects."""
 
     def __init__(self, frames: ActivityFrames) -> None:
         self.frames = frames
-        # Where each activity's participants start in `parts` (sorted by activity).
+        self._count = frames.acts.height
+        # Where each activity's participants start in `parts` (sorted by activity): an array, not a list (a list
+        # of 2,000,000 Python ints is 70 MB held through a run, for the few activities ever asked for).
         counts = np.bincount(frames.parts.get_column("a").to_numpy(), minlength=frames.acts.height)
-        self._starts = np.concatenate([[0], np.cumsum(counts)]).tolist()
+        self._starts = np.concatenate([[0], np.cumsum(counts)])
 
     def __len__(self) -> int:
-        return self.frames.acts.height
+        return self._count
+
+    def release(self) -> None:
+        """Let the frames go (the KPI job, once its activity table holds what it reads of them): an activity
+        asked for after this is an error; the sequence keeps its length."""
+        self.frames, self._starts = ActivityFrames.empty(), np.zeros(1, dtype=np.int64)
 
     @overload
     def __getitem__(self, i: int) -> Activity: ...
@@ -256,7 +298,8 @@ class FrameActivities(Sequence[Activity]):
         if i < 0:
             i += len(self)
         key, kind, direction, t, end, dur, all_day, pending, mid, *lists = self.frames.acts.row(i)
-        parts = self.frames.parts.slice(self._starts[i], self._starts[i + 1] - self._starts[i])
+        start, stop = int(self._starts[i]), int(self._starts[i + 1])
+        parts = self.frames.parts.slice(start, stop - start)
         participants = tuple(
             Participant(
                 person,

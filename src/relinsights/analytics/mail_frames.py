@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 from relinsights.analytics.activities import Role
@@ -33,6 +34,7 @@ from relinsights.analytics.frames import (
     SourceRows,
     as_python,
     at_us,
+    by_activity,
     people_of,
     split_keys,
     us,
@@ -43,7 +45,10 @@ from relinsights.analytics.sources import MailMessage
 MAIL_SCHEMA = pl.Schema(
     {
         "m": pl.Int64(),  # the copy's row id (any unique number)
+        # The Graph id: needed only where the internetMessageId cannot key the copy (the database read leaves
+        # it out elsewhere); `source` is its rank among the copies (code point order), which orders them.
         "graph_id": pl.String(),
+        "source": pl.Int64(),
         "mailbox": pl.String(),  # the mailbox owner's address
         "sent": pl.Int64(),
         "is_draft": pl.Boolean(),
@@ -80,6 +85,7 @@ def mail_rows(messages: Iterable[MailMessage]) -> MailRows:
     for i, msg in enumerate(messages):
         cols["m"].append(i)
         cols["graph_id"].append(msg.graph_id)
+        cols["source"].append(None)  # ranked below
         cols["mailbox"].append(msg.mailbox)
         cols["sent"].append(us(msg.sent_at) if msg.sent_at is not None else None)
         cols["is_draft"].append(msg.is_draft)
@@ -94,7 +100,10 @@ def mail_rows(messages: Iterable[MailMessage]) -> MailRows:
                 rcols["m"].append(i)
                 rcols["role"].append(role)
                 rcols["address"].append(address)
-    return MailRows(pl.DataFrame(cols, schema=MAIL_SCHEMA), pl.DataFrame(rcols, schema=RECIPIENT_SCHEMA))
+    frame = pl.DataFrame(cols, schema=MAIL_SCHEMA).with_columns(
+        source=pl.col("graph_id").rank("ordinal").cast(pl.Int64)
+    )
+    return MailRows(frame, pl.DataFrame(rcols, schema=RECIPIENT_SCHEMA))
 
 
 def normalise_ids(values: pl.Series) -> pl.Series:
@@ -160,7 +169,8 @@ def mail_objects(messages: pl.DataFrame, recipients: pl.DataFrame) -> list[MailM
         r = by_message.get(row["m"], {})
         out.append(
             MailMessage(
-                graph_id=row["graph_id"],
+                # (a copy read without its Graph id: a stand-in that sorts as it does among the copies read)
+                graph_id=row["graph_id"] if row["graph_id"] is not None else f"~{row['source']:019d}",
                 mailbox=row["mailbox"],
                 sent_at=at_us(row["sent"]) if row["sent"] is not None else None,
                 from_address=row["from_address"],
@@ -224,13 +234,11 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
         )
 
     # A copy's sender: its from address when that resolves, else its sender address.
-    # Copies in source order ("graph:" and the Graph id: the ids' own order) give the conversations and
-    # replies; in (mailbox, source) order ("primary", `prank`) the sender, message id and recipients. Ranks
-    # and sorts within each message, not sorts of the whole year of copies. The Graph id (152 characters
-    # in Exchange Online) is ranked once, alone, and not carried further: sorted with the mailbox, and
-    # through the joins, it tripled this step's peak (2,000,000 activities: 1.5 GB more).
+    # Copies in source order ("graph:" and the Graph id: the ids' own order, `source`) give the conversations
+    # and replies; in (mailbox, source) order ("primary", `prank`) the sender, message id and recipients.
+    # Ranks and sorts within each message, not sorts of the whole year of copies.
     # (The Graph ids freed before the joins: nothing else holds the copies' frame.)
-    copies = copies.with_columns(source=pl.col("graph_id").rank("ordinal")).drop("graph_id")
+    copies = copies.drop("graph_id")
     copies = (
         copies.lazy()
         .join(resolved("from_address", "f_").lazy(), on="from_address", how="left")
@@ -319,9 +327,8 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
         role=pl.lit(_FROM, dtype=pl.Int8),
         address="address",
     )
-    parts = pl.concat(
-        [senders.with_columns(o=pl.lit(0)), recips.with_columns(o=pl.lit(1))], how="vertical_relaxed"
-    ).join(acts.select("a"), on="a", how="semi")
+    parts = pl.concat([senders, recips], how="vertical_relaxed")  # each activity's sender before its recipients
+    del senders, recips
     out = acts.select(
         key=pl.concat_str(pl.lit(_KEYED), pl.col("gid")),
         kind=pl.lit(0, dtype=pl.Int8),
@@ -338,18 +345,21 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
         old="a",
     ).with_row_index("a")
     del acts
-    # Activities renumbered densely (some were dropped); ActivityFrames.combine sorts them by (time, key).
-    parts = (
-        parts.join(out.select("a", old="old"), left_on="a", right_on="old")
-        .sort("a_right", "o", "ord")  # the sender first, then the recipients in their order
-        .select(
-            a="a_right",
+    # Activities renumbered densely (some were dropped; ActivityFrames.combine sorts them by (time, key)): a
+    # participant's new number by lookup (-1: its activity was dropped), then a stable sort, which keeps each
+    # activity's sender first and its recipients in their order (a join and a sort gathered the rows twice).
+    old = out.get_column("old").to_numpy()
+    numbers = np.full(max(parts.select(pl.col("a").max()).item() or 0, old.max(initial=0)) + 1, -1, dtype=np.int32)
+    numbers[old] = np.arange(len(old), dtype=np.int32)
+    renumbered = [
+        parts.select(
+            a=pl.Series(numbers).gather(parts.get_column("a")),
             person="person",
             internal="internal",
             role="role",
             address="address",
-            party=pl.lit(None, dtype=pl.String),
-            attended=pl.lit(True),
-        )
-    )
+        ).filter(pl.col("a") >= 0)
+    ]
+    del parts
+    parts = by_activity(renumbered).with_columns(party=pl.lit(None, dtype=pl.String), attended=pl.lit(True))
     return ActivityFrames(out.drop("a", "old").cast(ACT_SCHEMA), parts.cast(PART_SCHEMA))

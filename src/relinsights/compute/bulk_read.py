@@ -7,7 +7,10 @@ without a Python object per value:
 
 - a large read (from PROCESS_READ_ROWS rows) runs each query in a child process of its own with the
   database's ADBC driver (read_process.py says why not in this process), all at once, each handing its
-  rows back as a Parquet file; the child sees what is committed;
+  rows back as Parquet files; the child sees what is committed. A query may come in parts (`id_ranges`),
+  which its child reads one after the other, each to a file of its own: the child then holds one part's
+  rows at a time, not the whole year's (ADBC's Arrow buffers and polars' frame of them are both alive
+  while a part is read: a year of mail of 2,000,000 activities took its child to 1.5 GiB);
 - a small one, where starting a process would cost more than it saves: on PostgreSQL through ADBC's
   driver on a short-lived connection of its own, on SQLite through the engine's own driver (sqlite3), row
   tuples into frames a batch at a time.
@@ -20,7 +23,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from functools import partial
@@ -29,12 +32,13 @@ from pathlib import Path
 import polars as pl
 from sqlalchemy import Connection
 
-Query = tuple[str, list[str]]  # (sql, the names of its columns)
+Query = tuple[str | Sequence[str], list[str]]  # (sql, or its parts, in order; the names of its columns)
 Reader = Callable[[list[Query]], list[pl.DataFrame]]  # queries -> their rows, in order
 _BATCH = 100_000
 # Rows from which a read goes through child processes: starting one costs about 0.2 s; on SQLite the
 # driver's columns save about 5 s per million rows, on PostgreSQL the file about 130 MiB per million.
 PROCESS_READ_ROWS = 100_000
+RANGE_IDS = 250_000  # the ids in one part of a query read by parts (`id_ranges`)
 # The reader runs as a file (-P: its own directory not on the path), not as a module of this package: that
 # would import the package first (relinsights.compute and the whole KPI job: over a second a child).
 _READER = str(Path(__file__).with_name("read_process.py"))
@@ -63,11 +67,12 @@ def bulk_reader(conn: Connection, rows_hint: int) -> Iterator[Reader]:
             def read_arrow(queries: list[Query]) -> list[pl.DataFrame]:
                 out = []
                 for sql, names in queries:
-                    with closing(adbc.cursor()) as cursor:
-                        cursor.execute(sql)
-                        frame = pl.DataFrame(cursor.fetch_arrow())
-                    frame.columns = names
-                    out.append(frame)
+                    frames = []
+                    for part in parts(sql):
+                        with closing(adbc.cursor()) as cursor:
+                            cursor.execute(part)
+                            frames.append(pl.DataFrame(cursor.fetch_arrow()))
+                    out.append(joined(frames, names))
                 return out
 
             yield read_arrow
@@ -79,10 +84,11 @@ def bulk_reader(conn: Connection, rows_hint: int) -> Iterator[Reader]:
         out = []
         for sql, names in queries:
             chunks: list[pl.DataFrame] = []
-            with closing(raw.cursor()) as cursor:
-                cursor.execute(sql)
-                while rows := cursor.fetchmany(_BATCH):
-                    chunks.append(pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None))
+            for part in parts(sql):
+                with closing(raw.cursor()) as cursor:
+                    cursor.execute(part)
+                    while rows := cursor.fetchmany(_BATCH):
+                        chunks.append(pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None))
             out.append(pl.concat(chunks, how="vertical_relaxed") if chunks else pl.DataFrame(schema=names))
         return out
 
@@ -94,10 +100,10 @@ def _read_in_processes(location: str, shown: str, queries: list[Query]) -> list[
     `location` (a SQLite file or a PostgreSQL URI, which may hold a password) goes to each child on its
     standard input; `shown` is what an error names."""
     with tempfile.TemporaryDirectory(prefix="relinsights-read-") as tmp:  # private (0700), removed after
-        outputs = [Path(tmp) / f"{i}.parquet" for i in range(len(queries))]
+        outputs = [Path(tmp) / str(i) for i in range(len(queries))]
         children = [
             subprocess.Popen(
-                [sys.executable, "-P", _READER, str(out), sql],
+                [sys.executable, "-P", _READER, str(out), *parts(sql)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -117,12 +123,38 @@ def _read_in_processes(location: str, shown: str, queries: list[Query]) -> list[
             if child.returncode != 0:
                 text = error.decode(errors="replace").replace(location, shown).strip()[-2000:]
                 raise RuntimeError(f"reading {shown} failed: {text}")
-        frames = []
-        for out, (_, names) in zip(outputs, queries, strict=True):
-            frame = pl.read_parquet(out)
-            frame.columns = names
-            frames.append(frame)
-        return frames
+        return [
+            joined([pl.read_parquet(part_file(out, j)) for j in range(len(parts(sql)))], names)
+            for out, (sql, names) in zip(outputs, queries, strict=True)
+        ]
+
+
+def part_file(output: Path, j: int) -> Path:
+    """Where read_process.py writes the rows of a query's part j."""
+    return output.with_name(f"{output.name}-{j}.parquet")
+
+
+def parts(sql: str | Sequence[str]) -> list[str]:
+    return [sql] if isinstance(sql, str) else list(sql)
+
+
+def joined(frames: list[pl.DataFrame], names: list[str]) -> pl.DataFrame:
+    """A query's parts as one frame, columns named as given. A part without rows is left out: a driver may
+    type its columns otherwise (it cannot tell a type from no values)."""
+    rows = [f for f in frames if f.height] or frames[:1]
+    frame = rows[0] if len(rows) == 1 else pl.concat(rows, how="vertical_relaxed")
+    frame.columns = names
+    return frame
+
+
+def id_ranges(column: str, last_id: int) -> list[str]:
+    """SQL conditions that split a table's rows into parts by `column`, an integer key that only grows, up
+    to `last_id` RANGE_IDS ids each; the last part is open-ended (rows added since are read too)."""
+    bounds = list(range(RANGE_IDS, last_id, RANGE_IDS))
+    if not bounds:
+        return ["1 = 1"]
+    closed = [f"{column} > {lo} AND {column} <= {hi}" for lo, hi in zip([0, *bounds[:-1]], bounds, strict=True)]
+    return [*closed, f"{column} > {bounds[-1]}"]
 
 
 def utc_micros(col: pl.Series) -> pl.Series:

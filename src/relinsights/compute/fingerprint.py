@@ -33,15 +33,17 @@ breakpoint), so a reused value is never one that the full computation would comp
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from relinsights import __version__
-from relinsights.analytics import Activity, Health, Kind, Link, Settings
+from relinsights.analytics import Health, Kind, Settings
 from relinsights.analytics.health import TREND_DAYS
 from relinsights.analytics.kpis import SERIES_DAYS
 from relinsights.analytics.timeutil import local_date, start_of_local_day
 from relinsights.compute.payload import PAYLOAD_VERSION
+
+Moments = tuple[Kind, datetime, datetime]  # an activity's kind, time and end: all its breakpoints depend on
 
 
 def settings_key(settings: Settings) -> str:
@@ -59,23 +61,22 @@ def settings_key(settings: Settings) -> str:
 
 
 def stable_until(
-    links_of: Callable[[], Sequence[Link]], as_of: datetime, settings: Settings, health: Health | None
+    moments_of: Callable[[], Iterable[Moments]], as_of: datetime, settings: Settings, health: Health | None
 ) -> datetime | None:
     """The earliest moment after `as_of` at which time alone may change the record's values (None: never).
 
     Returns `as_of` itself when the values move continuously (see the module docstring); only then are the
-    record's links not needed (`links_of` makes them, when asked).
+    record's activities not needed (`moments_of` gives each linked one's kind, time and end, when asked).
     """
     if health is not None and _moves_continuously(health):
         return as_of
-    links = links_of()
     lookback = timedelta(days=settings.lookback_days)
     window = timedelta(days=settings.kpi.health.window_days)
     response = timedelta(hours=settings.kpi.response_window_hours)
     trend = timedelta(days=TREND_DAYS)
     earliest: datetime | None = None
-    for lk in links:
-        for t in _breakpoints(lk.activity, lookback, window, response, settings, health is not None):
+    for moments in moments_of():
+        for t in _breakpoints(moments, lookback, window, response, settings, health is not None):
             for moment in (t, t + trend) if health is not None else (t,):
                 if moment > as_of and (earliest is None or moment < earliest):
                     earliest = moment
@@ -88,17 +89,18 @@ def _moves_continuously(health: Health) -> bool:
 
 
 def _breakpoints(
-    a: Activity,
+    moments: Moments,
     lookback: timedelta,
     window: timedelta,
     response: timedelta,
     settings: Settings,
     with_health: bool,
 ) -> list[datetime]:
-    day_out = start_of_local_day(local_date(a.time, settings.zone) + timedelta(days=SERIES_DAYS), settings.zone)
-    points = [a.time, a.end, a.time + lookback, day_out]
-    if a.kind is Kind.EMAIL:
-        points.append(a.time + response)
+    kind, time, end = moments
+    day_out = start_of_local_day(local_date(time, settings.zone) + timedelta(days=SERIES_DAYS), settings.zone)
+    points = [time, end, time + lookback, day_out]
+    if kind is Kind.EMAIL:
+        points.append(time + response)
     if with_health:
-        points.append(a.time + window)
+        points.append(time + window)
     return points

@@ -34,7 +34,7 @@ from relinsights.analytics import (
     Tier,
 )
 from relinsights.analytics.activity_frames import build_activity_frames
-from relinsights.analytics.activity_table import ActivityTable, settle_threads
+from relinsights.analytics.activity_table import ActivityTable
 from relinsights.analytics.columnar import compute_kpis
 from relinsights.analytics.frames import ActivityFrames, FrameActivities
 from relinsights.analytics.mail_frames import MailRows
@@ -103,6 +103,14 @@ class Prepared:
             self.frames, self.as_of, self.settings, identities=self.match.identities, acts=self.links.activities
         )
 
+    def release_frames(self) -> None:
+        """Let the activity frames go once the table is built (the KPI job, for memory: what the KPIs read of
+        them, the table holds). Activities are not to be asked for after this."""
+        assert "table" in self.__dict__, "the table is built from the frames"
+        self.frames = ActivityFrames.empty()
+        if isinstance(self.links.activities, FrameActivities):
+            self.links.activities.release()
+
     def fingerprints(self) -> list[tuple[RecordRef, str]]:
         """Every linked record, sorted, with its fingerprint."""
         refs = sorted(self.links)
@@ -158,7 +166,9 @@ class Prepared:
             record_id=k.record.id,
             packed_payload=self.packer.pack(orjson.dumps(kpi_payload(k))),
             fingerprint=fingerprint,
-            stable_until=stable_until(lambda: self.links[k.record], self.as_of, self.settings, k.health),
+            stable_until=stable_until(
+                lambda: self.table.moments(self.links.pairs(k.record)[0::2]), self.as_of, self.settings, k.health
+            ),
             activities=k.counts.total,
             last_interaction_at=k.last_interaction.time if k.last_interaction else None,
             health_score=k.health.score if k.health else None,
@@ -201,12 +211,12 @@ def prepare(
         crm_emails=inputs.crm_emails,
         crm_appointments=inputs.crm_appointments,
         phone_calls=inputs.phone_calls,
+        settle=True,  # the ids that only made threads, no longer held
     )
     if not keep_rows:
         inputs.release_rows()
+    frames = frames.compacted()
     step("build")
-    frames = settle_threads(frames)  # the ids that only made threads, no longer held
-    step("threads")
     index = RecordIndex(inputs.records, inputs.rules, kpi=settings.kpi, zone=settings.zone)
     match = match_frames(frames, index, FrameActivities(frames))
     step("match")
@@ -263,6 +273,7 @@ def compute_tenant(
             reused.append(prev.id)
             continue
         wanted.append((ref, fingerprint))
+    p.release_frames()  # (the fingerprints built the table)
     computed = list(p.snapshots(wanted))
     report.computed, report.reused, report.recomputed = len(computed), len(reused), dict(sorted(why.items()))
     run = RunRecord(

@@ -46,7 +46,7 @@ from relinsights.analytics.health import TREND_DAYS
 from relinsights.analytics.mail_frames import MAIL_SCHEMA, RECIPIENT_SCHEMA, MailRows
 from relinsights.analytics.meeting_frames import ATTENDEE_SCHEMA, EVENT_SCHEMA, EventRows
 from relinsights.analytics.parties import canonical_address
-from relinsights.compute.bulk_read import bulk_reader, timestamp_literal, utc_micros
+from relinsights.compute.bulk_read import bulk_reader, id_ranges, timestamp_literal, utc_micros
 from relinsights.compute.dataverse_rows import (
     CrmIds,
     Row,
@@ -247,23 +247,46 @@ def _crm_activities(conn: Any, tenant_pk: int, since: datetime, inputs: TenantIn
 def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]) -> MailRows:
     """The scoped mailboxes' sent (not draft) messages from `since` on, with their To and Cc rows, as
     columns (bulk_read.py). Bcc is never read: it is never a participant."""
-    no = "0" if conn.dialect.name == "sqlite" else "false"
+    dialect = conn.dialect.name
+    no = "0" if dialect == "sqlite" else "false"
     window = f"{_window(conn, 'm.mailbox_pk', 'm.sent_at', tenant_pk, since)} AND m.is_draft IS {no}"
     texts = ("from_address", "sender_address", "internet_message_id", "conversation_id", "in_reply_to")
     # COALESCE: a driver may type a column by its first rows, which can all be NULL; "" and NULL mean the
     # same in every one of these columns (no address, no id), and "" is read back as NULL.
     coalesced = ", ".join(f"COALESCE(m.{c}, '') AS {c}" for c in texts)
     hint = conn.execute(select(func.max(_msg.c.id))).scalar() or 0  # ids only grow: an upper bound of the rows
+    parts_m = id_ranges("m.id", hint)  # a reader holds one range of messages at a time
+    # The Graph id (152 characters in Exchange Online, 40% of a message row) orders a message's copies and
+    # keys one without an internetMessageId: it is read only where the internetMessageId has no letter or
+    # digit (an id that has one keeps it when normalised, activities.normalise_message_id), and ranked in SQL
+    # in code point order (SQLite's BINARY, PostgreSQL's "C"; ties by row id, the order rows are read in).
+    alnum = "GLOB '*[0-9A-Za-z]*'" if dialect == "sqlite" else "~ '[0-9A-Za-z]'"
+    graph_id = f"CASE WHEN m.internet_message_id {alnum} THEN NULL ELSE m.graph_id END"
+    binary = "BINARY" if dialect == "sqlite" else '"C"'
     with bulk_reader(conn, rows_hint=hint) as read:
-        messages, recipients = read(
+        messages, ranks, recipients = read(
             [
                 (
-                    f"SELECT m.id, m.graph_id, m.mailbox_pk, m.sent_at, {coalesced} FROM message m WHERE {window}",
+                    [
+                        f"SELECT m.id, {graph_id}, m.mailbox_pk, m.sent_at, {coalesced} FROM message m"
+                        f" WHERE {window} AND {ids}"
+                        for ids in parts_m
+                    ],
                     ["m", "graph_id", "box", "sent", *texts],
                 ),
                 (
-                    "SELECT p.id, p.message_id, p.role, p.address FROM message_participant p"
-                    f" JOIN message m ON m.id = p.message_id WHERE {window} AND (p.role = 'to' OR p.role = 'cc')",
+                    f"SELECT m.id, row_number() OVER (ORDER BY m.graph_id COLLATE {binary}, m.id) FROM message m"
+                    f" WHERE {window}",
+                    ["m", "source"],
+                ),
+                (
+                    [
+                        "SELECT p.id, p.message_id, p.role, p.address FROM message_participant p"
+                        f" JOIN message m ON m.id = p.message_id WHERE {window} AND {ids} AND {ids_p}"
+                        " AND (p.role = 'to' OR p.role = 'cc')"
+                        # (the range on both sides of the join: PostgreSQL carries none across it)
+                        for ids, ids_p in zip(parts_m, id_ranges("p.message_id", hint), strict=True)
+                    ],
                     ["seq", "m", "role", "address"],
                 ),
             ]
@@ -271,11 +294,14 @@ def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[in
     messages = (
         messages.with_columns(
             pl.col("m", "box").cast(pl.Int64),
+            graph_id=_text(messages.get_column("graph_id")),
             sent=utc_micros(messages.get_column("sent")),
             is_draft=pl.lit(False),
             references=pl.lit([], dtype=pl.List(pl.String)),
             **{c: _text(messages.get_column(c)) for c in texts},
         )
+        # (a message without a rank came or went while the readers ran: the next run reads it as it is then)
+        .join(ranks.cast(pl.Int64), on="m", how="inner")
         .join(_owners(scoped), on="box", how="left")
         .select(list(MAIL_SCHEMA))
         .cast(MAIL_SCHEMA)

@@ -1,4 +1,4 @@
-"""A child process that reads one query with ADBC and writes its rows as a Parquet file.
+"""A child process that reads one query with ADBC, in parts, and writes each part's rows as a Parquet file.
 
 Run by bulk_read.py for large reads, several at once (one per query, on as many cores):
 
@@ -13,7 +13,9 @@ Run by bulk_read.py for large reads, several at once (one per query, on as many 
 The database location comes on standard input, never on the command line (a PostgreSQL URI can carry a
 password, and any local user can read a process's arguments): a SQLite file path or a `postgresql://` URI.
 
-    python -P read_process.py OUTPUT_FILE QUERY < LOCATION   (it imports nothing of relinsights)
+    python -P read_process.py OUTPUT QUERY [QUERY ...] < LOCATION   (it imports nothing of relinsights)
+
+writes the rows of the j-th QUERY (the parts of one read) to OUTPUT-j.parquet.
 """
 
 from __future__ import annotations
@@ -37,15 +39,19 @@ def connect(location: str) -> Any:
 def main() -> None:
     import polars as pl
 
-    output, sql = Path(sys.argv[1]), sys.argv[2]
+    output, queries = Path(sys.argv[1]), sys.argv[2:]
     location = sys.stdin.read().strip()
-    with closing(connect(location)) as conn, closing(conn.cursor()) as cursor:
-        cursor.execute(sql)
-        frame = pl.DataFrame(cursor.fetch_arrow())
-    # A file, not the pipe: the parent reads it at memory speed. Parquet, not Arrow IPC: polars reads an IPC
-    # file whole before making its columns (2,400,000 message rows: 1.1 GiB peak for a 0.3 GiB frame), a
-    # Parquet file a row group at a time (0.5 GiB); LZ4 makes the file a fifth of the IPC one, at no cost.
-    frame.write_parquet(output, compression="lz4", statistics=False)
+    with closing(connect(location)) as conn:
+        for j, sql in enumerate(queries):  # a query's parts, one after the other: one part's rows held at a time
+            with closing(conn.cursor()) as cursor:
+                cursor.execute(sql)
+                frame = pl.DataFrame(cursor.fetch_arrow())
+            # A file, not the pipe: the parent reads it at memory speed. Parquet, not Arrow IPC: polars reads an
+            # IPC file whole before making its columns (2,400,000 message rows: 1.1 GiB peak for a 0.3 GiB
+            # frame), a Parquet file a row group at a time (0.5 GiB); LZ4 makes the file a fifth of the IPC one.
+            # (bulk_read.part_file names the file)
+            frame.write_parquet(output.with_name(f"{output.name}-{j}.parquet"), compression="lz4", statistics=False)
+            del frame
 
 
 if __name__ == "__main__":
