@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from itertools import count
 from typing import overload
 
+import polars as pl
+
 from relinsights.analytics import (
     Activity,
     ActivitySet,
@@ -231,11 +233,35 @@ def run(
         ref: tuple(replace(lk, activity=replace(lk.activity, sources=())) for lk in links)
         for ref, links in match.links.items()
     }
-    # As the job does, with each email's thread tokens settled into one naming its thread.
-    table = ActivityTable(settle_threads(frames), as_of, settings, identities=framed.identities, acts=lazy)
+    # As the job builds them: each email's thread tokens settled into one naming its thread before the pieces
+    # are sorted into one, and the frames compacted. The same as settling the frames built above, but for
+    # the names of the threads (this run's numbers).
+    settled, _ = build_activity_frames(
+        rules=party_rules,
+        tier=tier,
+        mail=mail_rows(messages),
+        meetings=event_rows(events),
+        crm_emails=crm_emails,
+        crm_appointments=crm_appointments,
+        phone_calls=calls,
+        settle=True,
+    )
+    settled = settled.compacted()
+    after = settle_threads(frames)
+    assert settled.parts.equals(after.parts)
+    assert settled.acts.drop("conversations").equals(after.acts.drop("conversations"))
+    tokens = [f.acts.get_column("conversations").list.join("\x00") for f in (settled, after)]
+    assert same_partition(*tokens)
+    table = ActivityTable(settled, as_of, settings, identities=framed.identities, acts=lazy)
     engine = compute_kpis(framed.links, as_of, settings, health_for=records.health_refs(), table=table)
     assert {k.record: k for k in engine} == kpis
     return Run(acts, match, kpis)
+
+
+def same_partition(a: pl.Series, b: pl.Series) -> bool:
+    """Whether two columns split the rows alike (equal values in one exactly where equal in the other)."""
+    pairs = pl.DataFrame({"a": a, "b": b})
+    return pairs.n_unique() == pairs.select("a").n_unique() == pairs.select("b").n_unique()
 
 
 class _Guarded(Sequence[Activity]):

@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -256,3 +257,16 @@ def test_settled_threads_are_the_same_threads_and_hold_none_of_the_ids(activitie
         frames.acts.drop("message_id", "conversations", "reply_to")
     )
     assert settled.parts.equals(frames.parts)
+
+
+def test_frame_activities_let_their_frames_go_and_keep_their_length() -> None:
+    """The KPI job lets the frames go once its activity table is built: the sequence keeps its length (links
+    are counted by it), its frames are gone, and an activity asked for after is an error, not a wrong one."""
+    messages = [mail(BOB, [ANN], "2026-03-01 09:00"), mail(ANN, [BOB], "2026-03-02 09:00")]
+    acts = build_activities(rules=rules(users=USERS), messages=messages).activities
+    lazy = FrameActivities(frames_of(acts))
+    assert list(lazy) == [replace(a, sources=()) for a in acts] and len(acts) == 2
+    lazy.release()
+    assert len(lazy) == 2 and lazy.frames.acts.height == 0 and lazy.frames.parts.height == 0
+    with pytest.raises(IndexError):
+        lazy[0]

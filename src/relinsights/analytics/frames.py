@@ -297,6 +297,9 @@ class FrameActivities(Sequence[Activity]):
             return [self[j] for j in range(*i.indices(len(self)))]
         if i < 0:
             i += len(self)
+        if not 0 <= i < self.frames.acts.height:
+            released = ": its frames were released" if self.frames.acts.height < self._count else ""
+            raise IndexError(f"activity {i} of {self._count}{released}")
         key, kind, direction, t, end, dur, all_day, pending, mid, *lists = self.frames.acts.row(i)
         start, stop = int(self._starts[i]), int(self._starts[i + 1])
         parts = self.frames.parts.slice(start, stop - start)
