@@ -36,7 +36,7 @@ from relinsights.analytics import (
 from relinsights.analytics.activity_frames import build_activity_frames
 from relinsights.analytics.activity_table import ActivityTable, settle_threads
 from relinsights.analytics.columnar import compute_kpis
-from relinsights.analytics.frames import FrameActivities, frames_of
+from relinsights.analytics.frames import ActivityFrames, FrameActivities, frames_of
 from relinsights.analytics.mail_frames import mail_rows
 from relinsights.analytics.match_frames import match_frames
 from relinsights.analytics.matching import LinkTable
@@ -215,16 +215,21 @@ def run(
         match.links, as_of, settings, threads=threads, identities=match.identities, health_for=records.health_refs()
     )
     assert {k.record: k for k in columnar} == kpis
+
     # ...and the job's column pipeline (frames built from the rows, matched as joins) to the same.
-    frames, skipped = build_activity_frames(
-        rules=party_rules,
-        tier=tier,
-        mail=mail_rows(messages),
-        meetings=event_rows(events),
-        crm_emails=crm_emails,
-        crm_appointments=crm_appointments,
-        phone_calls=calls,
-    )
+    def build(settle: bool) -> tuple[ActivityFrames, dict[str, int]]:
+        return build_activity_frames(
+            rules=party_rules,
+            tier=tier,
+            mail=mail_rows(messages),
+            meetings=event_rows(events),
+            crm_emails=crm_emails,
+            crm_appointments=crm_appointments,
+            phone_calls=calls,
+            settle=settle,
+        )
+
+    frames, skipped = build(settle=False)
     assert list(FrameActivities(frames)) == [replace(a, sources=()) for a in acts.activities]
     assert skipped == dict(acts.skipped)
     lazy = FrameActivities(frames)
@@ -236,17 +241,7 @@ def run(
     # As the job builds them: each email's thread tokens settled into one naming its thread before the pieces
     # are sorted into one, and the frames compacted. The same as settling the frames built above, but for
     # the names of the threads (this run's numbers).
-    settled, _ = build_activity_frames(
-        rules=party_rules,
-        tier=tier,
-        mail=mail_rows(messages),
-        meetings=event_rows(events),
-        crm_emails=crm_emails,
-        crm_appointments=crm_appointments,
-        phone_calls=calls,
-        settle=True,
-    )
-    settled = settled.compacted()
+    settled = build(settle=True)[0].compacted()
     after = settle_threads(frames)
     assert settled.parts.equals(after.parts)
     assert settled.acts.drop("conversations").equals(after.acts.drop("conversations"))

@@ -167,7 +167,7 @@ class ActivityFrames:
         A polars string is a view into a shared buffer, which lives as long as any view into it: the
         builders' joins and gathers leave the frames' people, addresses and keys pointing into the buffers
         of the rows they were read or resolved from, most of whose strings no later step needs (2,000,000
-        activities: 0.2 GB more held from matching to the end of a run)."""
+        activities: 0.3 GB more held from matching to the end of a run)."""
 
         def fresh(frame: pl.DataFrame) -> pl.DataFrame:
             text = [c for c, t in frame.schema.items() if t == pl.String]

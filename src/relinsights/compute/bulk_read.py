@@ -135,6 +135,7 @@ def part_file(output: Path, j: int) -> Path:
 
 
 def parts(sql: str | Sequence[str]) -> list[str]:
+    """A query's SQL as the list of its parts."""
     return [sql] if isinstance(sql, str) else list(sql)
 
 

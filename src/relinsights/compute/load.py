@@ -322,18 +322,27 @@ def _events(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[int,
     # SQLite's timestamps are text too, PostgreSQL's are typed.
     coalesced = ", ".join(f"COALESCE(e.{c}, '') AS {c}" for c in texts)
     end_at = """COALESCE(e."end", '')""" if sqlite else 'e."end"'
-    hint = sum(conn.execute(select(func.max(t.c.id))).scalar() or 0 for t in (_ev, _att))  # ids only grow
+    last_event = conn.execute(select(func.max(_ev.c.id))).scalar() or 0
+    hint = last_event + (conn.execute(select(func.max(_att.c.id))).scalar() or 0)  # ids only grow
+    parts_e = id_ranges("e.id", last_event)  # a reader holds one range of events at a time
     with bulk_reader(conn, rows_hint=hint) as read:
         events, attendees = read(
             [
                 (
-                    f"SELECT e.id, e.graph_id, e.mailbox_pk, e.start, {end_at} AS end_at, {coalesced},"
-                    f" e.is_all_day, e.is_cancelled FROM event e WHERE {window}",
+                    [
+                        f"SELECT e.id, e.graph_id, e.mailbox_pk, e.start, {end_at} AS end_at, {coalesced},"
+                        f" e.is_all_day, e.is_cancelled FROM event e WHERE {window} AND {ids}"
+                        for ids in parts_e
+                    ],
                     ["e", "graph_id", "box", "start", "end", *texts, "is_all_day", "is_cancelled"],
                 ),
                 (
-                    "SELECT a.id, a.event_id, a.role, a.address, COALESCE(a.response, '') FROM event_attendee a"
-                    f" JOIN event e ON e.id = a.event_id WHERE {window} AND a.role <> 'organizer'",
+                    [
+                        "SELECT a.id, a.event_id, a.role, a.address, COALESCE(a.response, '') FROM event_attendee a"
+                        f" JOIN event e ON e.id = a.event_id WHERE {window} AND {ids} AND {ids_a}"
+                        " AND a.role <> 'organizer'"
+                        for ids, ids_a in zip(parts_e, id_ranges("a.event_id", last_event), strict=True)
+                    ],
                     ["seq", "e", "role", "address", "response"],
                 ),
             ]
