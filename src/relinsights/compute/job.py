@@ -104,9 +104,9 @@ class Prepared:
         )
 
     def release_frames(self) -> None:
-        """Let the activity frames go once the table is built (the KPI job, for memory: what the KPIs read of
-        them, the table holds). Activities are not to be asked for after this."""
-        assert "table" in self.__dict__, "the table is built from the frames"
+        """Build the activity table, then let the activity frames go (the KPI job, for memory: what the
+        fingerprints and the KPIs read of them, the table holds). Activities are not to be asked for after."""
+        assert self.table is not None  # (built from the frames, first)
         self.frames = ActivityFrames.empty()
         if isinstance(self.links.activities, FrameActivities):
             self.links.activities.release()
@@ -257,6 +257,7 @@ def compute_tenant(
         ],
         failed_mailboxes=list(p.inputs.failed_mailboxes),
     )
+    p.release_frames()
     previous = {} if full else previous_snapshots(engine, p.tenant_pk, as_of)
     wanted: list[tuple[RecordRef, str]] = []
     reused: list[int] = []
@@ -273,7 +274,6 @@ def compute_tenant(
             reused.append(prev.id)
             continue
         wanted.append((ref, fingerprint))
-    p.release_frames()  # (the fingerprints built the table)
     computed = list(p.snapshots(wanted))
     report.computed, report.reused, report.recomputed = len(computed), len(reused), dict(sorted(why.items()))
     run = RunRecord(
