@@ -106,10 +106,10 @@ class Prepared:
     def release_frames(self) -> None:
         """Build the activity table, then let the activity frames go (the KPI job, for memory: what the
         fingerprints and the KPIs read of them, the table holds). Activities are not to be asked for after."""
-        assert self.table is not None  # (built from the frames, first)
+        table = self.table  # built from the frames before they go
         self.frames = ActivityFrames.empty()
-        if isinstance(self.links.activities, FrameActivities):
-            self.links.activities.release()
+        if isinstance(table.acts, FrameActivities):
+            table.acts.release()
 
     def fingerprints(self) -> list[tuple[RecordRef, str]]:
         """Every linked record, sorted, with its fingerprint."""
