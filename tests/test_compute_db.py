@@ -720,6 +720,11 @@ def test_messages_are_read_with_their_graph_ids_ranked_and_the_ids_only_where_a_
 
 def test_id_ranges_split_the_ids_up_to_the_last_and_leave_the_last_part_open(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bulk_read, "RANGE_IDS", 4)
-    assert bulk_read.id_ranges("m.id", 3) == ["1 = 1"]
-    assert bulk_read.id_ranges("m.id", 4) == ["1 = 1"]
-    assert bulk_read.id_ranges("m.id", 10) == ["m.id > 0 AND m.id <= 4", "m.id > 4 AND m.id <= 8", "m.id > 8"]
+    assert bulk_read.id_ranges(3, "m.id") == ["1 = 1"]
+    assert bulk_read.id_ranges(4, "m.id") == ["1 = 1"]
+    assert bulk_read.id_ranges(10, "m.id") == ["m.id > 0 AND m.id <= 4", "m.id > 4 AND m.id <= 8", "m.id > 8"]
+    # Both sides of a join bounded alike.
+    assert bulk_read.id_ranges(6, "m.id", "p.message_id") == [
+        "m.id > 0 AND m.id <= 4 AND p.message_id > 0 AND p.message_id <= 4",
+        "m.id > 4 AND p.message_id > 4",
+    ]

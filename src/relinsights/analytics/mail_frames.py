@@ -291,6 +291,7 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
     acts = acts.filter(pl.col("person").is_not_null())
     skipped["ignored-sender"] += acts.filter(pl.col("kind") == SIDE_IGNORED).height
     acts = acts.filter(pl.col("kind") != SIDE_IGNORED).with_row_index("a")
+    numbered = acts.height  # the numbers the participants are told (some dropped further on)
 
     # Recipients in primary order, To before Cc, list order; each person once, the sender not again.
     recips = (
@@ -354,7 +355,7 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
     # participant's new number by lookup (-1: its activity was dropped), then a stable sort, which keeps each
     # activity's sender first and its recipients in their order (a join and a sort gathered the rows twice).
     old = out.get_column("old").to_numpy()
-    numbers = np.full(max(parts.select(pl.col("a").max()).item() or 0, old.max(initial=0)) + 1, -1, dtype=np.int32)
+    numbers = np.full(numbered, -1, dtype=np.int32)
     numbers[old] = np.arange(len(old), dtype=np.int32)
     renumbered = [
         parts.select(

@@ -148,14 +148,17 @@ def joined(frames: list[pl.DataFrame], names: list[str]) -> pl.DataFrame:
     return frame
 
 
-def id_ranges(column: str, last_id: int) -> list[str]:
-    """SQL conditions that split a table's rows into parts by `column`, an integer key that only grows, up
-    to `last_id` RANGE_IDS ids each; the last part is open-ended (rows added since are read too)."""
+def id_ranges(last_id: int, *columns: str) -> list[str]:
+    """SQL conditions that split a table's rows into parts by an integer key that only grows, up to
+    `last_id` RANGE_IDS ids each; the last part is open-ended (rows added since are read too). Each part
+    bounds every one of `columns` alike: both sides of a join on the key (PostgreSQL carries no range
+    across a join: bounded on one side, it scanned the other table whole for every part)."""
     bounds = list(range(RANGE_IDS, last_id, RANGE_IDS))
     if not bounds:
         return ["1 = 1"]
-    closed = [f"{column} > {lo} AND {column} <= {hi}" for lo, hi in zip([0, *bounds[:-1]], bounds, strict=True)]
-    return [*closed, f"{column} > {bounds[-1]}"]
+    ranges: list[tuple[str, ...]] = [(f"> {lo}", f"<= {hi}") for lo, hi in zip([0, *bounds[:-1]], bounds, strict=True)]
+    ranges.append((f"> {bounds[-1]}",))
+    return [" AND ".join(f"{c} {bound}" for c in columns for bound in r) for r in ranges]
 
 
 def utc_micros(col: pl.Series) -> pl.Series:

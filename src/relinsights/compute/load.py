@@ -255,7 +255,6 @@ def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[in
     # same in every one of these columns (no address, no id), and "" is read back as NULL.
     coalesced = ", ".join(f"COALESCE(m.{c}, '') AS {c}" for c in texts)
     hint = conn.execute(select(func.max(_msg.c.id))).scalar() or 0  # ids only grow: an upper bound of the rows
-    parts_m = id_ranges("m.id", hint)  # a reader holds one range of messages at a time
     # The Graph id (152 characters in Exchange Online, 40% of a message row) orders a message's copies and
     # keys one without an internetMessageId: it is read only where the internetMessageId has no letter or
     # digit (an id that has one keeps it when normalised, activities.normalise_message_id), and ranked in SQL
@@ -270,7 +269,7 @@ def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[in
                     [
                         f"SELECT m.id, {graph_id}, m.mailbox_pk, m.sent_at, {coalesced} FROM message m"
                         f" WHERE {window} AND {ids}"
-                        for ids in parts_m
+                        for ids in id_ranges(hint, "m.id")  # a reader holds one range of messages at a time
                     ],
                     ["m", "graph_id", "box", "sent", *texts],
                 ),
@@ -282,10 +281,9 @@ def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[in
                 (
                     [
                         "SELECT p.id, p.message_id, p.role, p.address FROM message_participant p"
-                        f" JOIN message m ON m.id = p.message_id WHERE {window} AND {ids} AND {ids_p}"
+                        f" JOIN message m ON m.id = p.message_id WHERE {window} AND {ids}"
                         " AND (p.role = 'to' OR p.role = 'cc')"
-                        # (the range on both sides of the join: PostgreSQL carries none across it)
-                        for ids, ids_p in zip(parts_m, id_ranges("p.message_id", hint), strict=True)
+                        for ids in id_ranges(hint, "m.id", "p.message_id")
                     ],
                     ["seq", "m", "role", "address"],
                 ),
@@ -324,7 +322,6 @@ def _events(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[int,
     end_at = """COALESCE(e."end", '')""" if sqlite else 'e."end"'
     last_event = conn.execute(select(func.max(_ev.c.id))).scalar() or 0
     hint = last_event + (conn.execute(select(func.max(_att.c.id))).scalar() or 0)  # ids only grow
-    parts_e = id_ranges("e.id", last_event)  # a reader holds one range of events at a time
     with bulk_reader(conn, rows_hint=hint) as read:
         events, attendees = read(
             [
@@ -332,16 +329,15 @@ def _events(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[int,
                     [
                         f"SELECT e.id, e.graph_id, e.mailbox_pk, e.start, {end_at} AS end_at, {coalesced},"
                         f" e.is_all_day, e.is_cancelled FROM event e WHERE {window} AND {ids}"
-                        for ids in parts_e
+                        for ids in id_ranges(last_event, "e.id")  # a reader holds one range of events at a time
                     ],
                     ["e", "graph_id", "box", "start", "end", *texts, "is_all_day", "is_cancelled"],
                 ),
                 (
                     [
                         "SELECT a.id, a.event_id, a.role, a.address, COALESCE(a.response, '') FROM event_attendee a"
-                        f" JOIN event e ON e.id = a.event_id WHERE {window} AND {ids} AND {ids_a}"
-                        " AND a.role <> 'organizer'"
-                        for ids, ids_a in zip(parts_e, id_ranges("a.event_id", last_event), strict=True)
+                        f" JOIN event e ON e.id = a.event_id WHERE {window} AND {ids} AND a.role <> 'organizer'"
+                        for ids in id_ranges(last_event, "e.id", "a.event_id")
                     ],
                     ["seq", "e", "role", "address", "response"],
                 ),
