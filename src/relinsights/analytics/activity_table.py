@@ -47,15 +47,16 @@ def _h64(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
-def link_rows(links: LinkTable, refs: Sequence[RecordRef]) -> tuple[array[int], array[int]]:
-    """The records' links as stored: (each link's record number in `refs`, flat (activity, shape) pairs)."""
-    flat: array[int] = array("I")
-    rec: array[int] = array("I")
-    for r, ref in enumerate(refs):
-        row = links.pairs(ref)
-        flat.extend(row)
-        rec.extend(array("I", [r]) * (len(row) // 2))
-    return rec, flat
+def link_rows(links: LinkTable, refs: Sequence[RecordRef]) -> tuple[pl.Series, pl.Series, pl.Series]:
+    """The records' links as stored, as columns: each link's record number in `refs`, activity and shape."""
+    rows = [links.pairs(ref) for ref in refs]
+    joined: array[int] = array("I")
+    for row in rows:
+        joined.extend(row)
+    # Read as numpy's (polars reads an array.array item by item).
+    pairs = np.frombuffer(joined, dtype=np.uint32) if joined else np.zeros(0, np.uint32)
+    rec = np.repeat(np.arange(len(rows), dtype=np.int32), [len(row) // 2 for row in rows])
+    return pl.Series(rec), pl.Series(pairs[0::2].astype(np.int32)), pl.Series(pairs[1::2].astype(np.int32))
 
 
 def thread_groups(acts: pl.DataFrame) -> pl.Series:
@@ -376,15 +377,9 @@ class ActivityTable:
             ],
             dtype=pl.UInt64,
         )
-        rec, flat = link_rows(links, refs)
+        rec, act, shape = link_rows(links, refs)
         per_record = (
-            pl.DataFrame(
-                {
-                    "r": pl.Series(rec, dtype=pl.Int32),
-                    "act_h": digest.gather(pl.Series(flat[0::2], dtype=pl.UInt32)),
-                    "shape_h": shapes.gather(pl.Series(flat[1::2], dtype=pl.UInt32)),
-                }
-            )
+            pl.DataFrame({"r": rec, "act_h": digest.gather(act), "shape_h": shapes.gather(shape)})
             .select("r", link_h=pl.struct("act_h", "shape_h").hash(_SEED))
             .group_by("r")
             .agg(n=pl.len(), h=pl.col("link_h").sum())

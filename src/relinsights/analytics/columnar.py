@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import polars as pl
 
@@ -120,16 +120,8 @@ class _Frames:
 
     def _read_table(self, links: LinkTable, refs: Sequence[RecordRef]) -> None:
         """Links as stored: (activity position, shape) pairs; a shape's members and reasons by its index."""
-        rec, flat = link_rows(links, refs)
-        shape = pl.Series(flat[1::2], dtype=pl.Int32)
-        self.links = pl.DataFrame(
-            {
-                "r": pl.Series(rec, dtype=pl.Int32),
-                "a": pl.Series(flat[0::2], dtype=pl.Int32),
-                "mid": shape,
-                "rid": shape,
-            }
-        )
+        rec, act, shape = link_rows(links, refs)
+        self.links = pl.DataFrame({"r": rec, "a": act, "mid": shape, "rid": shape})
         self.reasons = [reasons for reasons, _ in links.shapes]
         self.members = self.table.members_of(links)
 
@@ -184,19 +176,17 @@ class _Frames:
         nxt = _pick(self.links.filter((pl.col("kind") != EMAIL) & (pl.col("t") > us(as_of))), descending=False)
         ours = self._top(self.table.internal_attending(counted.select("r", "a", "kind", "t")), "person")
         theirs = self._top(members.filter(pl.col("attended")), "who")
-        daily = self._daily()
+        last_day = local_date(as_of, s.zone)
+        days = series_dates(last_day)
+        daily = self._daily(days)
         reasons = self._reasons(counted)
         wanted = [r for r, ref in enumerate(self.refs) if ref in health_for]
         health_now = self._health_measures(as_of, wanted, turns)
         health_before = self._health_measures(self.before, wanted, None)
-        last_day = local_date(as_of, s.zone)
-        days = series_dates(last_day)
         empty = tuple(empty_day(d) for d in days)  # a record's series is mostly these shared empty days
-        first = days[0].toordinal()
         for r, ref in enumerate(self.refs):
             c = Counts(*counts.get(r, (0,) * 6))
             t_team, t_cust = team.get(r, (0, 0, [])), customer.get(r, (0, 0, []))
-            per_day = daily.get(r, {})
             health = None
             if r in health_now:
                 health = health_of(health_now[r], health_before[r], s)
@@ -213,7 +203,7 @@ class _Frames:
                 next_interaction=self.table.interaction(nxt[r]) if r in nxt else None,
                 top_contacts_ours=ours.get(r, ()),
                 top_contacts_theirs=theirs.get(r, ()),
-                daily=_series(empty, first, per_day),
+                daily=_series(empty, daily.get(r, ())),
                 health=health,
                 reasons=reasons.get(r, {}),
             )
@@ -349,17 +339,31 @@ class _Frames:
             )
         return {r: tuple(v) for r, v in out.items()}
 
-    def _daily(self) -> dict[int, dict[int, list[int]]]:
-        """The 60-day series: per record, per tenant-local day (ordinal), the six counts."""
-        last_day = local_date(self.as_of, self.settings.zone).toordinal()
+    def _daily(self, days: Sequence[date]) -> dict[int, list[tuple[int, DailyCounts]]]:
+        """The 60-day series `days`: per record, (position in `days`, that day's six counts) of its active days.
+
+        A day's counts come out of polars as one row; equal ones are made once (most records' days repeat a
+        few small tallies), so a year of records makes some thousands of objects, not a million."""
+        first = days[0].toordinal()
+        tallies = [
+            ((pl.col("kind") == kind) & (pl.col("dir") == direction)).sum().cast(pl.Int64)
+            for kind in (EMAIL, MEETING, CALL)
+            for direction in (0, 1)
+        ]
         rows = (
-            self.links.filter(completed(self.as_of) & pl.col("day").is_between(last_day - SERIES_DAYS + 1, last_day))
-            .group_by("r", "day", "kind", "dir")
-            .len()
+            self.links.filter(completed(self.as_of) & pl.col("day").is_between(first, first + SERIES_DAYS - 1))
+            .group_by("r", "day")
+            .agg(*(t.alias(f"c{i}") for i, t in enumerate(tallies)))
+            .with_columns(pl.col("day") - first)
         )
-        out: dict[int, dict[int, list[int]]] = {}
-        for r, d, kind, direction, n in rows.iter_rows():
-            out.setdefault(r, {}).setdefault(d, [0] * 6)[kind * 2 + direction] = n
+        made: dict[tuple[int, ...], DailyCounts] = {}
+        out: dict[int, list[tuple[int, DailyCounts]]] = {}
+        for row in rows.iter_rows():
+            key = row[1:]
+            day = made.get(key)
+            if day is None:
+                day = made[key] = DailyCounts(days[key[0]], Counts(*key[1:]))
+            out.setdefault(row[0], []).append((key[0], day))
         return out
 
     def _reasons(self, counted: pl.DataFrame) -> dict[int, dict[str, int]]:
@@ -436,12 +440,12 @@ def _pick(links: pl.DataFrame, *, descending: bool) -> dict[int, int]:
     return dict(best.select("r", "a").iter_rows())
 
 
-def _series(empty: tuple[DailyCounts, ...], first: int, per_day: Mapping[int, list[int]]) -> tuple[DailyCounts, ...]:
-    if not per_day:
+def _series(empty: tuple[DailyCounts, ...], active: Sequence[tuple[int, DailyCounts]]) -> tuple[DailyCounts, ...]:
+    if not active:
         return empty
     days = list(empty)
-    for d, tally in per_day.items():
-        days[d - first] = DailyCounts(empty[d - first].day, Counts(*tally))
+    for i, day in active:
+        days[i] = day
     return tuple(days)
 
 

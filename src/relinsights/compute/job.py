@@ -164,7 +164,7 @@ class Prepared:
         return SnapshotRow(
             entity=str(k.record.entity),
             record_id=k.record.id,
-            packed_payload=self.packer.pack(orjson.dumps(kpi_payload(k))),
+            packed_payload=self.packer.pack(kpi_payload(k)),
             fingerprint=fingerprint,
             stable_until=stable_until(
                 lambda: self.table.moments(self.links.pairs(k.record)[0::2]), self.as_of, self.settings, k.health

@@ -17,6 +17,8 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
+import orjson
+
 from relinsights.analytics import Counts, Health, Interaction, RecordKpis, SideResponse, TopContact
 from relinsights.analytics.kpis import NO_COUNTS, SERIES_DAYS
 from relinsights.analytics.timeutil import as_utc, local_date
@@ -91,8 +93,12 @@ def _health(h: Health | None) -> dict[str, Any] | None:
     }
 
 
-def kpi_payload(k: RecordKpis) -> dict[str, Any]:
+def kpi_payload(k: RecordKpis) -> bytes:
     """The JSON payload of one record's KPIs (keys are the public names: keep them stable)."""
+    return orjson.dumps(_payload(k))
+
+
+def _payload(k: RecordKpis) -> dict[str, Any]:
     r = k.responses
     return {
         "version": PAYLOAD_VERSION,
@@ -113,9 +119,10 @@ def kpi_payload(k: RecordKpis) -> dict[str, Any]:
         "next_interaction": _interaction(k.next_interaction),
         "top_contacts_ours": [_contact(t) for t in k.top_contacts_ours],
         "top_contacts_theirs": [_contact(t) for t in k.top_contacts_theirs],
-        # Most days share the one empty Counts: skipped by identity before adding anything up.
+        # Most days share the one empty Counts: skipped by identity before adding anything up. A day's
+        # Counts is left for orjson to write (a dataclass: its fields are COUNT_KEYS, in order).
         "relationship_activities": {
-            d.day.isoformat(): _counts(d.counts) for d in k.daily if d.counts is not NO_COUNTS and d.counts.total
+            d.day.isoformat(): d.counts for d in k.daily if d.counts is not NO_COUNTS and d.counts.total
         },
         "health": _health(k.health),
         "link_reasons": dict(k.reasons),

@@ -28,8 +28,9 @@ SNAPSHOT_CHUNK = 1000
 class PayloadPacker:
     """Compresses the JSON payloads a run holds until it writes them, all of them at once.
 
-    zlib with the run's first payload as preset dictionary (payloads repeat the same keys): about an
-    eighth of their size, for some 40 microseconds a record packed and unpacked."""
+    zlib with the run's first payload as preset dictionary (payloads repeat the same keys), at its fastest
+    level: about a seventh of their size (level 6: a tenth, for 1.5x the time), for some 40 microseconds a
+    record packed and unpacked."""
 
     __slots__ = ("_zdict",)
 
@@ -39,7 +40,7 @@ class PayloadPacker:
     def pack(self, payload: bytes) -> bytes:
         if self._zdict is None:
             self._zdict = payload
-        z = zlib.compressobj(6, zdict=self._zdict)
+        z = zlib.compressobj(1, zdict=self._zdict)
         return z.compress(payload) + z.flush()
 
     def unpack(self, packed: bytes) -> bytes:
