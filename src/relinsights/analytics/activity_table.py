@@ -208,9 +208,11 @@ class ActivityTable:
         recent = frames.acts.filter(pl.col("t").is_between(decay_from, us(self.as_of))).select("kind", "t").unique()
         weight = [kind_weight(k, s) for k in _KINDS]
         now, before = us(self.as_of), us(self.before)
+        # (from the columns as lists: a third faster than row tuples)
+        pairs = list(zip(recent.get_column("kind").to_list(), recent.get_column("t").to_list(), strict=True))
         weights = recent.with_columns(
-            decay_now=pl.Series([weight[k] * decay(now - t) for k, t in recent.iter_rows()], dtype=pl.Float64),
-            decay_before=pl.Series([weight[k] * decay(before - t) for k, t in recent.iter_rows()], dtype=pl.Float64),
+            decay_now=pl.Series([weight[k] * decay(now - t) for k, t in pairs], dtype=pl.Float64),
+            decay_before=pl.Series([weight[k] * decay(before - t) for k, t in pairs], dtype=pl.Float64),
         )
         acts = frames.acts.with_row_index("a").with_columns(pl.col("a").cast(pl.Int32))
         if threads is None:

@@ -166,14 +166,16 @@ class _Frames:
     def records(self, health_for: set[RecordRef]) -> Iterator[RecordKpis]:
         s, as_of = self.settings, self.as_of
         lookback = timedelta(days=s.lookback_days)
-        counted = self.links.filter(completed(self.as_of) & (pl.col("t") >= us(as_of - lookback))).select(_COUNTED)
+        # Lazy, so that a filter copies only the columns read after it (a batch's links carry them all).
+        links = self.links.lazy()
+        counted = links.filter(completed(self.as_of) & (pl.col("t") >= us(as_of - lookback))).select(_COUNTED).collect()
         counts = _tallies(counted.group_by("r", "kind", "dir").len())
         members = self._member_rows(counted)
         team, customer = self._time_spent(counted, members)
         turns = self._turns(counted.filter(pl.col("kind") == EMAIL), as_of)
         responses = self._responses(turns)
         last = _pick(counted, descending=True)
-        nxt = _pick(self.links.filter((pl.col("kind") != EMAIL) & (pl.col("t") > us(as_of))), descending=False)
+        nxt = _pick(links.filter((pl.col("kind") != EMAIL) & (pl.col("t") > us(as_of))), descending=False)
         ours = self._top(self.table.internal_attending(counted.select("r", "a", "kind", "t")), "person")
         theirs = self._top(members.filter(pl.col("attended")), "who")
         last_day = local_date(as_of, s.zone)
@@ -351,10 +353,12 @@ class _Frames:
             for direction in (0, 1)
         ]
         rows = (
-            self.links.filter(completed(self.as_of) & pl.col("day").is_between(first, first + SERIES_DAYS - 1))
+            self.links.lazy()
+            .filter(completed(self.as_of) & pl.col("day").is_between(first, first + SERIES_DAYS - 1))
             .group_by("r", "day")
             .agg(*(t.alias(f"c{i}") for i, t in enumerate(tallies)))
             .with_columns(pl.col("day") - first)
+            .collect()
         )
         made: dict[tuple[int, ...], DailyCounts] = {}
         out: dict[int, list[tuple[int, DailyCounts]]] = {}
@@ -384,7 +388,7 @@ class _Frames:
         lookback_start = us(at - timedelta(days=s.lookback_days))
         window_start = us(at - timedelta(days=s.kpi.health.window_days))
         decay = "decay_now" if at == self.as_of else "decay_before"
-        done = self.links.filter(pl.col("r").is_in(wanted) & completed(at))
+        done = self.links.lazy().filter(pl.col("r").is_in(wanted) & completed(at)).select(*_COUNTED, decay).collect()
         lookback = done.filter(pl.col("t") >= lookback_start)
         if turns is None:
             turns = self._turns(lookback.filter(pl.col("kind") == EMAIL), at)
@@ -430,12 +434,15 @@ def completed(at: datetime) -> pl.Expr:
     )
 
 
-def _pick(links: pl.DataFrame, *, descending: bool) -> dict[int, int]:
+def _pick(links: pl.LazyFrame | pl.DataFrame, *, descending: bool) -> dict[int, int]:
     """Per record, the activity with the greatest (or least) (time, key)."""
     best = (
-        links.sort(["r", "t", "krank"], descending=[False, descending, descending])
+        links.lazy()
+        .select("r", "a", "t", "krank")
+        .sort(["r", "t", "krank"], descending=[False, descending, descending])
         .group_by("r", maintain_order=True)
         .first()
+        .collect()
     )
     return dict(best.select("r", "a").iter_rows())
 
