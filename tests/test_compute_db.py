@@ -8,6 +8,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 from conftest import tenant_config
 from relinsights.analytics.frames import us
 from relinsights.cli import app
-from relinsights.compute import bulk_read, compute_payloads, compute_tenant, prepare
+from relinsights.compute import bulk_read, compute_payloads, compute_tenant, load, prepare
 from relinsights.compute.child import ComputeFailed, compute_in_child, run_in_child
 from relinsights.compute.report import ComputeReport
 from relinsights.compute.schedule import compute_due, daily_slot
@@ -716,6 +717,53 @@ def test_messages_are_read_with_their_graph_ids_ranked_and_the_ids_only_where_a_
         [f"email:graph:{g}" for g in ("Ωmega", "beta", "gamma")]
         + ["email:<z@fabrikam.com>", "email:<a@fabrikam.com>", "email:<e@fabrikam.com>", "email:<7@fabrikam.com>"]
     )
+
+
+@pytest.mark.parametrize("reader", ["small", "large"])
+def test_a_message_stored_while_the_readers_ran_waits_for_the_next_run_and_the_rest_are_read_whole(
+    engine: Engine, tenant: TenantConfig, reader: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ranks of the Graph ids come from a query of their own: a message its reader did not see (stored
+    while the readers ran) is left for the next run; every other message keeps its rank, owner and columns."""
+    monkeypatch.setattr(bulk_read, "PROCESS_READ_ROWS", 0 if reader == "large" else 10**9)
+    rows = Rows(engine, tenant)
+    rows.mailboxes(BOB, CARL)
+    pks = [
+        rows.insert(
+            Message,
+            mailbox_pk=rows.mailbox[box],
+            graph_id=f"g{i}",
+            internet_message_id=f"<m{i}@fabrikam.com>",
+            conversation_id=f"conv{i}",
+            from_address=ANN,
+            sender_address=ANN,
+            sent_at=at(f"2026-03-0{i + 1} 09:00"),
+            is_draft=False,
+            seen_round=1,
+        )
+        for i, box in enumerate((BOB, CARL, BOB))
+    ]
+    late = pks[1]
+    real = load.bulk_reader
+
+    @contextmanager
+    def rank_reader_missed_one(conn: Any, rows_hint: int) -> Iterator[Any]:
+        with real(conn, rows_hint) as read:
+
+            def reading(queries: list[Any]) -> list[Any]:
+                out = read(queries)
+                if len(out) == 3:  # the mail read: messages, their ranks, recipients
+                    out[1] = out[1].filter(out[1].get_column("m").cast(int) != late)
+                return out
+
+            yield reading
+
+    monkeypatch.setattr(load, "bulk_reader", rank_reader_missed_one)
+    got = prepare(engine, tenant, T).inputs.messages.messages
+    assert got.select("m", "source", "mailbox", "internet_message_id", "conversation_id").rows() == [
+        (pks[0], 1, BOB, "<m0@fabrikam.com>", "conv0"),
+        (pks[2], 3, BOB, "<m2@fabrikam.com>", "conv2"),
+    ]
 
 
 def test_id_ranges_split_the_ids_up_to_the_last_and_leave_the_last_part_open(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -289,21 +289,28 @@ def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[in
                 ),
             ]
         )
-    messages = (
-        messages.with_columns(
-            pl.col("m", "box").cast(pl.Int64),
-            graph_id=_text(messages.get_column("graph_id")),
-            sent=utc_micros(messages.get_column("sent")),
-            is_draft=pl.lit(False),
-            references=pl.lit([], dtype=pl.List(pl.String)),
-            **{c: _text(messages.get_column(c)) for c in texts},
-        )
-        # (a message without a rank came or went while the readers ran: the next run reads it as it is then)
-        .join(ranks.cast(pl.Int64), on="m", how="inner")
-        .join(_owners(scoped), on="box", how="left")
-        .select(list(MAIL_SCHEMA))
-        .cast(MAIL_SCHEMA)
+    # The rank and the owner joined to the ids alone, then set beside the rows: joining the rows themselves
+    # gathered every column of a year of mail again (0.5 GB more at 2,000,000 activities).
+    keys = (
+        messages.select(pl.col("m", "box").cast(pl.Int64))
+        .join(ranks.cast(pl.Int64), on="m", how="left", maintain_order="left")
+        .join(_owners(scoped), on="box", how="left", maintain_order="left")
     )
+    messages = messages.with_columns(
+        keys.get_column("m"),
+        keys.get_column("source"),
+        keys.get_column("mailbox"),
+        graph_id=_text(messages.get_column("graph_id")),
+        sent=utc_micros(messages.get_column("sent")),
+        is_draft=pl.lit(False),
+        references=pl.lit([], dtype=pl.List(pl.String)),
+        **{c: _text(messages.get_column(c)) for c in texts},
+    ).select(list(MAIL_SCHEMA))
+    del keys
+    unranked = messages.get_column("source").is_null()
+    if unranked.any():  # it came or went while the readers ran: the next run reads it as it is then
+        messages = messages.filter(~unranked)
+    messages = messages.cast(MAIL_SCHEMA)
     # A message's recipients in the order they were stored (the order of its To and Cc lists).
     recipients = recipients.sort("seq").drop("seq").cast(RECIPIENT_SCHEMA)
     return MailRows(messages, recipients)
