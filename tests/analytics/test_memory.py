@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from unittest.mock import patch
 
 import polars as pl
 import pytest
@@ -23,11 +24,12 @@ from relinsights.analytics import (
     PhoneCall,
     RecordIndex,
     Settings,
+    activity_table,
     assign_threads,
     build_activities,
     match_activities,
 )
-from relinsights.analytics.activity_table import settle_threads, thread_groups
+from relinsights.analytics.activity_table import settle_threads, thread_groups, token_hashes
 from relinsights.analytics.frames import KIND, FrameActivities, frames_of
 from relinsights.analytics.matching import LinkTable
 
@@ -257,6 +259,22 @@ def test_settled_threads_are_the_same_threads_and_hold_none_of_the_ids(activitie
         frames.acts.drop("message_id", "conversations", "reply_to")
     )
     assert settled.parts.equals(frames.parts)
+
+
+@settings(deadline=None)
+@given(thread_inputs())
+def test_threads_are_the_same_where_ids_share_a_hash(activities: list[Activity]) -> None:
+    """Emails naming the same id are found by the id's hash; where two ids share it, the second hash tells
+    them apart and the ids themselves are grouped: here every id has the same first hash."""
+    acts = list({a.key: a for a in reversed(activities)}.values())
+    frames = frames_of(acts)
+
+    def colliding(tokens: pl.Series) -> tuple[pl.Series, pl.Series]:
+        return pl.zeros(tokens.len(), pl.UInt64, eager=True), token_hashes(tokens)[1]
+
+    with patch.object(activity_table, "token_hashes", colliding):
+        settled = settle_threads(frames)
+    assert assign_threads(FrameActivities(settled)) == assign_threads(acts)
 
 
 def test_frame_activities_let_their_frames_go_and_keep_their_length() -> None:
