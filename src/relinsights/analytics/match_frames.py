@@ -90,17 +90,6 @@ def match_frames(frames: ActivityFrames, index: RecordIndex, activities: Sequenc
 
     owners = _domain_owners(ext.get_column("address").drop_nulls().unique(), index, tables)
     hits = _hits(ext, owners, frames.acts, index, tables)
-    links = _Links.of(hits)
-    links = links.take(_clear_failed(links, frames, tables))
-    sets, set_of = _members(links, hits)
-    # A shape key: member * _MASK_SPAN + mask, member 0 for nobody, 1 + pid for one person, 1 + len(persons) + i
-    # for the i-th set of several.
-    single = np.where(links.lo == _NOBODY, 0, links.lo.astype(np.int64) + 1)
-    member = np.where(set_of >= 0, set_of + 1 + len(persons), single).astype(np.uint64)
-    sid, keys = _number(member * np.uint64(_MASK_SPAN) + links.mask, links)
-    shapes = _shapes(keys, persons.to_list(), sets)
-    rows = _rows(links, sid, tables, index)
-
     counts = dict(
         ext.join(owners.filter(pl.col("dom").is_not_null()), on="address")
         .select("a", "dom")
@@ -109,6 +98,22 @@ def match_frames(frames: ActivityFrames, index: RecordIndex, activities: Sequenc
         .len()
         .iter_rows()
     )
+    # Each step's arrays are let go as soon as the next is made (millions of links: all of them held at
+    # once were 0.5 GB at 2,000,000 activities, the peak of matching).
+    del ext, owners
+    links = _Links.of(hits)
+    links = links.take(_clear_failed(links, frames, tables))
+    sets, set_of = _members(links, hits)
+    del hits
+    # A shape key: member * _MASK_SPAN + mask, member 0 for nobody, 1 + pid for one person, 1 + len(persons) + i
+    # for the i-th set of several.
+    single = np.where(links.lo == _NOBODY, 0, links.lo.astype(np.int64) + 1)
+    member = np.where(set_of >= 0, set_of + 1 + len(persons), single).astype(np.uint64)
+    del single, set_of
+    sid, keys = _number(member * np.uint64(_MASK_SPAN) + links.mask, links)
+    del member
+    shapes = _shapes(keys, persons.to_list(), sets)
+    rows = _rows(links, sid, tables, index)
     ambiguous = tuple(
         AmbiguousDomain(dom, ids, counts.get(dom, 0)) for dom, ids in sorted(index.shared_domains.items())
     )
