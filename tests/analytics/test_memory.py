@@ -29,7 +29,7 @@ from relinsights.analytics import (
     build_activities,
     match_activities,
 )
-from relinsights.analytics.activity_table import settle_threads, thread_groups, token_hashes
+from relinsights.analytics.activity_table import settle_threads, settled_groups, thread_groups, token_hashes
 from relinsights.analytics.frames import KIND, FrameActivities, frames_of
 from relinsights.analytics.matching import LinkTable
 
@@ -247,7 +247,11 @@ def test_settled_threads_are_the_same_threads_and_hold_none_of_the_ids(activitie
     settled = settle_threads(frames)
     # Both engines find the threads they found over the ids, named as they were (each by its smallest key).
     assert assign_threads(FrameActivities(settled)) == assign_threads(acts)
-    assert _partition(thread_groups(settled.acts).to_list()) == _partition(thread_groups(frames.acts).to_list())
+    threads = _partition(thread_groups(frames.acts).to_list())
+    assert _partition(thread_groups(settled.acts).to_list()) == threads
+    # The frames say so, and the activity table then reads each email's thread from its token.
+    assert settled.settled and not frames.settled
+    assert _partition(settled_groups(settled.acts).to_list()) == threads
     # What an email keeps of its ids is one short token; everything else is as it was.
     emails = settled.acts.filter(pl.col("kind") == KIND[Kind.EMAIL])
     assert emails.get_column("message_id").null_count() == emails.height

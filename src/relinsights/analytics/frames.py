@@ -153,6 +153,8 @@ def people_of(rules: PartyRules, raw: pl.Series) -> pl.DataFrame:
 class ActivityFrames:
     acts: pl.DataFrame  # ACT_SCHEMA, sorted by (t, key): row i is activity i
     parts: pl.DataFrame  # PART_SCHEMA, grouped by activity in row order, each activity's participants in order
+    # Each email's thread ids replaced by one token naming its thread (activity_table.settle_threads).
+    settled: bool = False
 
     def __len__(self) -> int:
         return self.acts.height
@@ -170,7 +172,7 @@ class ActivityFrames:
         activities: 0.3 GB more held from matching to the end of a run)."""
 
         fresh = pl.col(pl.String).cast(pl.Binary).cast(pl.String)
-        return ActivityFrames(self.acts.with_columns(fresh), self.parts.with_columns(fresh))
+        return ActivityFrames(self.acts.with_columns(fresh), self.parts.with_columns(fresh), self.settled)
 
     @staticmethod
     def combine(
@@ -200,7 +202,7 @@ class ActivityFrames:
         new = both.get_column("src").arg_sort().cast(pl.Int32)
         for i, start in enumerate(starts[:-1]):
             parts[i] = parts[i].with_columns(a=new.gather(parts[i].get_column("a") + start))
-        return ActivityFrames(both.drop("src"), by_activity(parts))
+        return ActivityFrames(both.drop("src"), by_activity(parts), settled=settle is not None)
 
 
 def by_activity(frames: list[pl.DataFrame]) -> pl.DataFrame:
