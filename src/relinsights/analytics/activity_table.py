@@ -233,6 +233,7 @@ class ActivityTable:
         # (The participant rows are grouped by activity, each activity's in order: ActivityFrames.)
         internal = frames.parts.select("a", "person", "internal").filter(pl.col("internal"))
         party = internal.filter(pl.col("a").is_first_distinct()).join(people, on="person").select("a", party="pc")
+        del internal  # (each step's rows let go as soon as it is done: this step is the table's peak)
         # The initiator is an activity's first participant, when it is a sender or organizer.
         first = (
             frames.parts.lazy()
@@ -260,6 +261,7 @@ class ActivityTable:
             decay_now=pl.Series([weight[k] * decay(now - t) for k, t in pairs], dtype=pl.Float64),
             decay_before=pl.Series([weight[k] * decay(before - t) for k, t in pairs], dtype=pl.Float64),
         )
+        del recent, pairs
         # (only what the table keeps: the joins below gather every column they are given)
         acts = frames.acts.select(
             pl.int_range(frames.acts.height, dtype=pl.Int32).alias("a"),
