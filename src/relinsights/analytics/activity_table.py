@@ -213,9 +213,8 @@ class ActivityTable:
             schema={"address": pl.String, "addr": pl.Int32},
         )
         self.parts = (
-            frames.parts.lazy()
-            .join(people.lazy(), on="person", how="left")
-            .join(addresses.lazy(), on="address", how="left")
+            frames.parts.join(people, on="person", how="left")
+            .join(addresses, on="address", how="left")
             .select(
                 "a",
                 person="pc",
@@ -227,7 +226,6 @@ class ActivityTable:
                 # What a fingerprint knows of a participant, stable across runs (codes above are not).
                 p_h=pl.struct("person", "internal", "role", "address", "attended").hash(_SEED),
             )
-            .collect()
         )
         # An interaction's internal party (kpis.interaction_of): the activity's first internal participant.
         # (The participant rows are grouped by activity, each activity's in order: ActivityFrames.)
