@@ -42,6 +42,7 @@ _SEED = 0x5EED  # fixed, so a fingerprint is the same in every process
 _SEED2 = 0xC0FFEE
 _INITIATORS = [ROLE[Role.FROM], ROLE[Role.ORGANIZER]]
 _KINDS, _DIRECTIONS = list(KIND), list(DIRECTION)
+_KEPT = ("kind", "dir", "t", "end", "pending", "all_day", "dur")  # the activities' own columns the table keeps
 
 
 def _h64(text: str) -> int:
@@ -261,17 +262,7 @@ class ActivityTable:
         )
         del recent, pairs
         # (only what the table keeps: the joins below gather every column they are given)
-        acts = frames.acts.select(
-            pl.int_range(frames.acts.height, dtype=pl.Int32).alias("a"),
-            "kind",
-            "dir",
-            "t",
-            "end",
-            "pending",
-            "all_day",
-            "dur",
-            "key",
-        )
+        acts = frames.acts.select(pl.int_range(frames.acts.height, dtype=pl.Int32).alias("a"), *_KEPT, "key")
         if threads is None:
             acts = acts.with_columns(group=(settled_groups if frames.settled else thread_groups)(frames.acts))
         else:  # as given (the per-record reference's own threads); an email not in them is a thread of its own
@@ -305,13 +296,7 @@ class ActivityTable:
             at=at,
         ).select(
             "a",
-            "kind",
-            "dir",
-            "t",
-            "end",
-            "pending",
-            "all_day",
-            "dur",
+            *_KEPT,
             # Thread codes are this run's; a fingerprint needs the thread's own (stable) name.
             thread=pl.col("group").fill_null(-1).cast(pl.Int32),
             thread_h=thread_hashes(acts.get_column("group"), key_h),

@@ -345,7 +345,7 @@ class _Frames:
         """The 60-day series `days`: per record, (position in `days`, that day's six counts) of its active days.
 
         A day's counts come out of polars as one row; equal ones are made once (most records' days repeat a
-        few small tallies), so a year of records makes some thousands of objects, not a million."""
+        few small tallies): not two objects per record and day."""
         first = days[0].toordinal()
         tallies = [
             ((pl.col("kind") == kind) & (pl.col("dir") == direction)).sum().cast(pl.Int64)
