@@ -308,39 +308,41 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
     # Copies in source order ("graph:" and the Graph id: the ids' own order, `source`) give the conversations
     # and replies; in (mailbox, source) order ("primary", `prank`) the sender, message id and recipients.
     # Ranks and sorts within each message, not sorts of the whole year of copies.
-    # (The Graph ids freed before the joins: nothing else holds the copies' frame.)
-    copies = copies.drop("graph_id")
-    copies = (
+    # (The Graph ids and the raw addresses are not kept: nothing else holds the read's copies.)
+    # The senders and mailboxes resolved by joins of the three address columns alone, set beside the copies:
+    # joining the copies themselves gathered every column of a year of mail again, twice.
+    sent_by = (
         copies.lazy()
-        .join(resolved("from_address", "f_").lazy(), on="from_address", how="left")
-        .join(resolved("sender_address", "s_").lazy(), on="sender_address", how="left")
-        .join(boxes.lazy(), on="mailbox", how="left")
-        .with_columns(
-            [
-                pl.when(pl.col("f_person").is_not_null()).then(pl.col(f"f_{x}")).otherwise(pl.col(f"s_{x}")).alias(x)
-                for x in ("person", "kind", "addr", "pid")
-            ]
-        )
+        .select("from_address", "sender_address", "mailbox")
+        .join(resolved("from_address", "f_").lazy(), on="from_address", how="left", maintain_order="left")
+        .join(resolved("sender_address", "s_").lazy(), on="sender_address", how="left", maintain_order="left")
+        .join(boxes.lazy(), on="mailbox", how="left", maintain_order="left")
         .select(
+            "box",
+            *(
+                pl.when(pl.col("f_person").is_not_null()).then(pl.col(f"f_{x}")).otherwise(pl.col(f"s_{x}")).alias(y)
+                for x, y in (("person", "s_person"), ("kind", "s_kind"), ("addr", "s_addr"), ("pid", "s_pid"))
+            ),
+        )
+        .collect()
+    )
+    copies = (
+        copies.select(
             "m",
             "gid",
             "source",
-            "box",
             "sent",
             "mid",
             # The conversation id's own string: "graph:" goes before it once per activity, further on.
             conv=pl.when(pl.col("conversation_id") != "").then(pl.col("conversation_id")),
             replies="replies",
-            s_person="person",
-            s_kind="kind",
-            s_addr="addr",
-            s_pid="pid",
         )
+        .with_columns(sent_by)
         # (a mailbox's Graph ids are distinct: no ties for the order to break)
         .with_columns(prank=pl.arg_sort_by("box", "source").arg_sort())
         .drop("box")
-        .collect()
     )
+    del sent_by
     # Keys (`gid`), conversation and message ids are views of the read's strings until the activities are
     # made; copies are told their activity by number (`ms`), not by joining on the key again.
     acts = _merged(copies)
