@@ -40,6 +40,7 @@ OURS, THEIRS = 0, 1  # an email's side: sent by us / by the customer (responses.
 EMAIL = KIND[Kind.EMAIL]
 _SEED = 0x5EED  # fixed, so a fingerprint is the same in every process
 _SEED2 = 0xC0FFEE
+_THREAD = "t"  # a settled email's one thread token: this and its thread's number (settle_threads)
 _INITIATORS = [ROLE[Role.FROM], ROLE[Role.ORGANIZER]]
 _KINDS, _DIRECTIONS = list(KIND), list(DIRECTION)
 _KEPT = ("kind", "dir", "t", "end", "pending", "all_day", "dur")  # the activities' own columns the table keeps
@@ -124,7 +125,7 @@ def settled_groups(acts: pl.DataFrame) -> pl.Series:
     token names (the same threads, numbered otherwise), without finding them again."""
     email = pl.col("kind") == EMAIL
     return acts.select(
-        pl.when(email).then(pl.col("conversations").list.first().str.slice(1).cast(pl.Int64))
+        pl.when(email).then(pl.col("conversations").list.first().str.slice(len(_THREAD)).cast(pl.Int64))
     ).to_series()
 
 
@@ -148,7 +149,7 @@ def settled_acts(acts: pl.DataFrame) -> pl.DataFrame:
     return acts.with_columns(
         message_id=pl.when(email).then(pl.lit(None, dtype=pl.String)).otherwise(pl.col("message_id")),
         conversations=pl.when(email)
-        .then(pl.concat_list(pl.concat_str(pl.lit("t"), pl.lit(group).cast(pl.String))))
+        .then(pl.concat_list(pl.concat_str(pl.lit(_THREAD), pl.lit(group).cast(pl.String))))
         .otherwise(pl.col("conversations")),
         reply_to=pl.when(email).then(pl.lit([], dtype=pl.List(pl.String))).otherwise(pl.col("reply_to")),
     )
