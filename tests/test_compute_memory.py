@@ -22,6 +22,8 @@ def test_payloads_wait_packed_and_come_back_byte_for_byte() -> None:
         orjson.dumps({"version": 1, "daily": {f"2026-01-{d:02d}": {"emails_sent": d * n} for d in range(1, 29)}})
         for n in range(1, 6)
     ] + [orjson.dumps({"name": "Zoë ✓", "top": []}), b"{}"]
+    # Larger than the packer's window, and not like the dictionary: still whole.
+    payloads.append(orjson.dumps({"ids": [f"<{n * 7919 % 100_003:x}@example.com>" for n in range(3000)]}))
     packed = [packer.pack(p) for p in payloads]
     assert [packer.unpack(z) for z in packed] == payloads
     assert sum(map(len, packed[1:5])) * 4 < sum(map(len, payloads[1:5]))  # the first one is the dictionary

@@ -30,7 +30,15 @@ from relinsights.analytics import (
     match_activities,
 )
 from relinsights.analytics.activity_table import settle_threads, settled_groups, thread_groups, token_hashes
-from relinsights.analytics.frames import KIND, FrameActivities, frames_of
+from relinsights.analytics.frames import (
+    ACT_SCHEMA,
+    KIND,
+    PART_SCHEMA,
+    ActivityFrames,
+    FrameActivities,
+    frames_of,
+    places,
+)
 from relinsights.analytics.matching import LinkTable
 
 from .factory import copies, event_copy, mail, meeting, rules
@@ -292,3 +300,36 @@ def test_frame_activities_let_their_frames_go_and_keep_their_length() -> None:
     assert len(lazy) == 2 and lazy.frames.acts.height == 0 and lazy.frames.parts.height == 0
     with pytest.raises(IndexError):
         lazy[0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.one_of(st.none(), st.integers(0, 4)), st.text("ab<>", min_size=1, max_size=4)),
+        unique_by=lambda row: row[1],
+        max_size=30,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_combined_activities_are_in_time_then_key_order_and_their_places_say_so(
+    rows: list[tuple[int | None, str]], rnd: object
+) -> None:
+    """Activities combined are sorted by (time, key), nulls first; the participants follow their activities; an
+    activity's place (what stands in for its key when the rows are in another order) is its rank by both."""
+    rnd.shuffle(rows)  # type: ignore[attr-defined]
+    acts = pl.DataFrame(rows, schema={"t": pl.Int64, "key": pl.String}, orient="row")
+    assert places(acts).to_list() == acts.select(pl.struct("t", "key").rank("ordinal") - 1).to_series().to_list()
+    first = frames_of([])
+    piece = ActivityFrames(
+        acts.with_columns(**{c: pl.lit(None, dtype=d) for c, d in ACT_SCHEMA.items() if c not in ("t", "key")}).select(
+            list(ACT_SCHEMA)
+        ),
+        pl.DataFrame(
+            {"a": range(len(rows)), "person": [k for _, k in rows]}, schema={"a": pl.Int32, "person": pl.String}
+        ).with_columns(**{c: pl.lit(None, dtype=d) for c, d in PART_SCHEMA.items() if c not in ("a", "person")}),
+    )
+    both = ActivityFrames.combine([first, piece])
+    ordered = sorted(rows, key=lambda row: (row[0] is not None, row[0] or 0, row[1]))
+    assert both.acts.select("t", "key").rows() == ordered
+    # Each participant (here named after its activity's key) points at its activity's new row.
+    assert both.parts.select("a", "person").rows() == [(i, k) for i, (_, k) in enumerate(ordered)]

@@ -27,6 +27,7 @@ from relinsights.analytics.frames import (
     FrameActivities,
     at_us,
     frames_of,
+    places,
     us,
 )
 from relinsights.analytics.health import TREND_DAYS, decay, kind_weight
@@ -313,8 +314,9 @@ class ActivityTable:
             .cast(pl.Int32),
             decay_now=pl.col("decay_now").fill_null(0.0),
             decay_before=pl.col("decay_before").fill_null(0.0),
-            # Keys are only ever compared (ties on time) and fingerprinted: their rank and hash stand in.
-            krank=pl.col("a") if in_order else pl.col("key").rank("ordinal").cast(pl.Int32),
+            # Keys are only ever compared (ties on time) and fingerprinted: the activity's place in (time, key)
+            # order and the key's hash stand in. The place alone orders activities by (time, key).
+            krank=pl.col("a") if in_order else places(frames.acts.select("t", "key")).cast(pl.Int32),
             key_h=key_h,
         )
 

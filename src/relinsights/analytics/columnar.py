@@ -262,7 +262,7 @@ class _Frames:
     def _turns(self, emails: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
         """The turns of 5.1 of every record's emails as of T (responses.build_turns): one row per turn."""
         window = us_delta(timedelta(hours=self.settings.kpi.response_window_hours))
-        e = emails.select("r", "a", "t", "krank", "thread", "side", "opener").sort("r", "thread", "t", "krank")
+        e = emails.select("r", "a", "t", "krank", "thread", "side", "opener").sort("r", "thread", "krank")
         group_start = (pl.col("r") != pl.col("r").shift(1)) | (pl.col("thread") != pl.col("thread").shift(1))
         e = e.with_columns(group_start=group_start.fill_null(True))
         e = e.with_columns(
@@ -435,16 +435,10 @@ def completed(at: datetime) -> pl.Expr:
 
 
 def _pick(links: pl.LazyFrame | pl.DataFrame, *, descending: bool) -> dict[int, int]:
-    """Per record, the activity with the greatest (or least) (time, key)."""
-    best = (
-        links.lazy()
-        .select("r", "a", "t", "krank")
-        .sort(["r", "t", "krank"], descending=[False, descending, descending])
-        .group_by("r", maintain_order=True)
-        .first()
-        .collect()
-    )
-    return dict(best.select("r", "a").iter_rows())
+    """Per record, the activity with the greatest (or least) (time, key): its `krank`."""
+    place = pl.col("krank").arg_max() if descending else pl.col("krank").arg_min()
+    best = links.lazy().group_by("r").agg(pl.col("a").get(place)).collect()
+    return dict(best.iter_rows())
 
 
 def _series(empty: tuple[DailyCounts, ...], active: Sequence[tuple[int, DailyCounts]]) -> tuple[DailyCounts, ...]:

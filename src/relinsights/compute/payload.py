@@ -31,6 +31,19 @@ def iso(value: datetime | None) -> str | None:
     return as_utc(value).isoformat() if value is not None else None
 
 
+class _DayKeys(dict[date, str]):
+    """Days' ISO dates, each made once, not once per record and day (a run writes a million)."""
+
+    def __missing__(self, day: date) -> str:
+        if len(self) > 4 * SERIES_DAYS:  # (a daemon's runs one after the other ask for the recent days)
+            self.clear()
+        key = self[day] = day.isoformat()
+        return key
+
+
+_DAY_KEYS = _DayKeys()
+
+
 def _counts(c: Counts) -> dict[str, int]:
     return {k: getattr(c, k) for k in COUNT_KEYS}
 
@@ -122,7 +135,7 @@ def _payload(k: RecordKpis) -> dict[str, Any]:
         # Most days share the one empty Counts: skipped by identity before adding anything up. A day's
         # Counts is left for orjson to write (a dataclass: its fields are COUNT_KEYS, in order).
         "relationship_activities": {
-            d.day.isoformat(): d.counts for d in k.daily if d.counts is not NO_COUNTS and d.counts.total
+            _DAY_KEYS[d.day]: d.counts for d in k.daily if d.counts is not NO_COUNTS and d.counts.total
         },
         "health": _health(k.health),
         "link_reasons": dict(k.reasons),
