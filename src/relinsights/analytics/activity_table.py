@@ -502,7 +502,7 @@ class _ByKey:
         if not len(self.keys):
             return np.zeros(len(keys), np.int64), np.zeros(len(keys), bool)
         # Searched in sorted order (about 6x faster: the searches walk the keys in step), then put back.
-        order = np.argsort(keys, kind="stable")
+        order = np.argsort(keys)  # (equal keys find the same row: no need for a stable sort, 2.5x slower)
         idx = np.empty(len(keys), np.int64)
         idx[order] = np.searchsorted(self.keys, keys[order])
         idx = np.minimum(idx, len(self.keys) - 1)
