@@ -314,8 +314,8 @@ class ActivityTable:
             .cast(pl.Int32),
             decay_now=pl.col("decay_now").fill_null(0.0),
             decay_before=pl.col("decay_before").fill_null(0.0),
-            # Keys are only ever compared (ties on time) and fingerprinted: the activity's place in (time, key)
-            # order and the key's hash stand in. The place alone orders activities by (time, key).
+            # Keys are only ever compared and fingerprinted: the activity's place in (time, key) order (which
+            # alone orders activities by time, then key) and the key's hash stand in.
             krank=pl.col("a") if in_order else places(frames.acts.select("t", "key")).cast(pl.Int32),
             key_h=key_h,
         )
