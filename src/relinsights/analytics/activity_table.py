@@ -27,7 +27,6 @@ from relinsights.analytics.frames import (
     FrameActivities,
     at_us,
     frames_of,
-    places,
     us,
 )
 from relinsights.analytics.health import TREND_DAYS, decay, kind_weight
@@ -316,7 +315,7 @@ class ActivityTable:
             decay_before=pl.col("decay_before").fill_null(0.0),
             # Keys are only ever compared and fingerprinted: the activity's place in (time, key) order (which
             # alone orders activities by time, then key) and the key's hash stand in.
-            krank=pl.col("a") if in_order else places(frames.acts.select("t", "key")).cast(pl.Int32),
+            krank=pl.col("a") if in_order else pl.arg_sort_by("t", "key").arg_sort().cast(pl.Int32),
             key_h=key_h,
         )
 

@@ -118,14 +118,6 @@ def as_python(values: pl.Series, columns: Callable[[pl.Expr], pl.Expr], python: 
     return out
 
 
-def places(rows: pl.DataFrame) -> pl.Series:
-    """Each row's place (0, 1, ...) among the rows sorted by all their columns in order (nulls first)."""
-    order = rows.select(pl.arg_sort_by(rows.columns)).to_series().to_numpy()
-    at = np.empty(len(order), np.int64)
-    at[order] = np.arange(len(order), dtype=np.int64)
-    return pl.Series(at)
-
-
 def split_keys(keyed: pl.DataFrame, keys: Collection[str], column: str = "key") -> tuple[pl.DataFrame, pl.DataFrame]:
     """(the rows whose key (`column`) is not among `keys`, the rows whose key is): the copies a column builder
     takes, and those of keys a CRM copy also has, which the object builder merges with it."""
