@@ -177,12 +177,15 @@ def test_graph_rejects_missing_bad_and_expired_tokens(shared_sandbox: SandboxSer
 
 
 def test_token_lifetime_is_configurable_and_enforced() -> None:
-    with SandboxServer(size="small", seed=3, token_lifetime=1) as sb:
+    # 3 seconds: a token's expiry is a whole second, so it holds for 2 to 3 seconds (1 second left the first
+    # call under a loaded machine's TLS handshake as little as no time: it failed once that way).
+    with SandboxServer(size="small", seed=3, token_lifetime=3) as sb:
         result = _msal(sb, sb.client_secret).acquire_token_for_client(scopes=[sb.graph_scope])
-        assert result["expires_in"] == 1
+        expired = time.time() + 3.1  # (the token was issued before now: it has expired by then)
+        assert result["expires_in"] == 3
         headers = {"Authorization": "Bearer " + result["access_token"]}
         assert httpx.get(f"{sb.graph_url}/domains", headers=headers, verify=sb.ssl_context()).status_code == 200
-        time.sleep(2.1)
+        time.sleep(max(0.0, expired - time.time()))
         assert httpx.get(f"{sb.graph_url}/domains", headers=headers, verify=sb.ssl_context()).status_code == 401
 
 
