@@ -38,7 +38,8 @@ def pipeline(work: Path) -> tuple[Engine, Any, int]:
     from relinsights.config import load_config
     from relinsights.crm.mirror import mirror_tenant
     from relinsights.db import make_engine, migrate
-    from relinsights.graph.sync import ensure_tenant, sync_tenant
+    from relinsights.db.tenants import ensure_tenant
+    from relinsights.graph.sync import sync_tenant
     from relinsights.sandbox.server import SandboxServer
 
     with SandboxServer(size="small", seed=1, state_dir=work / "sandbox") as server:

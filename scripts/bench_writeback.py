@@ -58,7 +58,8 @@ def main() -> None:
     from relinsights.crm.mirror import mirror_tenant
     from relinsights.crm.writeback import CrmContext, latest_snapshots, plan, writeback_tenant
     from relinsights.db import make_engine, migrate
-    from relinsights.graph.sync import ensure_tenant, sync_tenant
+    from relinsights.db.tenants import ensure_tenant
+    from relinsights.graph.sync import sync_tenant
     from relinsights.log import setup_logging
     from relinsights.sandbox.server import SandboxServer
 

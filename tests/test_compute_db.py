@@ -42,7 +42,7 @@ from relinsights.db.models import (
     WorkLease,
     table_of,
 )
-from relinsights.graph.sync import ensure_tenant
+from relinsights.db.tenants import ensure_tenant
 
 T = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 ANN, BOB, CARL, DAN = "ann@fabrikam.com", "bob@contoso.com", "carl@contoso.com", "dan@contoso.com"
@@ -406,9 +406,23 @@ def test_the_daemon_leaves_the_column_engine_to_its_computation_process() -> Non
     import subprocess
     import sys
 
-    probe = "import sys, relinsights.daemon; print([m for m in ('polars', 'numpy', 'scipy') if m in sys.modules])"
+    probe = "import sys, relinsights.daemon; print([m for m in ('polars', 'numpy') if m in sys.modules])"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"  # (about 60 MiB and a second of start-up less)
+
+
+def test_the_computation_process_leaves_the_sync_stack_to_the_daemon() -> None:
+    import subprocess
+    import sys
+
+    # What the computation's process imports (compute/child.py's target, and the job it runs).
+    probe = (
+        "import sys, relinsights.compute.child, relinsights.compute.job;"
+        " print(sorted({m.split('.')[0] for m in sys.modules}"
+        " & {'msgraph', 'kiota_http', 'msal', 'httpx', 'azure', 'alembic', 'mako', 'scipy'}))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"  # (about 55 MiB held through every step of a run)
 
 
 def dies(_out: Connection, code: int) -> None:

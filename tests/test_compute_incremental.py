@@ -14,7 +14,8 @@ from relinsights.compute import compute_payloads, compute_tenant
 from relinsights.compute.store import payloads_of
 from relinsights.config import TenantConfig, load_config
 from relinsights.crm.mirror import mirror_tenant
-from relinsights.graph.sync import ensure_tenant, sync_tenant
+from relinsights.db.tenants import ensure_tenant
+from relinsights.graph.sync import sync_tenant
 from relinsights.sandbox.generator import OrgSize, generate_org
 from relinsights.sandbox.server import SandboxServer
 

@@ -23,7 +23,8 @@ from relinsights.compute import compute_payloads, compute_tenant, job, prepare
 from relinsights.compute.store import payloads_of
 from relinsights.config import TenantConfig, load_config
 from relinsights.crm.mirror import mirror_tenant
-from relinsights.graph.sync import ensure_tenant, sync_tenant
+from relinsights.db.tenants import ensure_tenant
+from relinsights.graph.sync import sync_tenant
 from relinsights.sandbox.generator import NOISE_SENDERS, PROFILES
 from relinsights.sandbox.server import SandboxServer
 

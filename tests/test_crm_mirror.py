@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from relinsights.config import load_config
 from relinsights.crm.mirror import SETS, mirror_tenant, mirrored_rows
-from relinsights.graph.sync import ensure_tenant
+from relinsights.db.tenants import ensure_tenant
 from relinsights.sandbox.server import SandboxServer
 
 

@@ -23,7 +23,7 @@ from relinsights.db.models import (
     Tenant,
     table_of,
 )
-from relinsights.graph.sync import ensure_tenant, tenant_enabled
+from relinsights.db.tenants import ensure_tenant, tenant_enabled
 
 tenant_t, mailbox_t, message_t, event_t = table_of(Tenant), table_of(Mailbox), table_of(Message), table_of(Event)
 participant_t, attendee_t = table_of(MessageParticipant), table_of(EventAttendee)

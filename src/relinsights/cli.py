@@ -507,7 +507,7 @@ app.add_typer(kpis_app, name="kpis")
 
 
 def _tenant_rows(cfg: Config, engine: Any, tenant: str | None) -> list[tuple[TenantConfig, int]]:
-    from relinsights.graph.sync import ensure_tenant
+    from relinsights.db.tenants import ensure_tenant
 
     rows = []
     for t in [cfg.tenant(tenant)] if tenant else cfg.tenants:

@@ -38,7 +38,8 @@ from relinsights.crm.client import DataverseError
 from relinsights.crm.mirror import mirror_tenant
 from relinsights.crm.writeback import writeback_due, writeback_tenant
 from relinsights.db import make_engine, migrate
-from relinsights.graph.sync import ensure_tenant, sync_tenant
+from relinsights.db.tenants import ensure_tenant
+from relinsights.graph.sync import sync_tenant
 from relinsights.observability import Metrics, http_app
 from relinsights.retention import prune
 from relinsights.scheduling.leases import Leases

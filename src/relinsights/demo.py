@@ -21,7 +21,8 @@ from relinsights.crm.mirror import mirror_tenant
 from relinsights.crm.writeback import writeback_tenant
 from relinsights.db import make_engine, migrate
 from relinsights.db.models import Event, Mailbox, Message, MessageParticipant, table_of
-from relinsights.graph.sync import ensure_tenant, sync_tenant
+from relinsights.db.tenants import ensure_tenant
+from relinsights.graph.sync import sync_tenant
 from relinsights.report import write_report
 from relinsights.status import mailbox_statuses
 

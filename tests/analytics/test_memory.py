@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from unittest.mock import patch
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -29,7 +30,13 @@ from relinsights.analytics import (
     build_activities,
     match_activities,
 )
-from relinsights.analytics.activity_table import settle_threads, settled_groups, thread_groups, token_hashes
+from relinsights.analytics.activity_table import (
+    components,
+    settle_threads,
+    settled_groups,
+    thread_groups,
+    token_hashes,
+)
 from relinsights.analytics.frames import (
     ACT_SCHEMA,
     KIND,
@@ -236,6 +243,49 @@ def test_threads_join_through_ids_nobody_holds() -> None:
     for acts in (pair, pair[::-1]):
         assert assign_threads(acts) == _threads_by_search(acts)
         assert set(assign_threads(acts).values()) == {"email:<t@x>"}
+
+
+def _components_by_search(n: int, edges: list[tuple[int, int]]) -> list[int]:
+    """Each node's component named by its least node, by a plain search (the test's own reference)."""
+    near: dict[int, set[int]] = {}
+    for u, v in edges:
+        near.setdefault(u, set()).add(v)
+        near.setdefault(v, set()).add(u)
+    out = [-1] * n
+    for start in range(n):  # in increasing order: a component is first reached from its least node
+        if out[start] < 0:
+            out[start], todo = start, [start]
+            while todo:
+                for m in near.get(todo.pop(), ()):
+                    if out[m] < 0:
+                        out[m] = start
+                        todo.append(m)
+    return out
+
+
+@given(
+    st.integers(1, 40).flatmap(
+        lambda n: st.tuples(st.just(n), st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=60))
+    )
+)
+def test_components_equal_a_plain_search(graph: tuple[int, list[tuple[int, int]]]) -> None:
+    n, edges = graph
+    u, v = (np.array([e[i] for e in edges], dtype=np.int64) for i in (0, 1))
+    assert components(n, u, v).tolist() == _components_by_search(n, edges)
+
+
+def test_components_of_long_shuffled_chains_take_a_few_rounds() -> None:
+    # Paths whose nodes are numbered at random: each round hooks only some roots under smaller ones, so
+    # these need several rounds (a path numbered in order needs one).
+    rng = np.random.default_rng(7)
+    order = rng.permutation(5000)
+    paths = np.split(order, [1000, 3500])  # three paths of 1,000, 2,500 and 1,500 nodes
+    u = np.concatenate([p[:-1] for p in paths])
+    v = np.concatenate([p[1:] for p in paths])
+    labels = components(5000, v, u)
+    for p in paths:
+        assert set(labels[p].tolist()) == {int(p.min())}
+    assert components(3, np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == [0, 1, 2]
 
 
 def _partition(groups: list[int | None]) -> set[frozenset[int]]:

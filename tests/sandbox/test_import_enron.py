@@ -27,7 +27,8 @@ from relinsights.config import TenantConfig, load_config
 from relinsights.crm.mirror import mirror_tenant
 from relinsights.db import make_engine, migrate
 from relinsights.db.models import Mailbox, Message
-from relinsights.graph.sync import TenantSyncReport, ensure_tenant, sync_tenant
+from relinsights.db.tenants import ensure_tenant
+from relinsights.graph.sync import TenantSyncReport, sync_tenant
 from relinsights.sandbox.importer import ImportResult, import_archive
 from relinsights.sandbox.server import SandboxServer
 

@@ -59,7 +59,7 @@ from relinsights.compute.store import (
     write_similar,
 )
 from relinsights.config import TenantConfig
-from relinsights.graph.sync import ensure_tenant, tenant_enabled
+from relinsights.db.tenants import ensure_tenant, tenant_enabled
 
 log = structlog.get_logger(__name__)
 # A batch of records whose KPIs are computed together: up to this many records and links. The links bound

@@ -16,7 +16,7 @@ from relinsights.compute.store import last_run_started
 from relinsights.config import TenantConfig
 from relinsights.crm.mirror import SETS
 from relinsights.db.models import CrmCursor, Mailbox, Tenant, table_of
-from relinsights.graph.sync import tenant_enabled
+from relinsights.db.tenants import tenant_enabled
 
 UNFINISHED = ("pending", "syncing")
 

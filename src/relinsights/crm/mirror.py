@@ -345,7 +345,7 @@ def mirrored_rows(engine: Engine, tenant_pk: int, entity_set: str) -> list[dict[
 async def mirror_tenant(engine: Engine, tenant: TenantConfig, *, tokens: Any = None) -> MirrorReport:
     """One mirror round for a tenant; errors are kept on the tenant row (status shows them) and raised."""
     from relinsights.auth import TokenSource
-    from relinsights.graph.sync import ensure_tenant
+    from relinsights.db.tenants import ensure_tenant
 
     row = ensure_tenant(engine, tenant)
     if not tenant.dataverse_url or not tenant.dataverse_token_scope:

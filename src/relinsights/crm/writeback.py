@@ -462,7 +462,7 @@ async def writeback_tenant(
 ) -> WritebackReport:
     """Write the tenant's latest KPI snapshots to Dataverse (or, with `dry_run`, print what would be sent)."""
     from relinsights.auth import TokenSource
-    from relinsights.graph.sync import ensure_tenant
+    from relinsights.db.tenants import ensure_tenant
 
     started_wall, started = datetime.now(UTC), time.monotonic()
     tenant_pk = ensure_tenant(engine, tenant).id or 0

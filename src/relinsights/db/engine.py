@@ -6,15 +6,14 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -59,6 +58,10 @@ def _restrict(db_file: Path) -> None:
 
 
 def _alembic_config(engine: Engine) -> AlembicConfig:
+    # Alembic (about 20 MiB with Mako) is imported where migrations run, not by every user of an engine:
+    # the KPI computation's process never migrates.
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["engine"] = engine
@@ -67,11 +70,16 @@ def _alembic_config(engine: Engine) -> AlembicConfig:
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (idempotent; safe for several daemons on PostgreSQL)."""
+    from alembic import command
+
     command.upgrade(_alembic_config(engine), "head")
 
 
 def schema_status(engine: Engine) -> tuple[str | None, str]:
     """(current revision, newest revision) for admin checks."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(_alembic_config(engine))
     with engine.connect() as conn:
         current = MigrationContext.configure(conn).get_current_revision()

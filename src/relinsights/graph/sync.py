@@ -22,6 +22,7 @@ from sqlmodel import select as sm_select
 from relinsights.auth import CredentialError, TokenSource
 from relinsights.config import TenantConfig
 from relinsights.db.models import Mailbox, Tenant, table_of
+from relinsights.db.tenants import ensure_tenant, tenant_enabled
 from relinsights.graph.client import (
     GraphClient,
     GraphError,
@@ -60,24 +61,6 @@ class TenantSyncReport:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def ensure_tenant(engine: Engine, cfg: TenantConfig) -> Tenant:
-    with Session(engine, expire_on_commit=False) as s:
-        row = s.exec(sm_select(Tenant).where(Tenant.name == cfg.name)).first()
-        if row is None:
-            row = Tenant(name=cfg.name, directory_id=cfg.tenant_id, created_at=_now())
-            s.add(row)
-        else:
-            row.directory_id = cfg.tenant_id
-        s.commit()
-        s.refresh(row)
-        return row
-
-
-def tenant_enabled(row: Tenant, cfg: TenantConfig) -> bool:
-    """Enhanced insights on? An admin's `tenants enable|disable` wins over the config's `enabled`."""
-    return cfg.enabled if row.enabled_override is None else row.enabled_override
 
 
 def set_tenant_status(engine: Engine, tenant_pk: int, status: str, error: str | None = None) -> None:
