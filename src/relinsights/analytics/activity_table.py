@@ -69,7 +69,7 @@ def thread_groups(acts: pl.DataFrame) -> pl.Series:
     """Each email's thread as a number (responses.assign_threads, as columns); null for meetings and calls.
 
     Emails are joined by a shared conversation id, message id, or a message id one refers to (In-Reply-To,
-    References): the threads are the connected components of the email-token graph (scipy's, in C)."""
+    References): the threads are the connected components of the email-token graph (`components`)."""
     rows = acts.select("kind", "message_id", "conversations", "reply_to").with_row_index("i")
     emails = rows.filter(pl.col("kind") == EMAIL).with_row_index("j")
 

@@ -26,7 +26,7 @@ __all__ = ["ComputeReport", "compute_payloads", "compute_tenant", "prepare"]
 
 def __getattr__(name: str) -> Any:
     """The job's functions, imported when first asked for: the daemon imports this package for the schedule
-    and the snapshot store and runs the job in a child process, so it never loads polars, numpy or scipy."""
+    and the snapshot store and runs the job in a child process, so it never loads polars or numpy."""
     if name in ("compute_payloads", "compute_tenant", "prepare"):
         from relinsights.compute import job
 
