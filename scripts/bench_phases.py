@@ -9,14 +9,20 @@ with readers: the peak of its memory plus that of the processes reading mail and
 
     .venv/bin/python scripts/bench_phases.py -n 200000
     .venv/bin/python scripts/bench_phases.py --url sqlite:////tmp/bench.db    # a database built before
+    .venv/bin/python scripts/bench_phases.py --url sqlite:////tmp/bench.db --where
+
+--where also samples the process's resident memory every few milliseconds with the line of relinsights the
+run is at (and the two calls above it), and prints the lines where it was highest: where a peak is made.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,10 +53,46 @@ class Steps:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
 
 
+class Where:
+    """The process's resident memory sampled with the line of relinsights the main thread is at: the highest
+    sample of each place (that line and the two relinsights calls above it), the highest first."""
+
+    def __init__(self) -> None:
+        self.main, self.top = threading.get_ident(), dict[str, int]()
+        self._page, self._stop = os.sysconf("SC_PAGE_SIZE"), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _place(self) -> str:
+        frame, lines = sys._current_frames().get(self.main), []
+        while frame is not None and len(lines) < 3:
+            module = frame.f_globals.get("__name__", "")
+            if module.startswith("relinsights."):
+                lines.append(f"{module.removeprefix('relinsights.')}:{frame.f_lineno}")
+            frame = frame.f_back
+        return " < ".join(lines)
+
+    def _run(self) -> None:
+        with open("/proc/self/statm") as statm:
+            while not self._stop.wait(0.003):
+                statm.seek(0)
+                resident, place = int(statm.read().split()[1]) * self._page, self._place()
+                if resident > self.top.get(place, 0):
+                    self.top[place] = resident
+
+    def report(self, lines: int = 20) -> None:
+        self._stop.set()
+        self._thread.join()
+        print("highest resident memory by place (line < its callers):")
+        for place, resident in sorted(self.top.items(), key=lambda kv: -kv[1])[:lines]:
+            print(f"  {resident / 2**20:6,.0f} MiB  {place or '(outside relinsights)'}")
+
+
 @collector_paused()
-def measure(url: str) -> None:
+def measure(url: str, where: bool = False) -> None:
     from relinsights.compute.job import prepare
 
+    sampler = Where() if where else None
     steps = Steps()
     p = prepare(make_engine(url), tenant_config(), T, keep_rows=False, step=steps.done)
     activities = len(p.frames)
@@ -61,6 +103,8 @@ def measure(url: str) -> None:
     records = sum(1 for _ in p.snapshots(wanted))
     steps.done("kpis")
     print(f"{activities:,} activities, {records:,} records (steps from the start of the run's own work)")
+    if sampler is not None:
+        sampler.report()
 
 
 def main() -> None:
@@ -71,15 +115,16 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--short-ids", action="store_true", help="bench_compute.py's short made-up ids")
     p.add_argument("--url", help="an existing database holding bench_compute.py's tenant")
+    p.add_argument("--where", action="store_true", help="also the lines of the run where its memory was highest")
     args = p.parse_args()
     if args.url:
-        measure(args.url)
+        measure(args.url, args.where)
         return
     with tempfile.TemporaryDirectory() as work:
         url = f"sqlite:///{Path(work) / 'bench.db'}"
         build_tenant(make_engine(url), args)  # the same tenant as bench_compute.py's, sizes and all
         # Measured in a process of its own: the build's rows are not in its memory.
-        subprocess.run([sys.executable, __file__, "--url", url], check=True)
+        subprocess.run([sys.executable, __file__, "--url", url, *(["--where"] if args.where else [])], check=True)
 
 
 if __name__ == "__main__":
