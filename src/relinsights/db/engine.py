@@ -58,7 +58,7 @@ def _restrict(db_file: Path) -> None:
 
 
 def _alembic_config(engine: Engine) -> AlembicConfig:
-    # Alembic (about 20 MiB with Mako) is imported where migrations run, not by every user of an engine:
+    # Alembic (about 10 MiB with Mako) is imported where migrations run, not by every user of an engine:
     # the KPI computation's process never migrates.
     from alembic.config import Config as AlembicConfig
 

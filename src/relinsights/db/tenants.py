@@ -1,7 +1,7 @@
 """A tenant's own row: found or made from its config, and whether its enhanced insights are on.
 
 Apart from the Graph sync (which uses them too) so that what only reads a tenant's data, the KPI
-computation first, does not load the Graph SDK, MSAL and HTTP stack with it (about 60 MiB resident).
+computation first, does not load the Graph SDK, MSAL and HTTP stack with it (about 24 MiB resident).
 """
 
 from __future__ import annotations
