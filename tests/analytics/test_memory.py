@@ -31,6 +31,7 @@ from relinsights.analytics import (
     match_activities,
 )
 from relinsights.analytics.activity_table import (
+    _ByKey,
     components,
     settle_threads,
     settled_groups,
@@ -286,6 +287,23 @@ def test_components_of_long_shuffled_chains_take_a_few_rounds() -> None:
     for p in paths:
         assert set(labels[p].tolist()) == {int(p.min())}
     assert components(3, np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == [0, 1, 2]
+
+
+def test_participant_lookups_keep_the_first_row_of_a_person_and_find_by_pair() -> None:
+    rows = pl.DataFrame(
+        {"a": [0, 0, 0, 1, 2, 2], "person": [5, 3, 5, 5, 1, 0], "role": [1, 2, 3, 4, 5, 6]},
+        schema={"a": pl.Int32, "person": pl.Int32, "role": pl.Int8},
+    )
+    look = _ByKey(rows, ["role"])
+    asked = pl.DataFrame({"a": [0, 0, 1, 2, 1, 3], "person": [5, 3, 5, 0, 3, 0]})
+    # (a, person) (0, 5) is there twice: the first row's role; (1, 3) and (3, 0) are not there at all.
+    assert look.find(asked, "a", "person").rows() == [(0, 5, 1), (0, 3, 2), (1, 5, 4), (2, 0, 6)]
+    assert look.has(pl.Series([0, 1, None, 2], dtype=pl.Int32), pl.Series([3, 3, 5, 1])).to_list() == [
+        True,
+        False,
+        False,
+        True,
+    ]
 
 
 def _partition(groups: list[int | None]) -> set[frozenset[int]]:

