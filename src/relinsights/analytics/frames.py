@@ -112,7 +112,8 @@ def as_python(values: pl.Series, columns: Callable[[pl.Expr], pl.Expr], python: 
     ASCII (strip with PY_SPACE); values beyond ASCII go through `python` itself: Python's Unicode whitespace
     and case tables differ from Rust's for a few characters, and keys must be the object builder's exactly."""
     out = pl.select(columns(pl.lit(values))).to_series().alias(values.name)
-    odd = values.str.contains(r"[^\x00-\x7F]").fill_null(False)
+    # (a value beyond ASCII has more bytes than characters: 8x faster than a regular expression)
+    odd = (values.str.len_bytes() != values.str.len_chars()).fill_null(False)
     if odd.any():
         out = out.scatter(odd.arg_true(), [python(v) for v in values.filter(odd).to_list()])
     return out
