@@ -233,6 +233,42 @@ def test_a_record_gets_health_only_when_asked() -> None:
     assert got[ann].counts == result.of(ann).counts
 
 
+def test_the_trend_reads_whole_threads_that_reach_into_its_window() -> None:
+    """As of T - 14 days, only threads with an email in the health window are turned into turns: the whole
+    thread, so an email that joins a turn opened before the window opens none of its own."""
+    before = T - timedelta(days=14)
+    window_start = before - timedelta(days=90)
+
+    def email(n: int, sender: str, to: str, when: datetime, conv: str) -> MailMessage:
+        return MailMessage(
+            graph_id=f"t{n}",
+            mailbox="bob@contoso.com",
+            sent_at=when,
+            from_address=sender,
+            to=(to,),
+            internet_message_id=f"<t{n}@x>",
+            conversation_id=conv,
+        )
+
+    # Our turn opened the day before the window; our second email, the day after, joins it: no new turn.
+    msgs = [
+        email(1, "bob@contoso.com", "ann@fabrikam.com", window_start - timedelta(days=1), "x"),
+        email(2, "bob@contoso.com", "ann@fabrikam.com", window_start + timedelta(days=1), "x"),
+    ]
+    for i in range(3):  # three of our turns in the window, each answered: responsiveness 1
+        sent = window_start + timedelta(days=10 + 10 * i)
+        msgs.append(email(10 + i, "bob@contoso.com", "ann@fabrikam.com", sent, f"y{i}"))
+        msgs.append(email(20 + i, "ann@fabrikam.com", "bob@contoso.com", sent + timedelta(hours=3), f"y{i}"))
+    ann = run(RECORDS, T, messages=msgs).of(RecordRef(Entity.CONTACT, "ann"))  # both engines, held equal
+    assert ann.health is not None
+    # The earlier score with responsiveness 1 (3 of 3 turns answered), not 0.75 (a fourth, unanswered turn).
+    # (engagement 0 within rounding: the window's activities are 50 to 80 days before T - 14 days)
+    earlier = [m for m in msgs if m.sent_at <= before]
+    alone = run(RECORDS, before, messages=earlier).of(RecordRef(Entity.CONTACT, "ann"))
+    assert alone.health is not None and alone.health.parts.responsiveness == 1.0
+    assert (ann.health.previous.score, ann.health.previous.state) == (alone.health.score, alone.health.state)
+
+
 def _fingerprints(msgs: list[MailMessage], cfg: Settings, health: set[RecordRef]) -> dict[RecordRef, str]:
     result = run(RECORDS, T, messages=msgs, settings=cfg)
     links = result.match.links

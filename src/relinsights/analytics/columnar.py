@@ -168,7 +168,11 @@ class _Frames:
         lookback = timedelta(days=s.lookback_days)
         # Lazy, so that a filter copies only the columns read after it (a batch's links carry them all).
         links = self.links.lazy()
-        counted = links.filter(completed(self.as_of) & (pl.col("t") >= us(as_of - lookback))).select(_COUNTED).collect()
+        counted = (
+            links.filter(completed(self.as_of) & (pl.col("t") >= us(as_of - lookback)))
+            .select(*_COUNTED, "decay_now")
+            .collect()
+        )
         counts = _tallies(counted.group_by("r", "kind", "dir").len())
         members = self._member_rows(counted)
         team, customer = self._time_spent(counted, members)
@@ -183,8 +187,8 @@ class _Frames:
         daily = self._daily(days)
         reasons = self._reasons(counted)
         wanted = [r for r, ref in enumerate(self.refs) if ref in health_for]
-        health_now = self._health_measures(as_of, wanted, turns)
-        health_before = self._health_measures(self.before, wanted, None)
+        health_now = self._health_measures(as_of, wanted, counted, turns)
+        health_before = self._health_measures(self.before, wanted)
         empty = tuple(empty_day(d) for d in days)  # a record's series is mostly these shared empty days
         for r, ref in enumerate(self.refs):
             c = Counts(*counts.get(r, (0,) * 6))
@@ -379,19 +383,34 @@ class _Frames:
         return {r: dict(sorted(c.items())) for r, c in tally.items()}
 
     def _health_measures(
-        self, at: datetime, wanted: list[int], turns: pl.DataFrame | None
+        self, at: datetime, wanted: list[int], counted: pl.DataFrame | None = None, turns: pl.DataFrame | None = None
     ) -> dict[int, HealthSnapshot]:
-        """Health as of `at` (T, or T - 14 days for the trend) of the records `wanted`: health.health_snapshot."""
+        """Health as of `at` (T, or T - 14 days for the trend) of the records `wanted`: health.health_snapshot.
+
+        As of T, `counted` (the lookback's completed links, with `decay_now`) and `turns` are what the other
+        KPIs read; as of T - 14 days they are found here."""
         if not wanted:
             return {}
         s = self.settings
         lookback_start = us(at - timedelta(days=s.lookback_days))
         window_start = us(at - timedelta(days=s.kpi.health.window_days))
         decay = "decay_now" if at == self.as_of else "decay_before"
-        done = self.links.lazy().filter(pl.col("r").is_in(wanted) & completed(at)).select(*_COUNTED, decay).collect()
+        if counted is not None and window_start >= lookback_start:  # (the window is inside the lookback)
+            done = counted.filter(pl.col("r").is_in(wanted))
+        else:
+            done = (
+                self.links.lazy()
+                .filter(pl.col("r").is_in(wanted) & completed(at) & (pl.col("t") >= min(lookback_start, window_start)))
+                .select(*_COUNTED, decay)
+                .collect()
+            )
         lookback = done.filter(pl.col("t") >= lookback_start)
         if turns is None:
-            turns = self._turns(lookback.filter(pl.col("kind") == EMAIL), at)
+            # Only turns opened in the window count, and a turn opens at an email of its own thread: the
+            # threads with no email in the window are left out whole (their turns all open before it).
+            emails = lookback.filter(pl.col("kind") == EMAIL)
+            touched = emails.filter(pl.col("t") >= window_start).select("r", "thread").unique()
+            turns = self._turns(emails.join(touched, on=["r", "thread"], how="semi"), at)
         ours = (
             turns.filter((pl.col("side") == OURS) & (pl.col("t") >= window_start))
             .group_by("r")
