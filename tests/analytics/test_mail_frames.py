@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -87,7 +88,9 @@ def test_frame_build_equals_object_build(messages: list[MailMessage], rnd: objec
 
 
 def test_copies_aliases_and_replies() -> None:
-    first = mail("bob@contoso.com", ["ann@fabrikam.com", "carl@contoso.com"], "2026-03-01 09:00", cc=["eve@fabrikam.com"])
+    first = mail(
+        "bob@contoso.com", ["ann@fabrikam.com", "carl@contoso.com"], "2026-03-01 09:00", cc=["eve@fabrikam.com"]
+    )
     reply = mail(
         "ann@fabrikam.com",
         ["robert@contoso.com"],
@@ -125,3 +128,50 @@ def test_keys_a_crm_copy_shares_go_to_the_object_builder() -> None:
 
 def test_nothing_in_nothing_out() -> None:
     assert_same([], tenant_rules())
+
+
+# Pieces of addresses where the resolver's steps can go wrong as columns: brackets, "mailto:", spaces Python
+# strips and Rust does not (\x1c), dots at a domain's ends, "+" tags, upper case, beyond ASCII.
+ADDRESS_PIECES = [
+    "bob", "Robert", "olga", "ann", "noreply", "no-reply+x", "+x", "<x", "x y", "mailto:", "MAILTO:", "<", ">",
+    " ", "\t", "\x1c", "\u2003", "@", "@@", ".", "-", "_", "contoso.com", "Contoso.COM", "fabrikam.com",
+    "sub.bad.com", "bad.com", "b", "-b.com", "bücher.de", "Zoë",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.one_of(
+            st.lists(st.sampled_from(ADDRESS_PIECES), max_size=6).map("".join),
+            st.tuples(*[st.lists(st.sampled_from(ADDRESS_PIECES), max_size=3).map("".join)] * 2).map("@".join),
+        ),
+        max_size=40,
+    )
+)
+def test_addresses_resolve_as_columns_exactly_as_the_object_builder_resolves_them(values: list[str]) -> None:
+    from relinsights.analytics.activities import resolve_address
+    from relinsights.analytics.frames import SIDE_EXTERNAL, SIDE_IGNORED, SIDE_INTERNAL, people_of
+    from relinsights.analytics.parties import InternalUser, PartyKind
+    from relinsights.config import KpiConfig
+
+    users = [
+        *SPELLING_USERS,
+        InternalUser("<x@contoso.com"),
+        InternalUser("Ann@Other.org", ("mailto:ann@fabrikam.com",)),
+    ]
+    kpi = KpiConfig(excluded_domains=["bad.com"], excluded_addresses=["Eve@Fabrikam.com"])
+    party_rules = PartyRules(internal_domains=["contoso.com"], users=users, kpi=kpi)
+    sides = {PartyKind.INTERNAL: SIDE_INTERNAL, PartyKind.EXTERNAL: SIDE_EXTERNAL, PartyKind.IGNORED: SIDE_IGNORED}
+    raw = [
+        *values,
+        *SPELLINGS,
+        *("mailto:ann@fabrikam.com", "MAILTO:Bob@Contoso.com", "mailto:mailto:ann@fabrikam.com"),
+        *("x y@contoso.com", "a\x1c@fabrikam.com", "< <bob@contoso.com", "Ann@Sub.Bad.com."),
+        *("no-reply+x@fabrikam.com", "noreply+tag@contoso.com", "ann+tag@fabrikam.com"),
+    ]
+    got = {row[0]: row[1:] for row in people_of(party_rules, pl.Series(raw, dtype=pl.String)).iter_rows()}
+    assert set(got) == set(raw)
+    for value in raw:
+        who = resolve_address(party_rules, value)
+        assert got[value] == ((who.person, sides[who.kind], who.address) if who else (None, None, None)), value

@@ -187,7 +187,7 @@ class PartyRules:
         user = self._user_of.get(addr)
         if user is not None and user.opted_out:
             return PartyKind.IGNORED
-        if addr in self.excluded_addresses or self._excluded_domain(domain):
+        if addr in self.excluded_addresses or self.excluded_domain(domain):
             return PartyKind.IGNORED
         if local in self.ignored_localparts or local.partition("+")[0] in self.ignored_localparts:
             return PartyKind.IGNORED
@@ -195,7 +195,7 @@ class PartyRules:
             return PartyKind.INTERNAL
         return PartyKind.EXTERNAL
 
-    def _excluded_domain(self, domain: str) -> bool:
+    def excluded_domain(self, domain: str) -> bool:
         if not self.excluded_domains:
             return False
         labels = domain.split(".")
@@ -210,6 +210,10 @@ class PartyRules:
 
     def user_of(self, address: str) -> InternalUser | None:
         return self._user_of.get(address)
+
+    def user_addresses(self) -> list[tuple[str, InternalUser]]:
+        """Every canonical address of a user (primary and aliases), with its user."""
+        return list(self._user_of.items())
 
     def user_by_systemuser(self, systemuser_id: str) -> InternalUser | None:
         return self._by_systemuser.get(systemuser_id.lower())
