@@ -6,6 +6,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -175,3 +176,14 @@ def test_addresses_resolve_as_columns_exactly_as_the_object_builder_resolves_the
     for value in raw:
         who = resolve_address(party_rules, value)
         assert got[value] == ((who.person, sides[who.kind], who.address) if who else (None, None, None)), value
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4, 250_000])
+def test_message_ids_normalise_a_chunk_at_a_time_as_python_does(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from relinsights.analytics import mail_frames
+    from relinsights.analytics.activities import normalise_message_id
+
+    monkeypatch.setattr(mail_frames, "ID_CHUNK", chunk)
+    ids = MESSAGE_IDS * 3
+    got = mail_frames.normalise_ids(pl.Series(ids, dtype=pl.String))
+    assert got.to_list() == [normalise_message_id(v) for v in ids]

@@ -106,9 +106,17 @@ def mail_rows(messages: Iterable[MailMessage]) -> MailRows:
     return MailRows(frame, pl.DataFrame(rcols, schema=RECIPIENT_SCHEMA))
 
 
+ID_CHUNK = 250_000
+
+
 def normalise_ids(values: pl.Series) -> pl.Series:
     """activities.normalise_message_id of each value: no angle brackets or spaces, lower case, then one pair
-    of brackets (null when nothing is left)."""
+    of brackets (null when nothing is left).
+
+    ID_CHUNK values at a time: each step makes a new column of strings, two alive at once, and over a whole
+    year's message ids that was the run's peak (2,000,000 activities: 1,428 MiB, 40 over the next place)."""
+    if values.len() > ID_CHUNK:
+        return pl.concat([normalise_ids(values.slice(i, ID_CHUNK)) for i in range(0, values.len(), ID_CHUNK)])
     value = as_python(
         values,
         lambda v: v.str.strip_chars(PY_SPACE).str.strip_chars("<>").str.strip_chars(PY_SPACE).str.to_lowercase(),
