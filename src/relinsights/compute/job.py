@@ -138,8 +138,8 @@ class Prepared:
 
         # Most of a batch's time is polars, which runs without the interpreter lock: batches on two threads
         # (and this one making the payloads) keep two cores busy. KPI_THREADS batches run while this thread
-        # makes the payloads of the one before them (refilled before, not after: a thread left waiting for
-        # the payloads to be made had the KPI step 1.2 s longer at 2,000,000 activities).
+        # makes the payloads of the one before them (refilled before, not after: one thread sat idle while
+        # they were made, 0.4-0.7 s of the KPI step at 2,000,000 activities in most alternating runs).
         with ThreadPoolExecutor(KPI_THREADS, thread_name_prefix="kpis") as pool:
             pending: deque[tuple[dict[RecordRef, str], Future[list[RecordKpis]]]] = deque()
             batches = iter(self._batches(wanted))
