@@ -10,11 +10,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relinsights.analytics import CrmEmail, MailMessage, build_activities
-from relinsights.analytics.frames import ActivityFrames, FrameActivities, frames_of
+from relinsights.analytics import CrmEmail, MailMessage, build_activities, mail_frames
+from relinsights.analytics.activities import normalise_message_id, resolve_address
+from relinsights.analytics.frames import (
+    SIDE_EXTERNAL,
+    SIDE_IGNORED,
+    SIDE_INTERNAL,
+    ActivityFrames,
+    FrameActivities,
+    frames_of,
+    people_of,
+)
 from relinsights.analytics.mail_frames import build_mail_frames, mail_rows
-from relinsights.analytics.parties import PartyRules
+from relinsights.analytics.parties import InternalUser, PartyKind, PartyRules
 from relinsights.analytics.sources import CrmParty
+from relinsights.config import KpiConfig
 
 from .factory import SPELLING_USERS, SPELLINGS, copies, mail, rules
 
@@ -151,11 +161,6 @@ ADDRESS_PIECES = [
     )
 )
 def test_addresses_resolve_as_columns_exactly_as_the_object_builder_resolves_them(values: list[str]) -> None:
-    from relinsights.analytics.activities import resolve_address
-    from relinsights.analytics.frames import SIDE_EXTERNAL, SIDE_IGNORED, SIDE_INTERNAL, people_of
-    from relinsights.analytics.parties import InternalUser, PartyKind
-    from relinsights.config import KpiConfig
-
     users = [
         *SPELLING_USERS,
         InternalUser("<x@contoso.com"),
@@ -180,9 +185,6 @@ def test_addresses_resolve_as_columns_exactly_as_the_object_builder_resolves_the
 
 @pytest.mark.parametrize("chunk", [1, 3, 4, 250_000])
 def test_message_ids_normalise_a_chunk_at_a_time_as_python_does(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    from relinsights.analytics import mail_frames
-    from relinsights.analytics.activities import normalise_message_id
-
     monkeypatch.setattr(mail_frames, "ID_CHUNK", chunk)
     ids = MESSAGE_IDS * 3
     got = mail_frames.normalise_ids(pl.Series(ids, dtype=pl.String))

@@ -107,6 +107,12 @@ class SourceRows:
 PY_SPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 
 
+def unbracketed(v: pl.Expr) -> pl.Expr:
+    """Python's `v.strip().strip("<>").strip().lower()` of ASCII values (a message id's, an address's first
+    steps)."""
+    return v.str.strip_chars(PY_SPACE).str.strip_chars("<>").str.strip_chars(PY_SPACE).str.to_lowercase()
+
+
 def as_python(values: pl.Series, columns: Callable[[pl.Expr], pl.Expr], python: Callable[[str], str]) -> pl.Series:
     """`python(v)` of each value (null stays null). `columns` does the same as column operations, exactly for
     ASCII (strip with PY_SPACE); values beyond ASCII go through `python` itself: Python's Unicode whitespace
@@ -175,12 +181,7 @@ def _ascii_people(rules: PartyRules, values: pl.Series) -> pl.DataFrame:
     v = pl.col("v")
     frame = pl.DataFrame({"raw": values}).with_columns(
         ascii=pl.col("raw").str.len_bytes() == pl.col("raw").str.len_chars(),
-        v=pl.col("raw")
-        .str.strip_chars(PY_SPACE)
-        .str.strip_chars("<>")
-        .str.strip_chars(PY_SPACE)
-        .str.to_lowercase()
-        .str.strip_prefix("mailto:"),
+        v=unbracketed(pl.col("raw")).str.strip_prefix("mailto:"),
     )
     parts = v.str.split_exact("@", 1)
     frame = frame.with_columns(

@@ -25,7 +25,6 @@ from relinsights.analytics.activities import Role
 from relinsights.analytics.frames import (
     ACT_SCHEMA,
     PART_SCHEMA,
-    PY_SPACE,
     ROLE,
     SIDE_EXTERNAL,
     SIDE_IGNORED,
@@ -37,6 +36,7 @@ from relinsights.analytics.frames import (
     by_activity,
     people_of,
     split_keys,
+    unbracketed,
     us,
 )
 from relinsights.analytics.parties import PartyRules
@@ -119,7 +119,7 @@ def normalise_ids(values: pl.Series) -> pl.Series:
         return pl.concat([normalise_ids(values.slice(i, ID_CHUNK)) for i in range(0, values.len(), ID_CHUNK)])
     value = as_python(
         values,
-        lambda v: v.str.strip_chars(PY_SPACE).str.strip_chars("<>").str.strip_chars(PY_SPACE).str.to_lowercase(),
+        unbracketed,
         lambda v: v.strip().strip("<>").strip().lower(),
     )
     return pl.select(
