@@ -267,7 +267,9 @@ class ActivityFrames:
         pieces: list[ActivityFrames], settle: Callable[[pl.DataFrame], pl.DataFrame] | None = None
     ) -> ActivityFrames:
         """Several sets of activities (with distinct keys) as one, sorted by (time, key) and renumbered. The
-        pieces are taken out of the list: each frame is let go as soon as what replaces it is made.
+        pieces are taken out of the list: each frame is let go as soon as what replaces it is made. A piece's
+        participants need not be grouped by activity, only each activity's in order (one stable sort groups
+        them all).
 
         `settle` (activity_table.settled_acts), when given, rewrites the activities row for row before they
         are sorted: what it replaces is never gathered by the sort."""
