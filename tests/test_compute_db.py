@@ -637,9 +637,10 @@ def test_messages_read_each_with_its_own_recipients(
     engine: Engine, tenant: TenantConfig, reader: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The loader reads messages and their recipients as two frames: each message gets exactly its own
-    To/Cc, in stored order, however mailboxes interleave, and the recipients of a draft or of mail older
-    than the window are not read. Both ways a database is read (SQLite: a large read in child processes
-    with ADBC's driver, a small one through sqlite3) give the same rows, read in parts of two message ids."""
+    To/Cc, in stored order, however mailboxes and the stored rows of messages interleave, and the recipients
+    of a draft or of mail older than the window are not read. Both ways a database is read (SQLite: a large
+    read in child processes with ADBC's driver, a small one through sqlite3) give the same rows, read in parts
+    of two message ids."""
     monkeypatch.setattr(bulk_read, "PROCESS_READ_ROWS", 0 if reader == "large" else 10**9)
     monkeypatch.setattr(bulk_read, "RANGE_IDS", 2)
     rows = Rows(engine, tenant)
@@ -666,6 +667,22 @@ def test_messages_read_each_with_its_own_recipients(
     message(CARL, "m2", "2026-03-01 11:00", [])
     message(BOB, "m3", "2026-03-02 09:00", [("cc", BOB)])
     message(CARL, "m4", "2026-03-03 09:00", [("to", CARL), ("to", BOB)])
+    # Two messages whose recipients were stored alternately (rows of a later message before an earlier one's).
+    m5, m6 = (
+        rows.insert(
+            Message,
+            mailbox_pk=rows.mailbox[BOB],
+            graph_id=g,
+            internet_message_id=f"<{g}@fabrikam.com>",
+            from_address=ANN,
+            sender_address=ANN,
+            sent_at=at("2026-03-04 09:00"),
+            seen_round=1,
+        )
+        for g in ("m5", "m6")
+    )
+    for pk, role, address in [(m6, "to", DAN), (m5, "cc", DAN), (m6, "to", CARL), (m5, "to", BOB), (m5, "cc", CARL)]:
+        rows.insert(MessageParticipant, message_id=pk, role=role, address=address)
 
     messages = prepare(engine, tenant, T).inputs.messages
     got = {m.internet_message_id: (m.mailbox, m.to, m.cc, m.bcc) for m in messages.objects()}
@@ -675,10 +692,20 @@ def test_messages_read_each_with_its_own_recipients(
         "<m2@fabrikam.com>": (CARL, (), (), ()),
         "<m3@fabrikam.com>": (BOB, (), (BOB,), ()),
         "<m4@fabrikam.com>": (CARL, (CARL, BOB), (), ()),
+        "<m5@fabrikam.com>": (BOB, (BOB,), (DAN, CARL), ()),
+        "<m6@fabrikam.com>": (BOB, (DAN, CARL), (), ()),
     }
-    assert len(messages) == 4
+    assert len(messages) == 6
     assert sorted(messages.messages.get_column("sent").to_list()) == [
-        us(at(w)) for w in ("2026-03-01 09:00", "2026-03-01 11:00", "2026-03-02 09:00", "2026-03-03 09:00")
+        us(at(w))
+        for w in (
+            "2026-03-01 09:00",
+            "2026-03-01 11:00",
+            "2026-03-02 09:00",
+            "2026-03-03 09:00",
+            "2026-03-04 09:00",
+            "2026-03-04 09:00",
+        )
     ]
 
 
