@@ -168,11 +168,19 @@ def test_addresses_resolve_as_columns_exactly_as_the_object_builder_resolves_the
     ]
     kpi = KpiConfig(excluded_domains=["bad.com"], excluded_addresses=["Eve@Fabrikam.com"])
     party_rules = PartyRules(internal_domains=["contoso.com"], users=users, kpi=kpi)
-    sides = {PartyKind.INTERNAL: SIDE_INTERNAL, PartyKind.EXTERNAL: SIDE_EXTERNAL, PartyKind.IGNORED: SIDE_IGNORED}
+    # An address canonical once but not twice (mailto:mailto:@contoso.com is mailto:@contoso.com, which is no
+    # address) classifies as invalid: it does not count, as an ignored one does not (people_of: ignored).
+    sides = {
+        PartyKind.INTERNAL: SIDE_INTERNAL,
+        PartyKind.EXTERNAL: SIDE_EXTERNAL,
+        PartyKind.IGNORED: SIDE_IGNORED,
+        PartyKind.INVALID: SIDE_IGNORED,
+    }
     raw = [
         *values,
         *SPELLINGS,
         *("mailto:ann@fabrikam.com", "MAILTO:Bob@Contoso.com", "mailto:mailto:ann@fabrikam.com"),
+        "mailto:mailto:@contoso.com",
         *("x y@contoso.com", "a\x1c@fabrikam.com", "< <bob@contoso.com", "Ann@Sub.Bad.com."),
         *("no-reply+x@fabrikam.com", "noreply+tag@contoso.com", "ann+tag@fabrikam.com"),
     ]
