@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +33,7 @@ from relinsights.analytics import (
     PhoneCall,
     RecordRef,
     Settings,
+    activity_table,
     assign_threads,
     compute_record_kpis,
 )
@@ -303,6 +305,27 @@ def test_fingerprints_move_with_exactly_the_records_whose_inputs_moved() -> None
     assert cc[zoe] != first[zoe] and cc[ann] == first[ann]
     assert _fingerprints(base, Settings(), health - {ann})[ann] != first[ann]  # health is an input too
     assert _fingerprints(base, Settings(lookback_days=30), health)[ann] != first[ann]  # and the settings
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_fingerprints_hash_the_participants_some_rows_at_a_time_alike(
+    rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    msgs = [
+        MailMessage(
+            graph_id=f"g{n}",
+            mailbox="bob@contoso.com",
+            sent_at=T - timedelta(hours=n),
+            from_address="bob@contoso.com",
+            to=("ann@fabrikam.com",),
+            cc=("carl@contoso.com", "zoe@tailspin.com")[: n % 3],
+            internet_message_id=f"<h{n}@x>",
+        )
+        for n in range(1, 5)
+    ]
+    whole = _fingerprints(msgs, Settings(), RECORDS.health_refs())
+    monkeypatch.setattr(activity_table, "HASH_ROWS", rows)
+    assert _fingerprints(msgs, Settings(), RECORDS.health_refs()) == whole
 
 
 def test_polars_returns_freed_memory_at_once_unless_the_admin_says_otherwise() -> None:

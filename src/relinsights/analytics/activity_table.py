@@ -170,6 +170,19 @@ def settled_acts(acts: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+# Participant rows hashed at a time: polars encodes a struct's rows to hash them, and all of a year's
+# participants at once were 0.26 GB more (2,000,000 activities), the activity table's highest place.
+HASH_ROWS = 500_000
+
+
+def _participant_hashes(parts: pl.DataFrame) -> pl.Series:
+    """What a fingerprint knows of each participant (`p_h`), stable across runs (the table's codes are not)."""
+    hashed = pl.struct("person", "internal", "role", "address", "attended").hash(_SEED).alias("p_h")
+    return pl.concat(
+        [parts.slice(i, HASH_ROWS).select(hashed).to_series() for i in range(0, max(parts.height, 1), HASH_ROWS)]
+    )
+
+
 class ActivityTable:
     """One run's activities as columns (one row per activity, one per participant), built once as of T."""
 
@@ -182,15 +195,18 @@ class ActivityTable:
         identities: Mapping[str, str],
         acts: Sequence[Activity] | None = None,
         threads: Mapping[str, str] | None = None,
+        release_parts: bool = False,
     ) -> None:
         """Over activity frames. `acts` is what links point into (default: the frames' own activities);
-        `threads` as assign_threads gives them (default: found here, over these activities)."""
+        `threads` as assign_threads gives them (default: found here, over these activities).
+        release_parts=True lets the frames' participants go once the table has its own (frames.release_parts:
+        the frames' activities are not to be asked for after)."""
         self.as_of, self.settings = as_utc(as_of), settings
         self.before = self.as_of - timedelta(days=TREND_DAYS)
         self.acts = acts if acts is not None else FrameActivities(frames)
         self.identities = identities
         self._members: tuple[LinkTable, pl.DataFrame] | None = None
-        self._columns(frames, threads)
+        self._columns(frames, threads, release_parts)
 
     @classmethod
     def of_activities(
@@ -210,7 +226,7 @@ class ActivityTable:
         """Activity identity -> row, for links given as Link objects."""
         return {id(a): i for i, a in enumerate(self.acts)}
 
-    def _columns(self, frames: ActivityFrames, threads: Mapping[str, str] | None) -> None:
+    def _columns(self, frames: ActivityFrames, threads: Mapping[str, str] | None, release_parts: bool) -> None:
         s, identities = self.settings, self.identities
         # People as integer codes in the order of their names, so sorting by code sorts by name.
         # (unique in order: polars finds them in half the time of its unordered unique)
@@ -229,21 +245,28 @@ class ActivityTable:
             {"address": self.addresses, "addr": range(len(self.addresses))},
             schema={"address": pl.String, "addr": pl.Int32},
         )
-        self.parts = (
-            frames.parts.join(people, on="person", how="left")
-            .join(addresses, on="address", how="left")
-            .select(
-                "a",
-                person="pc",
-                role="role",
-                internal="internal",
-                attended="attended",
-                addr="addr",
-                who="who",
-                # What a fingerprint knows of a participant, stable across runs (codes above are not).
-                p_h=pl.struct("person", "internal", "role", "address", "attended").hash(_SEED),
-            )
+        # The codes set beside the participant rows (a lazy join yields only them): joining the rows themselves
+        # gathered every column twice, with the year's participants alive (this step's peak, 1,352 MiB at
+        # 2,000,000 activities).
+        codes = (
+            frames.parts.lazy()
+            .select("person", "address")
+            .join(people.lazy(), on="person", how="left", maintain_order="left")
+            .join(addresses.lazy(), on="address", how="left", maintain_order="left")
+            .select("pc", "addr", "who")
+            .collect()
         )
+        self.parts = frames.parts.select(
+            "a",
+            codes.get_column("pc").alias("person"),
+            "role",
+            "internal",
+            "attended",
+            codes.get_column("addr"),
+            codes.get_column("who"),
+            _participant_hashes(frames.parts),
+        )
+        del codes
         # An interaction's internal party (kpis.interaction_of): the activity's first internal participant.
         # (The participant rows are grouped by activity, each activity's in order: ActivityFrames.)
         internal = frames.parts.select("a", "person", "internal").filter(pl.col("internal"))
@@ -258,6 +281,8 @@ class ActivityTable:
             .select("a", opener="pc", init_internal="internal")
             .collect()
         )
+        if release_parts:
+            frames.release_parts()
         # The series' local days by their first instants (zoneinfo's), so a time's day is a bisection.
         days = series_dates(local_date(self.as_of, s.zone))
         bounds = pl.Series([us(start_of_local_day(d, s.zone)) for d in (*days, days[-1] + timedelta(days=1))])

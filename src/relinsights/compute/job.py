@@ -99,14 +99,25 @@ class Prepared:
     @cached_property
     def table(self) -> ActivityTable:
         """Every activity as columns, built once: for the fingerprints and the KPIs."""
+        return self._table(release_parts=False)
+
+    def _table(self, release_parts: bool) -> ActivityTable:
         return ActivityTable(
-            self.frames, self.as_of, self.settings, identities=self.match.identities, acts=self.links.activities
+            self.frames,
+            self.as_of,
+            self.settings,
+            identities=self.match.identities,
+            acts=self.links.activities,
+            release_parts=release_parts,
         )
 
     def release_frames(self) -> None:
         """Build the activity table, then let the activity frames go (the KPI job, for memory: what the
-        fingerprints and the KPIs read of them, the table holds). Activities are not to be asked for after."""
-        table = self.table  # built from the frames before they go
+        fingerprints and the KPIs read of them, the table holds; the participants as soon as it holds its
+        own). Activities are not to be asked for after."""
+        if "table" not in self.__dict__:
+            self.__dict__["table"] = self._table(release_parts=True)
+        table = self.table
         self.frames = ActivityFrames.empty()
         if isinstance(table.acts, FrameActivities):
             table.acts.release()
