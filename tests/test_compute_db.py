@@ -646,7 +646,7 @@ def test_messages_read_each_with_its_own_recipients(
     rows = Rows(engine, tenant)
     rows.mailboxes(BOB, CARL)
 
-    def message(box: str, graph_id: str, when: str, parts: list[tuple[str, str]], draft: bool = False) -> None:
+    def message(box: str, graph_id: str, when: str, parts: list[tuple[str, str]], draft: bool = False) -> int:
         pk = rows.insert(
             Message,
             mailbox_pk=rows.mailbox[box],
@@ -660,6 +660,7 @@ def test_messages_read_each_with_its_own_recipients(
         )
         for role, address in parts:
             rows.insert(MessageParticipant, message_id=pk, role=role, address=address)
+        return pk
 
     message(BOB, "old", "2024-01-01 09:00", [("to", "leak-old@x.com")])  # before the window
     message(BOB, "m1", "2026-03-01 09:00", [("to", BOB), ("cc", CARL), ("to", DAN), ("bcc", "b@x.com")])
@@ -668,19 +669,7 @@ def test_messages_read_each_with_its_own_recipients(
     message(BOB, "m3", "2026-03-02 09:00", [("cc", BOB)])
     message(CARL, "m4", "2026-03-03 09:00", [("to", CARL), ("to", BOB)])
     # Two messages whose recipients were stored alternately (rows of a later message before an earlier one's).
-    m5, m6 = (
-        rows.insert(
-            Message,
-            mailbox_pk=rows.mailbox[BOB],
-            graph_id=g,
-            internet_message_id=f"<{g}@fabrikam.com>",
-            from_address=ANN,
-            sender_address=ANN,
-            sent_at=at("2026-03-04 09:00"),
-            seen_round=1,
-        )
-        for g in ("m5", "m6")
-    )
+    m5, m6 = (message(BOB, g, "2026-03-04 09:00", []) for g in ("m5", "m6"))
     for pk, role, address in [(m6, "to", DAN), (m5, "cc", DAN), (m6, "to", CARL), (m5, "to", BOB), (m5, "cc", CARL)]:
         rows.insert(MessageParticipant, message_id=pk, role=role, address=address)
 
