@@ -115,6 +115,7 @@ class Prepared:
         """Build the activity table, then let the activity frames go (the KPI job, for memory: what the
         fingerprints and the KPIs read of them, the table holds; the participants as soon as it holds its
         own). Activities are not to be asked for after."""
+        # (built here, into the cached property's place, so that the participants go as it is built)
         if "table" not in self.__dict__:
             self.__dict__["table"] = self._table(release_parts=True)
         table = self.table
