@@ -267,22 +267,21 @@ class ActivityTable:
             _participant_hashes(frames.parts),
         )
         del codes
-        # An interaction's internal party (kpis.interaction_of): the activity's first internal participant.
-        # (The participant rows are grouped by activity, each activity's in order: ActivityFrames.)
-        internal = frames.parts.select("a", "person", "internal").filter(pl.col("internal"))
-        party = internal.filter(pl.col("a").is_first_distinct()).join(people, on="person").select("a", party="pc")
-        del internal  # (each step's rows let go as soon as it is done: this step is the table's peak)
-        # The initiator is an activity's first participant, when it is a sender or organizer.
-        first = (
-            frames.parts.lazy()
-            .select("a", "person", "internal", "role")
-            .filter(pl.col("a").is_first_distinct() & pl.col("role").is_in(_INITIATORS))
-            .join(people.lazy(), on="person")
-            .select("a", opener="pc", init_internal="internal")
-            .collect()
-        )
         if release_parts:
             frames.release_parts()
+        # From the table's own participant rows (people as codes; in the frames' order: grouped by activity,
+        # each activity's in order), not the frames' strings joined to the codes again.
+        # An interaction's internal party (kpis.interaction_of): the activity's first internal participant.
+        internal = self.parts.select("a", "person", "internal").filter(pl.col("internal"))
+        party = internal.filter(pl.col("a").is_first_distinct()).select("a", party="person")
+        del internal
+        # The initiator is an activity's first participant, when it is a sender or organizer.
+        first = (
+            self.parts.lazy()
+            .filter(pl.col("a").is_first_distinct() & pl.col("role").is_in(_INITIATORS))
+            .select("a", opener="person", init_internal="internal")
+            .collect()
+        )
         # The series' local days by their first instants (zoneinfo's), so a time's day is a bisection.
         days = series_dates(local_date(self.as_of, s.zone))
         bounds = pl.Series([us(start_of_local_day(d, s.zone)) for d in (*days, days[-1] + timedelta(days=1))])
