@@ -22,6 +22,7 @@ from conftest import tenant_config
 from relinsights.analytics.frames import us
 from relinsights.cli import app
 from relinsights.compute import bulk_read, compute_payloads, compute_tenant, load, prepare
+from relinsights.compute.bulk_read import Query
 from relinsights.compute.child import ComputeFailed, compute_in_child, run_in_child
 from relinsights.compute.report import ComputeReport
 from relinsights.compute.schedule import compute_due, daily_slot
@@ -580,7 +581,7 @@ def test_a_large_read_gives_its_children_the_database_on_stdin_and_never_shows_a
     location = f"postgresql://relinsights:{secret}@127.0.0.1:9/nowhere"  # port 9: nothing listens
     shown = "postgresql://relinsights:***@127.0.0.1:9/nowhere"
     with pytest.raises(RuntimeError) as failed:
-        bulk_read._read_in_processes(location, shown, [("SELECT 1", ["one"]), ("SELECT 2", ["two"])])
+        bulk_read._read_in_processes(location, shown, [Query("SELECT 1", ["one"]), Query("SELECT 2", ["two"])])
     assert len(commands) == 2 and not any(secret in arg for command in commands for arg in command)
     assert str(failed.value).startswith(f"reading {shown} failed: ")
     assert secret not in str(failed.value)
@@ -625,7 +626,7 @@ def test_the_reader_processes_of_a_large_read_all_get_their_database_before_any_
         raw.execute("CREATE TABLE t (x INTEGER)")
         raw.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(5)])
     one, two = bulk_read._read_in_processes(
-        str(db), str(db), [("SELECT x FROM t", ["x"]), ("SELECT count(*) FROM t", ["n"])]
+        str(db), str(db), [Query("SELECT x FROM t", ["x"]), Query("SELECT count(*) FROM t", ["n"])]
     )
     assert one.get_column("x").to_list() == [0, 1, 2, 3, 4] and two.item() == 5
     assert events[:2] == ["gave SELECT x FROM t", "gave SELECT count(*) FROM t"]
@@ -696,6 +697,42 @@ def test_messages_read_each_with_its_own_recipients(
             "2026-03-04 09:00",
         )
     ]
+
+
+@pytest.mark.parametrize("reader", ["small", "large"])
+def test_conversation_ids_are_read_as_tokens_that_group_the_messages_as_the_ids_do(
+    engine: Engine, tenant: TenantConfig, reader: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Conversation ids are only compared: the read gives each a short token of its own (from hashes made as
+    each part is read), equal exactly where the ids are equal, also across parts and mailboxes; none for a
+    message without one (NULL or empty)."""
+    monkeypatch.setattr(bulk_read, "PROCESS_READ_ROWS", 0 if reader == "large" else 10**9)
+    monkeypatch.setattr(bulk_read, "RANGE_IDS", 2)
+    rows = Rows(engine, tenant)
+    rows.mailboxes(BOB, CARL)
+    conversations = ["AAQk-1", "AAQk-2", "AAQk-1", None, "aaqk-1", "", "AAQk-2", "AAQk-1 ", "AAQk-1"]
+    pks = [
+        rows.insert(
+            Message,
+            mailbox_pk=rows.mailbox[(BOB, CARL)[i % 2]],
+            graph_id=f"g{i}",
+            internet_message_id=f"<m{i}@fabrikam.com>",
+            conversation_id=conv,
+            from_address=ANN,
+            sender_address=ANN,
+            sent_at=at("2026-03-01 09:00") + timedelta(hours=i),
+            is_draft=False,
+            seen_round=1,
+        )
+        for i, conv in enumerate(conversations)
+    ]
+    read = dict(prepare(engine, tenant, T).inputs.messages.messages.select("m", "conversation_id").iter_rows())
+    tokens = [read[pk] for pk in pks]
+    assert [t is None for t in tokens] == [not c for c in conversations]
+    assert all(isinstance(t, str) and len(t) <= 12 for t in tokens if t is not None)  # (held in place by polars)
+    pairs = [(c, t) for c, t in zip(conversations, tokens, strict=True) if c]
+    assert all((a == c) == (b == d) for a, b in pairs for c, d in pairs)
+    assert len({t for _, t in pairs}) == 4  # AAQk-1, AAQk-2, aaqk-1 and "AAQk-1 " are four conversations
 
 
 @pytest.mark.parametrize("reader", ["small", "large"])
@@ -788,10 +825,11 @@ def test_a_message_stored_while_the_readers_ran_waits_for_the_next_run_and_the_r
 
     monkeypatch.setattr(load, "bulk_reader", rank_reader_missed_one)
     got = prepare(engine, tenant, T).inputs.messages.messages
-    assert got.select("m", "source", "mailbox", "internet_message_id", "conversation_id").rows() == [
-        (pks[0], 1, BOB, "<m0@fabrikam.com>", "conv0"),
-        (pks[2], 3, BOB, "<m2@fabrikam.com>", "conv2"),
+    assert got.select("m", "source", "mailbox", "internet_message_id").rows() == [
+        (pks[0], 1, BOB, "<m0@fabrikam.com>"),
+        (pks[2], 3, BOB, "<m2@fabrikam.com>"),
     ]
+    assert got.get_column("conversation_id").n_unique() == 2  # (conv0 and conv2, as tokens of their own)
 
 
 def test_id_ranges_split_the_ids_up_to_the_last_and_leave_the_last_part_open(monkeypatch: pytest.MonkeyPatch) -> None:

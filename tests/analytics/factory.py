@@ -239,12 +239,14 @@ def run(
         for ref, links in match.links.items()
     }
     # As the job builds them: each email's thread tokens settled into one naming its thread before the pieces
-    # are sorted into one, and the frames compacted. The same as settling the frames built above, but for
-    # the names of the threads (this run's numbers).
-    settled = build(settle=True)[0].compacted()
+    # are sorted into one, the keys kept in a file, and the frames compacted. The same as settling the frames
+    # built above, but for the names of the threads (this run's numbers).
+    settled = build(settle=True)[0].with_keys_spilled().compacted()
     after = settle_threads(frames)
     assert settled.parts.equals(after.parts)
-    assert settled.acts.drop("conversations").equals(after.acts.drop("conversations"))
+    assert settled.key_column().equals(after.acts.get_column("key"))
+    assert settled.acts.drop("conversations", "key_h", "krank").equals(after.acts.drop("conversations", "key"))
+    assert settled.key_order().equals(after.key_order())
     tokens = [f.acts.get_column("conversations").list.join("\x00") for f in (settled, after)]
     assert same_partition(*tokens)
     table = ActivityTable(settled, as_of, settings, identities=framed.identities, acts=lazy)

@@ -32,11 +32,13 @@ def build_activity_frames(
     crm_appointments: Sequence[CrmAppointment] = (),
     phone_calls: Iterable[PhoneCall] = (),
     settle: bool = False,
+    spill_keys: bool = False,
 ) -> tuple[ActivityFrames, dict[str, int]]:
     """(the activities, the rows skipped by reason): what `build_activities` gives for the same rows,
     `mail` being the Graph messages and recipients as mail_frames.py reads them, `meetings` the Graph
     events and attendees as meeting_frames.py reads them; both builders take the rows out of those holders.
-    settle=True: with each email's thread ids settled (activity_table.settle_threads), before the sort."""
+    settle=True: with each email's thread ids settled (activity_table.settle_threads), before the sort;
+    spill_keys=True: with the activity keys kept in a file (ActivityFrames.with_keys_spilled)."""
     skipped: Counter[str] = Counter()
     pieces: list[ActivityFrames] = []
     tracked: list[MailMessage] = []
@@ -61,5 +63,5 @@ def build_activity_frames(
     )
     skipped.update(objects.skipped)
     pieces.append(frames_of(objects.activities))
-    frames = ActivityFrames.combine(pieces, settled_acts if settle else None)
+    frames = ActivityFrames.combine(pieces, settled_acts if settle else None, spill_keys=spill_keys)
     return frames, {k: n for k, n in sorted(skipped.items()) if n}

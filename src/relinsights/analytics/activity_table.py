@@ -19,6 +19,7 @@ import polars as pl
 from relinsights.analytics.activities import Activity, Kind, Role
 from relinsights.analytics.frames import (
     DIRECTION,
+    KEY_SEED,
     KIND,
     ROLE,
     ActivityFrames,
@@ -32,11 +33,12 @@ from relinsights.analytics.kpis import Interaction, series_dates
 from relinsights.analytics.matching import LinkTable
 from relinsights.analytics.records import RecordRef
 from relinsights.analytics.settings import Settings
+from relinsights.analytics.spilled import SpilledStrings
 from relinsights.analytics.timeutil import as_utc, local_date, start_of_local_day
 
 OURS, THEIRS = 0, 1  # an email's side: sent by us / by the customer (responses.Side)
 EMAIL = KIND[Kind.EMAIL]
-_SEED = 0x5EED  # fixed, so a fingerprint is the same in every process
+_SEED = KEY_SEED  # fixed, so a fingerprint is the same in every process
 _SEED2 = 0xC0FFEE
 _THREAD = "t"  # a settled email's one thread token: this and its thread's number (settle_threads)
 _INITIATORS = [ROLE[Role.FROM], ROLE[Role.ORGANIZER]]
@@ -302,23 +304,29 @@ class ActivityTable:
         )
         del recent, pairs
         # (only what the table keeps: the joins below gather every column they are given)
-        acts = frames.acts.select(pl.int_range(frames.acts.height, dtype=pl.Int32).alias("a"), *_KEPT, "key")
+        acts = frames.acts.select(pl.int_range(frames.acts.height, dtype=pl.Int32).alias("a"), *_KEPT)
         if threads is None:
             acts = acts.with_columns(group=(settled_groups if frames.settled else thread_groups)(frames.acts))
         else:  # as given (the per-record reference's own threads); an email not in them is a thread of its own
             named = pl.DataFrame(
                 {"key": list(threads), "tname": list(threads.values())}, schema={"key": pl.String, "tname": pl.String}
             )
-            acts = acts.join(named, on="key", how="left", maintain_order="left").with_columns(
-                group=pl.when(pl.col("kind") == EMAIL).then(pl.coalesce("tname", "key").rank("dense").cast(pl.Int64))
+            acts = (
+                acts.with_columns(frames.key_column())
+                .join(named, on="key", how="left", maintain_order="left")
+                .with_columns(
+                    group=pl.when(pl.col("kind") == EMAIL)
+                    .then(pl.coalesce("tname", "key").rank("dense").cast(pl.Int64))
+                )
+                .drop("key", "tname")
             )
-        # Ties on time are broken by key: the row order itself when the rows are sorted by (time, key).
-        t, key = pl.col("t"), pl.col("key")
-        in_order = frames.acts.select(((t > t.shift()) | ((t == t.shift()) & (key > key.shift()))).all()).item()
         first_day = days[0].toordinal()
         at = bounds.search_sorted(acts.get_column("t"), side="right").cast(pl.Int32)
-        self.keys = frames.acts.get_column("key")
-        key_h = self.keys.hash(_SEED)
+        # Keys are only ever compared and fingerprinted: the activity's place in (time, key) order and the key's
+        # hash stand in; the keys themselves are read for the interactions shown (`interaction`).
+        self.keys: pl.Series | SpilledStrings = frames.keys if frames.keys is not None else frames.acts.get_column("key")
+        order = frames.key_order()
+        key_h = order.get_column("key_h")
         # Set beside the activities, not joined to them: each join gathered every column again.
         decays = acts.select(kind_t).join(weights, on="kt", how="left", maintain_order="left")
 
@@ -352,9 +360,7 @@ class ActivityTable:
             .cast(pl.Int32),
             decay_now=pl.col("decay_now").fill_null(0.0),
             decay_before=pl.col("decay_before").fill_null(0.0),
-            # Keys are only ever compared and fingerprinted: the activity's place in (time, key) order (which
-            # alone orders activities by time, then key) and the key's hash stand in.
-            krank=pl.col("a") if in_order else pl.arg_sort_by("t", "key").arg_sort().cast(pl.Int32),
+            krank=order.get_column("krank"),
             key_h=key_h,
         )
 
@@ -376,7 +382,7 @@ class ActivityTable:
         """kpis.interaction_of of activity `a`, from the columns (no Activity object is made)."""
         t, kind, direction, party = self._interactions.row(a)
         return Interaction(
-            at_us(t), _KINDS[kind], _DIRECTIONS[direction], self.keys[a], self.names[party] if party >= 0 else None
+            at_us(t), _KINDS[kind], _DIRECTIONS[direction], str(self.keys[a]), self.names[party] if party >= 0 else None
         )
 
     # Views of the participants every batch of records looks up, indexed once by activity (`a` is a row

@@ -23,16 +23,27 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 from sqlalchemy import Connection
 
-Query = tuple[str | Sequence[str], list[str]]  # (sql, or its parts, in order; the names of its columns)
+Ready = Callable[[pl.DataFrame], pl.DataFrame]
+
+
+class Query(NamedTuple):
+    sql: str | Sequence[str]  # the query, or its parts in order
+    names: list[str]  # the names of its columns
+    # Applied to each part's rows (columns named) as it comes, before the parts are joined: a column that is
+    # large as read and small made ready is never held whole as read.
+    ready: Ready | None = None
+
+
 Reader = Callable[[list[Query]], list[pl.DataFrame]]  # queries -> their rows, in order
 _BATCH = 100_000
 # Rows from which a read goes through child processes: starting one costs about 0.2 s; on SQLite the
@@ -65,15 +76,13 @@ def bulk_reader(conn: Connection, rows_hint: int) -> Iterator[Reader]:
         with closing(postgresql.connect(location)) as adbc:
 
             def read_arrow(queries: list[Query]) -> list[pl.DataFrame]:
-                out = []
-                for sql, names in queries:
-                    frames = []
+                def rows(sql: str | Sequence[str]) -> Iterator[pl.DataFrame]:
                     for part in parts(sql):
                         with closing(adbc.cursor()) as cursor:
                             cursor.execute(part)
-                            frames.append(pl.DataFrame(cursor.fetch_arrow()))
-                    out.append(joined(frames, names))
-                return out
+                            yield pl.DataFrame(cursor.fetch_arrow())
+
+                return [joined(rows(q.sql), q.names, q.ready) for q in queries]
 
             yield read_arrow
         return
@@ -82,14 +91,18 @@ def bulk_reader(conn: Connection, rows_hint: int) -> Iterator[Reader]:
 
     def read_rows(queries: list[Query]) -> list[pl.DataFrame]:
         out = []
-        for sql, names in queries:
+        for sql, names, ready in queries:
             chunks: list[pl.DataFrame] = []
             for part in parts(sql):
                 with closing(raw.cursor()) as cursor:
                     cursor.execute(part)
                     while rows := cursor.fetchmany(_BATCH):
-                        chunks.append(pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None))
-            out.append(pl.concat(chunks, how="vertical_relaxed") if chunks else pl.DataFrame(schema=names))
+                        chunk = pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
+                        chunks.append(ready(chunk) if ready is not None else chunk)
+            if not chunks:
+                empty = pl.DataFrame(schema=names)
+                chunks = [ready(empty) if ready is not None else empty]
+            out.append(pl.concat(chunks, how="vertical_relaxed"))
         return out
 
     yield read_rows
@@ -103,12 +116,12 @@ def _read_in_processes(location: str, shown: str, queries: list[Query]) -> list[
         outputs = [Path(tmp) / str(i) for i in range(len(queries))]
         children = [
             subprocess.Popen(
-                [sys.executable, "-P", _READER, str(out), *parts(sql)],
+                [sys.executable, "-P", _READER, str(out), *parts(q.sql)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
-            for out, (sql, _) in zip(outputs, queries, strict=True)
+            for out, q in zip(outputs, queries, strict=True)
         ]
         for child in children:  # every child its location first: a child waits for it before it reads
             assert child.stdin is not None
@@ -124,8 +137,8 @@ def _read_in_processes(location: str, shown: str, queries: list[Query]) -> list[
                 text = error.decode(errors="replace").replace(location, shown).strip()[-2000:]
                 raise RuntimeError(f"reading {shown} failed: {text}")
         return [
-            joined([pl.read_parquet(part_file(out, j)) for j in range(len(parts(sql)))], names)
-            for out, (sql, names) in zip(outputs, queries, strict=True)
+            joined((pl.read_parquet(part_file(out, j)) for j in range(len(parts(q.sql)))), q.names, q.ready)
+            for out, q in zip(outputs, queries, strict=True)
         ]
 
 
@@ -139,13 +152,21 @@ def parts(sql: str | Sequence[str]) -> list[str]:
     return [sql] if isinstance(sql, str) else list(sql)
 
 
-def joined(frames: list[pl.DataFrame], names: list[str]) -> pl.DataFrame:
-    """A query's parts as one frame, columns named as given. A part without rows is left out: a driver may
-    type its columns otherwise (it cannot tell a type from no values)."""
-    rows = [f for f in frames if f.height] or frames[:1]
-    frame = rows[0] if len(rows) == 1 else pl.concat(rows, how="vertical_relaxed")
-    frame.columns = names
-    return frame
+def joined(frames: Iterable[pl.DataFrame], names: list[str], ready: Ready | None = None) -> pl.DataFrame:
+    """A query's parts (read one after the other) as one frame, columns named as given, each part made
+    `ready` as it comes. A part without rows is left out: a driver may type its columns otherwise (it cannot
+    tell a type from no values)."""
+    kept: list[pl.DataFrame] = []
+    first: pl.DataFrame | None = None
+    for frame in frames:
+        frame.columns = names
+        first = frame if first is None else first
+        if frame.height:
+            kept.append(ready(frame) if ready is not None else frame)
+    if not kept:
+        assert first is not None, "a query has at least one part"
+        kept = [ready(first) if ready is not None else first]
+    return kept[0] if len(kept) == 1 else pl.concat(kept, how="vertical_relaxed")
 
 
 def id_ranges(last_id: int, *columns: str) -> list[str]:

@@ -209,7 +209,8 @@ def prepare(
 ) -> Prepared:
     """Load the tenant's rows, build its activities and link them to its CRM records.
 
-    keep_rows=False drops the loaded source rows once the activities are built (the KPI job, for memory);
+    keep_rows=False drops the loaded source rows once the activities are built and keeps the activity keys in a
+    file (the KPI job, for memory: frames.with_keys_spilled);
     `step` is told each step's name as it ends (scripts/bench_phases.py times them)."""
     row = ensure_tenant(engine, tenant)
     assert row.id is not None
@@ -230,6 +231,7 @@ def prepare(
         crm_appointments=inputs.crm_appointments,
         phone_calls=inputs.phone_calls,
         settle=True,  # the ids that only made threads, no longer held
+        spill_keys=not keep_rows,
     )
     if not keep_rows:
         inputs.release_rows()

@@ -1,0 +1,95 @@
+"""Spilled columns (spilled.py) and frames whose activity keys are kept in a file (frames.with_keys_spilled)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relinsights.analytics import spilled
+from relinsights.analytics.activities import Activity, Direction, Kind, Participant, Role
+from relinsights.analytics.frames import ActivityFrames, FrameActivities, frames_of
+from relinsights.analytics.spilled import SpilledStrings
+
+T = datetime(2026, 3, 2, 12, tzinfo=UTC)
+
+
+@given(st.lists(st.text(), max_size=40), st.integers(1, 7))
+def test_every_value_reads_back_as_it_was_whatever_the_chunks(values: list[str], chunk: int) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(spilled, "CHUNK", chunk)
+        column = pl.Series("k", values, dtype=pl.String)
+        kept = SpilledStrings(column)
+    assert len(kept) == len(values)
+    assert [kept[i] for i in range(len(values))] == values  # (non-ASCII, empty strings and all)
+    assert kept.to_series("k").equals(column)
+    if values:
+        assert kept[-1] == values[-1]
+    kept.close()
+
+
+def test_a_row_out_of_range_or_a_column_with_nulls_is_refused() -> None:
+    kept = SpilledStrings(pl.Series(["a", "b"]))
+    with pytest.raises(IndexError, match="value 2 of 2"):
+        kept[2]
+    with pytest.raises(ValueError, match="'k' has 1 nulls"):
+        SpilledStrings(pl.Series("k", ["a", None]))
+
+
+def _activity(key: str, hours: int) -> Activity:
+    return Activity(
+        key=key,
+        kind=Kind.EMAIL,
+        direction=Direction.OUTGOING,
+        time=T - timedelta(hours=hours),
+        end=T - timedelta(hours=hours),
+        participants=(
+            Participant("bob@contoso.com", True, Role.FROM, "bob@contoso.com"),
+            Participant("ann@fabrikam.com", False, Role.TO, "ann@fabrikam.com"),
+        ),
+        message_id=key.removeprefix("email:"),
+    )
+
+
+@pytest.mark.parametrize("in_order", [True, False])
+def test_spilled_keys_order_hash_and_read_as_the_keys_in_memory(in_order: bool) -> None:
+    # In (time, key) order; the last two at the same time, their keys break the tie. Out of order (reversed),
+    # each one's place comes from the keys themselves.
+    acts = [_activity("email:<b@x>", 3), _activity("email:<a@x>", 2), _activity("email:<é@x>", 2)]
+    if not in_order:
+        acts.reverse()
+    frames = frames_of(acts)
+    kept = frames.with_keys_spilled()
+    assert "key" not in kept.acts.columns and kept.keys is not None
+    assert kept.key_order().equals(frames.key_order())
+    assert kept.key_order().get_column("krank").to_list() == ([0, 1, 2] if in_order else [2, 1, 0])
+    assert [kept.key_of(a) for a in range(3)] == [a.key for a in acts]
+    assert list(FrameActivities(kept)) == list(FrameActivities(frames)) == acts
+    assert kept.compacted().key_column().equals(frames.acts.get_column("key"))
+    assert kept.with_keys_spilled() is kept  # (spilled once)
+
+
+def test_spilled_frames_of_no_activities() -> None:
+    kept = ActivityFrames.empty().with_keys_spilled()
+    assert kept.key_column().len() == 0 and kept.key_order().height == 0
+
+
+def test_combining_with_the_keys_spilled_gives_the_frames_spilled_after() -> None:
+    # Two pieces whose activities interleave in (time, key) order: the keys go to their file in that order.
+    def pieces() -> list[ActivityFrames]:
+        return [
+            frames_of([_activity("email:<c@x>", 4), _activity("email:<a@x>", 2)]),
+            frames_of([_activity("email:<b@x>", 2), _activity("email:<d@x>", 1)]),
+        ]
+
+    whole = ActivityFrames.combine(pieces())
+    kept = ActivityFrames.combine(pieces(), spill_keys=True)
+    assert kept.key_column().to_list() == ["email:<c@x>", "email:<a@x>", "email:<b@x>", "email:<d@x>"]
+    assert kept.key_column().equals(whole.acts.get_column("key"))
+    assert kept.key_order().equals(whole.key_order())
+    assert kept.acts.drop("key_h", "krank").equals(whole.acts.drop("key"))
+    assert kept.parts.equals(whole.parts)
+    assert list(FrameActivities(kept)) == list(FrameActivities(whole))
