@@ -197,7 +197,7 @@ def mail_objects(messages: pl.DataFrame, recipients: pl.DataFrame) -> list[MailM
 
 def _merged(copies: pl.DataFrame) -> pl.DataFrame:
     """One row per message (`gid`) from its copies: its time, message id, conversations, the ids it replies to,
-    its copies (`ms`) and its sender (person, its number, kind, address: those of its first copy in primary
+    its copies (`ms`) and its sender (its row in `who`, its number and kind: those of its first copy in primary
     order, `prank`, that names one); in no particular order.
 
     Most messages have one copy, taken as it is, and only the others are grouped. Grouping every copy (a
@@ -205,7 +205,7 @@ def _merged(copies: pl.DataFrame) -> pl.DataFrame:
     copy (which gathered every aggregated row again) took this step to 1,793 MiB at 2,000,000 activities;
     this, to 1,508."""
     shared = copies.select(pl.col("gid").is_duplicated()).to_series()
-    named = pl.col("s_person").is_not_null()
+    named = pl.col("s_pid").is_not_null()
     replies = pl.col("replies")
     if copies.select((replies.list.len() > 1).any()).item():  # (only References can repeat an id)
         replies = replies.list.drop_nulls().list.unique(maintain_order=True)
@@ -221,10 +221,9 @@ def _merged(copies: pl.DataFrame) -> pl.DataFrame:
             .otherwise(pl.lit([], _IDS)),
             reply_to=replies,
             ms=pl.concat_list("m"),
-            person="s_person",
+            w=pl.when(named).then(pl.col("s_w")),
             s_pid="s_pid",
             kind=pl.when(named).then(pl.col("s_kind")),
-            address=pl.when(named).then(pl.col("s_addr")),
         )
     )
 
@@ -241,10 +240,9 @@ def _merged(copies: pl.DataFrame) -> pl.DataFrame:
             conversations=pl.col("conv").sort_by("source").drop_nulls().unique(maintain_order=True),
             reply_to=pl.col("replies").sort_by("source").explode().drop_nulls().unique(maintain_order=True),
             ms="m",
-            person=sender("s_person"),
+            w=sender("s_w"),
             s_pid=sender("s_pid"),
             kind=sender("s_kind"),
-            address=sender("s_addr"),
         )
     )
     return pl.concat([one.collect(), several.collect()])
@@ -321,14 +319,12 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
     del recipients
 
     def resolved(col: str, prefix: str) -> pl.DataFrame:
-        return who.rename(
-            {
-                "raw": col,
-                "person": f"{prefix}person",
-                "kind": f"{prefix}kind",
-                "address": f"{prefix}addr",
-                "pid": f"{prefix}pid",
-            }
+        """An address column's person as its row in `who` (`w`), with its number and side."""
+        return who.select(
+            pl.col("raw").alias(col),
+            pl.col("kind").alias(f"{prefix}kind"),
+            pl.col("pid").alias(f"{prefix}pid"),
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias(f"{prefix}w"),
         )
 
     # A mailbox is ordered by its owner (the person it resolves to, else its own string): ranked once per
@@ -354,8 +350,8 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
         .select(
             "box",
             *(
-                pl.when(pl.col("f_person").is_not_null()).then(pl.col(f"f_{x}")).otherwise(pl.col(f"s_{x}")).alias(y)
-                for x, y in (("person", "s_person"), ("kind", "s_kind"), ("addr", "s_addr"), ("pid", "s_pid"))
+                pl.when(pl.col("f_pid").is_not_null()).then(pl.col(f"f_{x}")).otherwise(pl.col(f"s_{x}")).alias(f"s_{x}")
+                for x in ("w", "kind", "pid")
             ),
         )
         .collect()
@@ -381,8 +377,8 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
     # made; copies are told their activity by number (`ms`), not by joining on the key again.
     acts = _merged(copies)
     copies = copies.select("m", "prank")  # all the recipients need of them
-    skipped["no-sender"] += acts.filter(pl.col("person").is_null()).height
-    acts = acts.filter(pl.col("person").is_not_null())
+    skipped["no-sender"] += acts.filter(pl.col("w").is_null()).height
+    acts = acts.filter(pl.col("w").is_not_null())
     skipped["ignored-sender"] += acts.filter(pl.col("kind") == SIDE_IGNORED).height
     acts = acts.filter(pl.col("kind") != SIDE_IGNORED).with_row_index("a")
     numbered = acts.height  # the numbers the participants are told (some dropped further on)
@@ -417,14 +413,16 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
     skipped["no-direction"] += acts.filter(pl.col("dir").is_null()).height
     acts = acts.filter(pl.col("dir").is_not_null())
 
+    sender = acts.get_column("w")
     senders = acts.select(
         "a",
         ord=pl.lit(0, dtype=pl.UInt32),
-        person="person",
+        person=who.get_column("person").gather(sender),
         internal=pl.col("kind") == SIDE_INTERNAL,
         role=pl.lit(_FROM, dtype=pl.Int8),
-        address="address",
+        address=who.get_column("address").gather(sender),
     )
+    del sender
     parts = pl.concat([senders, recips], how="vertical_relaxed")  # each activity's sender before its recipients
     del senders, recips
     # The conversations (views into the read's buffers) replaced, and let go, before the keys are made: both
