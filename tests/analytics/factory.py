@@ -217,7 +217,7 @@ def run(
     assert {k.record: k for k in columnar} == kpis
 
     # ...and the job's column pipeline (frames built from the rows, matched as joins) to the same.
-    def build(settle: bool) -> tuple[ActivityFrames, dict[str, int]]:
+    def build(settle: bool, spill_keys: bool = False) -> tuple[ActivityFrames, dict[str, int]]:
         return build_activity_frames(
             rules=party_rules,
             tier=tier,
@@ -227,6 +227,7 @@ def run(
             crm_appointments=crm_appointments,
             phone_calls=calls,
             settle=settle,
+            spill_keys=spill_keys,
         )
 
     frames, skipped = build(settle=False)
@@ -241,7 +242,7 @@ def run(
     # As the job builds them: each email's thread tokens settled into one naming its thread before the pieces
     # are sorted into one, the keys kept in a file, and the frames compacted. The same as settling the frames
     # built above, but for the names of the threads (this run's numbers).
-    settled = build(settle=True)[0].with_keys_spilled().compacted()
+    settled = build(settle=True, spill_keys=True)[0].compacted()
     after = settle_threads(frames)
     assert settled.parts.equals(after.parts)
     assert settled.key_column().equals(after.acts.get_column("key"))

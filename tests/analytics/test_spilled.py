@@ -1,4 +1,4 @@
-"""Spilled columns (spilled.py) and frames whose activity keys are kept in a file (frames.with_keys_spilled)."""
+"""Spilled columns (spilled.py) and frames whose activity keys are kept in a file (ActivityFrames.combine)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from relinsights.analytics import spilled
 from relinsights.analytics.activities import Activity, Direction, Kind, Participant, Role
-from relinsights.analytics.frames import ActivityFrames, FrameActivities, frames_of
+from relinsights.analytics.frames import KEY_SEED, ActivityFrames, FrameActivities, frames_of
 from relinsights.analytics.spilled import SpilledStrings
 
 T = datetime(2026, 3, 2, 12, tzinfo=UTC)
@@ -55,41 +55,38 @@ def _activity(key: str, hours: int) -> Activity:
 
 
 @pytest.mark.parametrize("in_order", [True, False])
-def test_spilled_keys_order_hash_and_read_as_the_keys_in_memory(in_order: bool) -> None:
+def test_each_activity_has_its_key_hash_and_its_place_in_time_then_key_order(in_order: bool) -> None:
     # In (time, key) order; the last two at the same time, their keys break the tie. Out of order (reversed),
     # each one's place comes from the keys themselves.
     acts = [_activity("email:<b@x>", 3), _activity("email:<a@x>", 2), _activity("email:<é@x>", 2)]
     if not in_order:
         acts.reverse()
-    frames = frames_of(acts)
-    kept = frames.with_keys_spilled()
-    assert "key" not in kept.acts.columns and kept.keys is not None
-    assert kept.key_order().equals(frames.key_order())
-    assert kept.key_order().get_column("krank").to_list() == ([0, 1, 2] if in_order else [2, 1, 0])
-    assert [kept.key_of(a) for a in range(3)] == [a.key for a in acts]
-    assert list(FrameActivities(kept)) == list(FrameActivities(frames)) == acts
-    assert kept.compacted().key_column().equals(frames.acts.get_column("key"))
-    assert kept.with_keys_spilled() is kept  # (spilled once)
+    order = frames_of(acts).key_order()
+    assert order.get_column("krank").to_list() == ([0, 1, 2] if in_order else [2, 1, 0])
+    assert order.get_column("key_h").equals(pl.Series([a.key for a in acts]).hash(KEY_SEED), check_names=False)
 
 
-def test_spilled_frames_of_no_activities() -> None:
-    kept = ActivityFrames.empty().with_keys_spilled()
-    assert kept.key_column().len() == 0 and kept.key_order().height == 0
-
-
-def test_combining_with_the_keys_spilled_gives_the_frames_spilled_after() -> None:
+def test_combining_with_the_keys_spilled_gives_the_frames_combined_in_memory() -> None:
     # Two pieces whose activities interleave in (time, key) order: the keys go to their file in that order.
     def pieces() -> list[ActivityFrames]:
         return [
-            frames_of([_activity("email:<c@x>", 4), _activity("email:<a@x>", 2)]),
+            frames_of([_activity("email:<c@x>", 4), _activity("email:<é@x>", 2)]),
             frames_of([_activity("email:<b@x>", 2), _activity("email:<d@x>", 1)]),
         ]
 
     whole = ActivityFrames.combine(pieces())
     kept = ActivityFrames.combine(pieces(), spill_keys=True)
-    assert kept.key_column().to_list() == ["email:<c@x>", "email:<a@x>", "email:<b@x>", "email:<d@x>"]
+    assert "key" not in kept.acts.columns and kept.keys is not None
+    assert kept.key_column().to_list() == ["email:<c@x>", "email:<b@x>", "email:<é@x>", "email:<d@x>"]
     assert kept.key_column().equals(whole.acts.get_column("key"))
+    assert [kept.key_of(a) for a in range(4)] == whole.acts.get_column("key").to_list()
     assert kept.key_order().equals(whole.key_order())
     assert kept.acts.drop("key_h", "krank").equals(whole.acts.drop("key"))
     assert kept.parts.equals(whole.parts)
     assert list(FrameActivities(kept)) == list(FrameActivities(whole))
+    assert kept.compacted().keys is kept.keys
+
+
+def test_combining_no_activities_with_the_keys_spilled() -> None:
+    kept = ActivityFrames.combine([ActivityFrames.empty()], spill_keys=True)
+    assert len(kept) == 0 and kept.key_column().len() == 0 and kept.key_order().height == 0

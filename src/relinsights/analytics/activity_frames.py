@@ -38,7 +38,7 @@ def build_activity_frames(
     `mail` being the Graph messages and recipients as mail_frames.py reads them, `meetings` the Graph
     events and attendees as meeting_frames.py reads them; both builders take the rows out of those holders.
     settle=True: with each email's thread ids settled (activity_table.settle_threads), before the sort;
-    spill_keys=True: with the activity keys kept in a file (ActivityFrames.with_keys_spilled)."""
+    spill_keys=True: with the activity keys kept in a file (ActivityFrames.combine)."""
     skipped: Counter[str] = Counter()
     pieces: list[ActivityFrames] = []
     tracked: list[MailMessage] = []

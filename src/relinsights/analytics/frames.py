@@ -247,7 +247,7 @@ class ActivityFrames:
     parts: pl.DataFrame  # PART_SCHEMA, grouped by activity in row order, each activity's participants in order
     # Each email's thread ids replaced by one token naming its thread (activity_table.settle_threads).
     settled: bool = False
-    # The keys, when kept in a file (`with_keys_spilled`): `acts` then holds what is read of them in bulk,
+    # The keys, when kept in a file (`combine`'s spill_keys): `acts` then holds what is read of them in bulk,
     # their hashes and order (`key_order`), instead of their column.
     keys: SpilledStrings | None = None
 
@@ -268,17 +268,6 @@ class ActivityFrames:
 
         fresh = pl.col(pl.String).cast(pl.Binary).cast(pl.String)
         return replace(self, acts=self.acts.with_columns(fresh), parts=self.parts.with_columns(fresh))
-
-    def with_keys_spilled(self) -> ActivityFrames:
-        """The same frames with the activity keys kept in a temporary file (spilled.py), their hashes and order
-        in memory (`key_order`): a run reads the keys themselves only for the few interactions it shows (the
-        KPI job: 0.17 GB less held from matching to the end of a run at 2,000,000 activities)."""
-        if self.keys is not None:
-            return self
-        keys = self.acts.get_column("key")
-        spilled = SpilledStrings(keys)
-        acts = self.acts.with_columns(self.key_order()).drop("key")
-        return replace(self, acts=acts, keys=spilled)
 
     def key_order(self) -> pl.DataFrame:
         """(key_h, krank) of each activity: its key's hash (fingerprints) and its place in (time, key) order
@@ -319,9 +308,12 @@ class ActivityFrames:
         them all).
 
         `settle` (activity_table.settled_acts), when given, rewrites the activities row for row before they
-        are sorted: what it replaces is never gathered by the sort. spill_keys=True: the keys go to their
-        file in sorted order instead of through the sort (`with_keys_spilled`; sorting them gathered every
-        key again: 0.17 GB more at 2,000,000 activities)."""
+        are sorted: what it replaces is never gathered by the sort.
+
+        spill_keys=True: the keys go to a temporary file (spilled.py), in sorted order, instead of through the
+        sort, their hashes and order kept in memory (`key_order`): a run reads the keys themselves only for the
+        few interactions it shows (the KPI job: 0.17 GB less held from the build to the end of a run at
+        2,000,000 activities; sorting them also gathered every key again)."""
         acts: list[pl.DataFrame] = []
         parts: list[pl.DataFrame] = []
         while pieces:

@@ -210,7 +210,7 @@ def prepare(
     """Load the tenant's rows, build its activities and link them to its CRM records.
 
     keep_rows=False drops the loaded source rows once the activities are built and keeps the activity keys in a
-    file (the KPI job, for memory: frames.with_keys_spilled);
+    file (the KPI job, for memory: ActivityFrames.combine's spill_keys);
     `step` is told each step's name as it ends (scripts/bench_phases.py times them)."""
     row = ensure_tenant(engine, tenant)
     assert row.id is not None
