@@ -307,6 +307,48 @@ def test_fingerprints_move_with_exactly_the_records_whose_inputs_moved() -> None
     assert _fingerprints(base, Settings(lookback_days=30), health)[ann] != first[ann]  # and the settings
 
 
+def fingerprints_of_a_small_tenant() -> dict[str, str]:
+    """Fingerprints of a few emails, by record (run in processes of their own below)."""
+    base = [
+        MailMessage(
+            graph_id=f"g{n}",
+            mailbox="bob@contoso.com",
+            sent_at=T - timedelta(hours=n),
+            from_address="bob@contoso.com",
+            to=(to,),
+            cc=("carl@contoso.com",),
+            internet_message_id=f"<x{n}@x>",
+        )
+        for n, to in enumerate(("ann@fabrikam.com", "zoe@tailspin.com"), start=1)
+    ]
+    return {str(ref): p for ref, p in _fingerprints(base, Settings(), RECORDS.health_refs()).items()}
+
+
+def test_fingerprints_are_the_same_in_every_process() -> None:
+    """People and addresses are categoricals whose codes are the process's own (polars' mapping, in the order
+    strings first come): a fingerprint must not depend on them, so that each daily run, in a process of its
+    own, finds the records whose inputs did not move."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys, json, relinsights, polars as pl\n"
+        "if sys.argv[1] == 'other-codes':\n"
+        "    pl.Series([f'p{i}@y.com' for i in range(50)] + ['zoe@tailspin.com', 'carl@contoso.com']).cast(pl.Categorical)\n"
+        "from tests.analytics.test_columnar import fingerprints_of_a_small_tenant\n"
+        "print(json.dumps(fingerprints_of_a_small_tenant(), sort_keys=True))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    outs = [
+        subprocess.run(
+            [sys.executable, "-c", script, mode], cwd=root, capture_output=True, text=True, check=True
+        ).stdout
+        for mode in ("first-codes", "other-codes")
+    ]
+    assert outs[0] == outs[1] and "contact" in outs[0]
+
+
 @pytest.mark.parametrize("rows", [1, 3])
 def test_fingerprints_hash_the_participants_some_rows_at_a_time_alike(
     rows: int, monkeypatch: pytest.MonkeyPatch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -135,6 +136,30 @@ def test_keys_a_crm_copy_shares_go_to_the_object_builder() -> None:
     assert frames.acts.get_column("key").to_list() == ["email:" + str(other.internet_message_id)]
     both = build_activities(rules=tenant_rules(), messages=objects, crm_emails=[crm], keep_sources=False)
     assert [a.regarding for a in both.activities] == [()] and len(both.activities) == 1
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 250_000])
+def test_copies_a_crm_copy_shares_keep_their_raw_ids_whatever_the_parts_normalised(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The raw ids are let go a part (ID_CHUNK) at a time as they are normalised, but for the copies the object
+    builder takes, which keep theirs as written; the caller's own frame keeps all of its ids."""
+    monkeypatch.setattr(mail_frames, "ID_CHUNK", chunk)
+    sent = [mail("bob@contoso.com", [f"p{i}@fabrikam.com"], f"2026-03-01 0{i}:00") for i in range(5)]
+    tracked = [
+        replace(sent[1], internet_message_id=" <Tracked-1@X> "),
+        replace(sent[3], internet_message_id="<tracked-3@x>"),
+    ]
+    messages = [sent[0], tracked[0], sent[2], tracked[1], sent[4]]
+    rows = mail_rows(messages)
+    theirs = rows.messages
+    keys = {"email:<tracked-1@x>", "email:<tracked-3@x>"}
+    frames, objects = build_mail_frames(rows, keys, tenant_rules(), Counter())
+    assert sorted(objects, key=lambda m: m.graph_id) == sorted(tracked, key=lambda m: m.graph_id)
+    assert sorted(ActivityFrames.combine([frames]).acts.get_column("key").to_list()) == sorted(
+        f"email:{normalise_message_id(m.internet_message_id)}" for m in (sent[0], sent[2], sent[4])
+    )
+    assert theirs.get_column("internet_message_id").to_list() == [m.internet_message_id for m in messages]
 
 
 def test_nothing_in_nothing_out() -> None:

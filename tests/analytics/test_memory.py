@@ -390,7 +390,8 @@ def test_combined_activities_are_in_time_then_key_order_with_their_participants(
             list(ACT_SCHEMA)
         ),
         pl.DataFrame(
-            {"a": range(len(rows)), "person": [k for _, k in rows]}, schema={"a": pl.Int32, "person": pl.String}
+            {"a": range(len(rows)), "person": [k for _, k in rows]},
+            schema={"a": pl.Int32, "person": PART_SCHEMA["person"]},
         ).with_columns(**{c: pl.lit(None, dtype=d) for c, d in PART_SCHEMA.items() if c not in ("a", "person")}),
     )
     both = ActivityFrames.combine([first, piece])

@@ -43,12 +43,13 @@ def build_activity_frames(
     pieces: list[ActivityFrames] = []
     tracked: list[MailMessage] = []
     shared: list[CalendarEvent] = []
-    if tier is Tier.ENHANCED and mail is not None:
-        built, tracked = build_mail_frames(mail, {crm_email_key(e) for e in crm_emails}, rules, skipped)
-        pieces.append(built)
-        del built  # (only the list holds a piece: combine lets each go as soon as it can)
+    # Calendars first: their rows go before the mail, the larger, is built (combine orders the pieces' activities).
     if tier is Tier.ENHANCED and meetings is not None:
         built, shared = build_meeting_frames(meetings, {crm_meeting_key(a) for a in crm_appointments}, rules, skipped)
+        pieces.append(built)
+        del built  # (only the list holds a piece: combine lets each go as soon as it can)
+    if tier is Tier.ENHANCED and mail is not None:
+        built, tracked = build_mail_frames(mail, {crm_email_key(e) for e in crm_emails}, rules, skipped)
         pieces.append(built)
         del built
     objects = build_activities(

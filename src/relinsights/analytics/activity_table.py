@@ -179,7 +179,10 @@ HASH_ROWS = 500_000
 
 def _participant_hashes(parts: pl.DataFrame) -> pl.Series:
     """What a fingerprint knows of each participant (`p_h`), stable across runs (the table's codes are not)."""
-    hashed = pl.struct("person", "internal", "role", "address", "attended").hash(_SEED).alias("p_h")
+    # (people and addresses hashed as strings, as they were before the frames held them as categoricals: the
+    # fingerprints stored by earlier runs stay those of the same inputs)
+    text = [pl.col(c).cast(pl.String) for c in ("person", "address")]
+    hashed = pl.struct(text[0], "internal", "role", text[1], "attended").hash(_SEED).alias("p_h")
     return pl.concat(
         [parts.slice(i, HASH_ROWS).select(hashed).to_series() for i in range(0, max(parts.height, 1), HASH_ROWS)]
     )
@@ -208,6 +211,7 @@ class ActivityTable:
         self.acts = acts if acts is not None else FrameActivities(frames)
         self.identities = identities
         self._members: tuple[LinkTable, pl.DataFrame] | None = None
+        self._parts_released = False
         self._columns(frames, threads, release_parts)
 
     @classmethod
@@ -238,14 +242,16 @@ class ActivityTable:
         names.add("")
         self.names = sorted(names)
         self.code = code = {n: c for c, n in enumerate(self.names)}
-        self.addresses = frames.parts.get_column("address").drop_nulls().unique(maintain_order=True).sort().to_list()
+        distinct = frames.parts.get_column("address").drop_nulls().unique(maintain_order=True)
+        self.addresses = distinct.cast(pl.String).sort().to_list()
+        # (keyed as the participant rows hold them: frames.PERSON)
         people = pl.DataFrame(
             {"person": persons, "pc": [code[n] for n in persons], "who": [code[identities.get(n, n)] for n in persons]},
-            schema={"person": pl.String, "pc": pl.Int32, "who": pl.Int32},
+            schema={"person": frames.parts.schema["person"], "pc": pl.Int32, "who": pl.Int32},
         )
         addresses = pl.DataFrame(
             {"address": self.addresses, "addr": range(len(self.addresses))},
-            schema={"address": pl.String, "addr": pl.Int32},
+            schema={"address": frames.parts.schema["address"], "addr": pl.Int32},
         )
         # The codes set beside the participant rows (a lazy join yields only them): joining the rows themselves
         # gathered every column twice, with the year's participants alive (this step's peak, 1,352 MiB at
@@ -408,8 +414,12 @@ class ActivityTable:
         """The To/Cc recipients by (activity, person)."""
         return _ByKey(self.parts.filter(pl.col("role").is_in([ROLE[Role.TO], ROLE[Role.CC]])), [])
 
-    def warm(self, links: LinkTable) -> None:
-        """Build every look-up the KPIs of `links` read, so that threads can then share the table read-only."""
+    def warm(self, links: LinkTable, release_parts: bool = False) -> None:
+        """Build every look-up the KPIs of `links` read, so that threads can then share the table read-only.
+
+        release_parts=True then lets the participant rows go: the look-ups hold what the KPIs read of them, and
+        the rows themselves only make fingerprints, which are to be made before (the KPI job: 0.12 GB of the
+        KPIs' peak at 2,000,000 activities)."""
         for view in (
             self.link_columns,
             self._interactions,
@@ -420,6 +430,8 @@ class ActivityTable:
         ):
             assert view is not None
         self.members_of(links)
+        if release_parts:
+            self.parts, self._parts_released = self.parts.clear(), True
 
     @property
     def size(self) -> int:
@@ -454,6 +466,8 @@ class ActivityTable:
         A hash of every field of every linked activity the KPIs read (its participants included), of each
         link's reasons and members with their identities, of whether the record gets health, and of the
         settings; polars' hashes are stable within one polars version, which `settings_key` includes."""
+        if self._parts_released:
+            raise RuntimeError("fingerprints are made before warm(release_parts=True) lets the participant rows go")
         # Sets (an activity's participants, a record's links) are hashed as the wrapping sum of their members'
         # 64-bit hashes: no sorting, no lists, and any one change moves the sum.
         people = self.parts.group_by("a").agg(pl.col("p_h").sum(), n_people=pl.len())

@@ -25,6 +25,7 @@ from relinsights.analytics.activities import Role
 from relinsights.analytics.frames import (
     ACT_SCHEMA,
     PART_SCHEMA,
+    PERSON,
     ROLE,
     SIDE_EXTERNAL,
     SIDE_IGNORED,
@@ -126,10 +127,15 @@ def normalise_ids(values: pl.Series) -> pl.Series:
     ).to_series()
 
 
-def with_keys(messages: pl.DataFrame) -> pl.DataFrame:
-    """Each copy's normalised message id (`mid`), its activity key (activities._graph_mail) without the
-    "email:" all keys start with (`gid`: its message id, else "graph:" and its Graph id; the message id's
-    own string, not a copy), and the ids it replies to (In-Reply-To, then References), normalised."""
+def with_keys(messages: pl.DataFrame, keep: Collection[str] = ()) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(each copy with its normalised message id (`mid`), its activity key (activities._graph_mail) without
+    the "email:" all keys start with (`gid`: its message id, else "graph:" and its Graph id; the message id's
+    own string, not a copy), and the ids it replies to (In-Reply-To, then References), normalised; the raw
+    internetMessageIds (m, internet_message_id) of the copies whose key is in `keep`).
+
+    The raw internetMessageIds are taken out of `messages` (in place) and let go ID_CHUNK at a time as they
+    are normalised: a year of them as read and as normalised, both whole, were the mail build's peak (0.2 GB
+    more at 2,000,000 activities). Only the copies the object builder takes (`split_mail`) keep theirs."""
     reply = normalise_ids(messages.get_column("in_reply_to"))
     refs = messages.get_column("references")
     if refs.list.len().sum():  # (never from the database: it keeps In-Reply-To only)
@@ -144,25 +150,47 @@ def with_keys(messages: pl.DataFrame) -> pl.DataFrame:
         replies = pl.concat_list(reply, refs).list.drop_nulls()
     else:  # a list made only where there is an id: concat_list and drop_nulls over every row cost 20 times more
         replies = pl.when(reply.is_not_null()).then(pl.concat_list(reply)).otherwise(pl.lit([], dtype=_IDS))
-    return messages.with_columns(
-        mid=normalise_ids(messages.get_column("internet_message_id")), replies=replies
-    ).with_columns(
-        gid=pl.when(pl.col("mid").is_not_null())
-        .then(pl.col("mid"))
-        .otherwise(pl.concat_str(pl.lit("graph:"), pl.col("graph_id")))
-    )
+    raw = messages.drop_in_place("internet_message_id")
+    starts = range(0, max(raw.len(), 1), ID_CHUNK)
+    parts: list[pl.Series | None] = [raw.slice(start, ID_CHUNK) for start in starts]
+    del raw
+    wanted = pl.Series(sorted(keep), dtype=pl.String).implode()
+    graph_ids, ids = messages.get_column("graph_id"), messages.get_column("m")
+    mids, gids, kept = [], [], []
+    for i, start in enumerate(starts):
+        part = parts[i]
+        assert part is not None
+        parts[i] = None  # (this part's raw ids go with `part`, at the end of this step)
+        mid = normalise_ids(part)
+        gid = pl.select(
+            pl.when(mid.is_not_null()).then(mid).otherwise(pl.concat_str(pl.lit("graph:"), graph_ids.slice(start, mid.len())))
+        ).to_series()
+        mine = gid.is_in(wanted)
+        # (the few kept as new strings: a view of the part's would keep all of its bytes)
+        kept.append(
+            pl.DataFrame(
+                {"m": ids.slice(start, mid.len()).filter(mine), "internet_message_id": part.filter(mine).to_list()},
+                schema={"m": ids.dtype, "internet_message_id": pl.String},
+            )
+        )
+        mids.append(mid)
+        gids.append(gid)
+        del part
+    return messages.with_columns(mid=pl.concat(mids), gid=pl.concat(gids), replies=replies), pl.concat(kept)
 
 
 def split_mail(
     messages: pl.DataFrame, recipients: pl.DataFrame, crm_keys: Collection[str]
 ) -> tuple[pl.DataFrame, list[MailMessage]]:
     """(the copies the frame builder takes, as `with_keys` gives them; the copies of keys a CRM copy also
-    has, as `MailMessage` objects for the object builder)."""
-    keyed, shared = split_keys(with_keys(messages), [k.removeprefix(_KEYED) for k in crm_keys], "gid")
-    # The frame builder reads the normalised ids: the raw ones would only be held (2,000,000 activities of
-    # Exchange Online's 80-character internetMessageIds: 0.2 GB).
-    keyed = keyed.drop("internet_message_id", "in_reply_to", "references")
-    return keyed, mail_objects(shared, recipients) if shared.height else []
+    has, as `MailMessage` objects for the object builder). The raw message ids are taken out of `messages`."""
+    keys = [k.removeprefix(_KEYED) for k in crm_keys]
+    keyed, raw_ids = with_keys(messages, keys)
+    keyed, shared = split_keys(keyed, keys, "gid")
+    keyed = keyed.drop("in_reply_to", "references")  # (the frame builder reads the normalised ids)
+    if not shared.height:
+        return keyed, []
+    return keyed, mail_objects(shared.join(raw_ids, on="m", how="left", maintain_order="left"), recipients)
 
 
 def mail_objects(messages: pl.DataFrame, recipients: pl.DataFrame) -> list[MailMessage]:
@@ -256,9 +284,13 @@ def build_mail_frames(
     The rows are taken out of `mail`. The activities are a piece for `ActivityFrames.combine`: their
     participants are not yet grouped by activity (combine groups them)."""
     messages, recipients = mail.take()
-    keyed, tracked = split_mail(messages, recipients, crm_keys)
+    # (a frame of its own, which split_mail takes the raw message ids out of: a caller may still hold the one
+    # it read, and its ids)
+    copies = messages.clone()
+    del messages
+    keyed, tracked = split_mail(copies, recipients, crm_keys)
     rows = MailRows(keyed, recipients)  # the messages with their keys
-    del messages, keyed, recipients
+    del copies, keyed, recipients
     return _build(rows, rules, skipped), tracked
 
 
@@ -394,13 +426,15 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
         .select("a", "ord", "w", internal=pl.col("kind") == SIDE_INTERNAL, role="role")
         .collect()
     )
+    # People and addresses gathered as categoricals (frames.PERSON): as strings, each row held a copy.
+    person, address = (who.get_column(c).cast(PERSON) for c in ("person", "address"))
     recips = recips.select(
         "a",
         "ord",
-        who.get_column("person").gather(recips.get_column("w")),
+        person.gather(recips.get_column("w")),
         "internal",
         "role",
-        who.get_column("address").gather(recips.get_column("w")),
+        address.gather(recips.get_column("w")),
     )
     sides = recips.group_by("a").agg(any_internal=pl.col("internal").any(), any_external=(~pl.col("internal")).any())
     acts = acts.join(sides, on="a", how="left").with_columns(
@@ -417,10 +451,10 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
     senders = acts.select(
         "a",
         ord=pl.lit(0, dtype=pl.UInt32),
-        person=who.get_column("person").gather(sender),
+        person=person.gather(sender),
         internal=pl.col("kind") == SIDE_INTERNAL,
         role=pl.lit(_FROM, dtype=pl.Int8),
-        address=who.get_column("address").gather(sender),
+        address=address.gather(sender),
     )
     del sender
     parts = pl.concat([senders, recips], how="vertical_relaxed")  # each activity's sender before its recipients

@@ -30,7 +30,7 @@ import numpy.typing as npt
 import polars as pl
 
 from relinsights.analytics.activities import Activity
-from relinsights.analytics.frames import ActivityFrames, us
+from relinsights.analytics.frames import PERSON, ActivityFrames, us
 from relinsights.analytics.matching import (
     ACCOUNT_CONTACT,
     ACCOUNT_DOMAIN,
@@ -63,10 +63,11 @@ _MASK_SPAN = 1 << 16  # a shape key is member key * _MASK_SPAN + mask
 # LinkTable rows are array('I'); the buffer is filled with numpy integers of the same width.
 _ROW_DTYPE = np.dtype(f"=u{array('I').itemsize}")
 
-_STAFF_SCHEMA: dict[str, pl.DataType] = {"person": pl.String(), "uid": pl.UInt32()}
+# People and addresses as the participant frames hold them (categoricals: frames.PERSON), to join on them.
+_STAFF_SCHEMA: dict[str, pl.DataType] = {"person": PERSON, "uid": pl.UInt32()}
 _PEOPLE_SCHEMA: dict[str, pl.DataType] = {"code": _CODE, "uid": pl.UInt32()}
-_HIT_SCHEMA: dict[str, pl.DataType] = {"address": pl.String(), "code": _CODE, "bit": _MASK}
-_PARTY_SCHEMA: dict[str, pl.DataType] = {"address": pl.String(), "party": pl.String(), "code": _CODE, "bit": _MASK}
+_HIT_SCHEMA: dict[str, pl.DataType] = {"address": PERSON, "code": _CODE, "bit": _MASK}
+_PARTY_SCHEMA: dict[str, pl.DataType] = {"address": PERSON, "party": pl.String(), "code": _CODE, "bit": _MASK}
 
 _Shape = tuple[tuple[str, ...], frozenset[str]]
 _Hit = tuple[int, int]  # (record code, reason bit)
@@ -175,7 +176,7 @@ class _Tables:
         # one link are OR-ed and their members a set.
         at = pl.DataFrame(
             [(addr, cid) for addr, cids in index.contacts_by_address.items() for cid in cids],
-            schema={"address": pl.String, "cid": pl.String},
+            schema={"address": PERSON, "cid": pl.String},
             orient="row",
         )
         leads_to = [(cid, code, BIT[CONTACT_EMAIL]) for cid, code in contacts.items()]
@@ -226,7 +227,9 @@ def _domain_owners(addresses: pl.Series, index: RecordIndex, tables: _Tables) ->
 
     `RecordIndex.domain_owner` reads nothing of an address but its domain (`domain_of`: after the last "@"),
     so it is asked once per distinct domain, of one of its addresses: a year of mail has far fewer domains."""
-    frame = pl.DataFrame({"address": addresses}).with_columns(pl.col("address").str.split("@").list.last().alias("d"))
+    frame = pl.DataFrame({"address": addresses}).with_columns(
+        pl.col("address").cast(pl.String).str.split("@").list.last().alias("d")
+    )
     one_each = frame.group_by("d").agg(pl.col("address").first())
     found = [index.domain_owner(a) for a in one_each.get_column("address").to_list()]
     accounts = tables.code[Entity.ACCOUNT]

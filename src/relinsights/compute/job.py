@@ -85,6 +85,7 @@ class Prepared:
     # The computed payloads wait for the write packed (orjson also returns a whole growth buffer: about
     # 8 KiB held per 2 KiB payload; 20,000 of them as they came were a third of the job's memory).
     packer: PayloadPacker = field(default_factory=PayloadPacker)
+    frames_released: bool = False  # (release_frames: fingerprints are made before the snapshots)
 
     @property
     def accuracy(self) -> str:
@@ -114,12 +115,13 @@ class Prepared:
     def release_frames(self) -> None:
         """Build the activity table, then let the activity frames go (the KPI job, for memory: what the
         fingerprints and the KPIs read of them, the table holds; the participants as soon as it holds its
-        own). Activities are not to be asked for after."""
+        own). Activities are not to be asked for after, nor fingerprints after the snapshots (which let the
+        table's own participant rows go once their look-ups are built)."""
         # (built here, into the cached property's place, so that the participants go as it is built)
         if "table" not in self.__dict__:
             self.__dict__["table"] = self._table(release_parts=True)
         table = self.table
-        self.frames = ActivityFrames.empty()
+        self.frames, self.frames_released = ActivityFrames.empty(), True
         if isinstance(table.acts, FrameActivities):
             table.acts.release()
 
@@ -132,7 +134,8 @@ class Prepared:
     def snapshots(self, wanted: Sequence[tuple[RecordRef, str]]) -> Iterator[SnapshotRow]:
         """Compute these records' KPIs as of T (ref, fingerprint), a batch of records at a time."""
         table = self.table
-        table.warm(self.links)
+        # (after release_frames, the KPI job's: its fingerprints are made, and the participant rows can go)
+        table.warm(self.links, release_parts=self.frames_released)
 
         def kpis_of(batch: Sequence[tuple[RecordRef, str]]) -> list[RecordKpis]:
             refs = [ref for ref, _ in batch]

@@ -299,11 +299,11 @@ def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[in
     # The rank and the owner joined to the ids alone, then set beside the rows: joining the rows themselves
     # gathered every column of a year of mail again (0.25 GB more at 2,000,000 activities). (The ids taken
     # as columns: a select on the read's frame first joined every column's parts into one, 0.1 GB more.)
-    keys = (
-        pl.DataFrame([messages.get_column(c).cast(pl.Int64) for c in ("m", "box")])
-        .join(ranks.cast(pl.Int64), on="m", how="left", maintain_order="left")
-        .join(_owners(scoped), on="box", how="left", maintain_order="left")
+    ids = messages.get_column("m").cast(pl.Int64)
+    keys = pl.DataFrame([ids, messages.get_column("box").cast(pl.Int64), _ranked(ranks, ids)]).join(
+        _owners(scoped), on="box", how="left", maintain_order="left"
     )
+    del ids, ranks
     messages = messages.with_columns(
         keys.get_column("m"),
         keys.get_column("source"),
@@ -327,6 +327,20 @@ def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[in
     messages = messages.cast(MAIL_SCHEMA)
     recipients = recipients.cast(RECIPIENT_SCHEMA)
     return MailRows(messages, recipients)
+
+
+def _ranked(ranks: pl.DataFrame, ids: pl.Series) -> pl.Series:
+    """Each message's rank (`source`) by its id, null where the rank query did not see it: looked up in the
+    ranks sorted by id (a join on the ids held a hash table and the rows' order besides: the read's peak,
+    0.04 GB more at 2,000,000 activities)."""
+    ranks = ranks.cast(pl.Int64).sort("m")
+    known = ranks.get_column("m")
+    if known.is_empty():
+        return pl.repeat(None, ids.len(), dtype=pl.Int64, eager=True).alias("source")
+    at = known.search_sorted(ids).clip(upper_bound=known.len() - 1)
+    return pl.select(
+        source=pl.when(known.gather(at) == ids).then(ranks.get_column("source").gather(at))
+    ).to_series()
 
 
 # Two independent 64-bit hashes of a conversation id: two distinct ids of a run share both with a chance
