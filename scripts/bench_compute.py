@@ -315,10 +315,21 @@ class TreePeak:
                 except (FileNotFoundError, ProcessLookupError):
                     continue
 
+    @staticmethod
+    def _command(pid: int | str) -> bytes:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            return b""
+
     def _run(self) -> None:
         me = os.getpid()
+        mine = self._command(me)
         while not self._stop.wait(0.1):
-            children = [self._resident(c) for c in self._children(me)]
+            # A child not yet running its own program (between fork and exec: its command line is still this
+            # process's) shares this process's pages: counted, it doubled this process's memory in a sample.
+            children = [self._resident(c) for c in self._children(me) if self._command(c) != mine]
             if children:
                 self.peak = max(self.peak, self._resident(me) + sum(children))
 
