@@ -307,21 +307,25 @@ def test_fingerprints_move_with_exactly_the_records_whose_inputs_moved() -> None
     assert _fingerprints(base, Settings(lookback_days=30), health)[ann] != first[ann]  # and the settings
 
 
-def fingerprints_of_a_small_tenant() -> dict[str, str]:
-    """Fingerprints of a few emails, by record (run in processes of their own below)."""
-    base = [
+def _emails_from_bob() -> list[MailMessage]:
+    """Four emails from bob to ann, with none, one or two more on Cc."""
+    return [
         MailMessage(
             graph_id=f"g{n}",
             mailbox="bob@contoso.com",
             sent_at=T - timedelta(hours=n),
             from_address="bob@contoso.com",
-            to=(to,),
-            cc=("carl@contoso.com",),
-            internet_message_id=f"<x{n}@x>",
+            to=("ann@fabrikam.com",),
+            cc=("carl@contoso.com", "zoe@tailspin.com")[: n % 3],
+            internet_message_id=f"<h{n}@x>",
         )
-        for n, to in enumerate(("ann@fabrikam.com", "zoe@tailspin.com"), start=1)
+        for n in range(1, 5)
     ]
-    return {str(ref): p for ref, p in _fingerprints(base, Settings(), RECORDS.health_refs()).items()}
+
+
+def fingerprints_of_a_small_tenant() -> dict[str, str]:
+    """Fingerprints of a few emails, by record (run in processes of their own below)."""
+    return {str(ref): p for ref, p in _fingerprints(_emails_from_bob(), Settings(), RECORDS.health_refs()).items()}
 
 
 def test_fingerprints_are_the_same_in_every_process() -> None:
@@ -353,18 +357,7 @@ def test_fingerprints_are_the_same_in_every_process() -> None:
 def test_fingerprints_hash_the_participants_some_rows_at_a_time_alike(
     rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    msgs = [
-        MailMessage(
-            graph_id=f"g{n}",
-            mailbox="bob@contoso.com",
-            sent_at=T - timedelta(hours=n),
-            from_address="bob@contoso.com",
-            to=("ann@fabrikam.com",),
-            cc=("carl@contoso.com", "zoe@tailspin.com")[: n % 3],
-            internet_message_id=f"<h{n}@x>",
-        )
-        for n in range(1, 5)
-    ]
+    msgs = _emails_from_bob()
     whole = _fingerprints(msgs, Settings(), RECORDS.health_refs())
     monkeypatch.setattr(activity_table, "HASH_ROWS", rows)
     assert _fingerprints(msgs, Settings(), RECORDS.health_refs()) == whole
