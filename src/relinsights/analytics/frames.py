@@ -419,6 +419,7 @@ class FrameActivities(Sequence[Activity]):
 
     def __init__(self, frames: ActivityFrames) -> None:
         self.frames = frames
+        self._rows = frames.acts.select(_OBJECT_COLUMNS)  # (the frames' own columns, selected once)
         self._count = frames.acts.height
         # Where each activity's participants start in `parts` (sorted by activity): an array, not a list (a list
         # of 2,000,000 Python ints is 70 MB held through a run, for the few activities ever asked for).
@@ -432,6 +433,7 @@ class FrameActivities(Sequence[Activity]):
         """Let the frames go (the KPI job, once its activity table holds what it reads of them): an activity
         asked for after this is an error; the sequence keeps its length."""
         self.frames, self._starts = ActivityFrames.empty(), np.zeros(1, dtype=np.int64)
+        self._rows = self.frames.acts.select(_OBJECT_COLUMNS)
 
     @overload
     def __getitem__(self, i: int) -> Activity: ...
@@ -445,7 +447,7 @@ class FrameActivities(Sequence[Activity]):
         if not 0 <= i < self.frames.acts.height:
             released = ": its frames were released" if self.frames.acts.height < self._count else ""
             raise IndexError(f"activity {i} of {self._count}{released}")
-        kind, direction, t, end, dur, all_day, pending, mid, *lists = self.frames.acts.select(_OBJECT_COLUMNS).row(i)
+        kind, direction, t, end, dur, all_day, pending, mid, *lists = self._rows.row(i)
         start, stop = int(self._starts[i]), int(self._starts[i + 1])
         parts = self.frames.parts.slice(start, stop - start)
         participants = tuple(

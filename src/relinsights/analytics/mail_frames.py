@@ -152,19 +152,16 @@ def with_keys(messages: pl.DataFrame, keep: Collection[str] = ()) -> tuple[pl.Da
         replies = pl.when(reply.is_not_null()).then(pl.concat_list(reply)).otherwise(pl.lit([], dtype=_IDS))
     raw = messages.drop_in_place("internet_message_id")
     starts = range(0, max(raw.len(), 1), ID_CHUNK)
-    parts: list[pl.Series | None] = [raw.slice(start, ID_CHUNK) for start in starts]
+    parts = [raw.slice(start, ID_CHUNK) for start in starts]
     del raw
     wanted = pl.Series(sorted(keep), dtype=pl.String).implode()
     graph_ids, ids = messages.get_column("graph_id"), messages.get_column("m")
     mids, gids, kept = [], [], []
-    for i, start in enumerate(starts):
-        part = parts[i]
-        assert part is not None
-        parts[i] = None  # (this part's raw ids go with `part`, at the end of this step)
+    for start in starts:
+        part = parts.pop(0)  # (this part's raw ids go with `part`, at the end of this step)
         mid = normalise_ids(part)
-        gid = pl.select(
-            pl.when(mid.is_not_null()).then(mid).otherwise(pl.concat_str(pl.lit("graph:"), graph_ids.slice(start, mid.len())))
-        ).to_series()
+        by_graph_id = pl.concat_str(pl.lit("graph:"), graph_ids.slice(start, mid.len()))
+        gid = pl.select(pl.when(mid.is_not_null()).then(mid).otherwise(by_graph_id)).to_series()
         mine = gid.is_in(wanted)
         # (the few kept as new strings: a view of the part's would keep all of its bytes)
         kept.append(

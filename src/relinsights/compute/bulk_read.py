@@ -36,12 +36,16 @@ from sqlalchemy import Connection
 Ready = Callable[[pl.DataFrame], pl.DataFrame]
 
 
+def as_read(rows: pl.DataFrame) -> pl.DataFrame:
+    return rows
+
+
 class Query(NamedTuple):
     sql: str | Sequence[str]  # the query, or its parts in order
     names: list[str]  # the names of its columns
     # Applied to each part's rows (columns named) as it comes, before the parts are joined: a column that is
     # large as read and small made ready is never held whole as read.
-    ready: Ready | None = None
+    ready: Ready = as_read
 
 
 Reader = Callable[[list[Query]], list[pl.DataFrame]]  # queries -> their rows, in order
@@ -90,20 +94,15 @@ def bulk_reader(conn: Connection, rows_hint: int) -> Iterator[Reader]:
     assert raw is not None
 
     def read_rows(queries: list[Query]) -> list[pl.DataFrame]:
-        out = []
-        for sql, names, ready in queries:
-            chunks: list[pl.DataFrame] = []
+        def rows(sql: str | Sequence[str], names: list[str]) -> Iterator[pl.DataFrame]:
             for part in parts(sql):
                 with closing(raw.cursor()) as cursor:
                     cursor.execute(part)
-                    while rows := cursor.fetchmany(_BATCH):
-                        chunk = pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
-                        chunks.append(ready(chunk) if ready is not None else chunk)
-            if not chunks:
-                empty = pl.DataFrame(schema=names)
-                chunks = [ready(empty) if ready is not None else empty]
-            out.append(pl.concat(chunks, how="vertical_relaxed"))
-        return out
+                    while batch := cursor.fetchmany(_BATCH):
+                        yield pl.DataFrame(batch, schema=names, orient="row", infer_schema_length=None)
+            yield pl.DataFrame(schema=names)  # (what the read gives when no batch had a row)
+
+        return [joined(rows(q.sql, q.names), q.names, q.ready) for q in queries]
 
     yield read_rows
 
@@ -152,7 +151,7 @@ def parts(sql: str | Sequence[str]) -> list[str]:
     return [sql] if isinstance(sql, str) else list(sql)
 
 
-def joined(frames: Iterable[pl.DataFrame], names: list[str], ready: Ready | None = None) -> pl.DataFrame:
+def joined(frames: Iterable[pl.DataFrame], names: list[str], ready: Ready = as_read) -> pl.DataFrame:
     """A query's parts (read one after the other) as one frame, columns named as given, each part made
     `ready` as it comes. A part without rows is left out: a driver may type its columns otherwise (it cannot
     tell a type from no values)."""
@@ -162,10 +161,10 @@ def joined(frames: Iterable[pl.DataFrame], names: list[str], ready: Ready | None
         frame.columns = names
         first = frame if first is None else first
         if frame.height:
-            kept.append(ready(frame) if ready is not None else frame)
+            kept.append(ready(frame))
     if not kept:
         assert first is not None, "a query has at least one part"
-        kept = [ready(first) if ready is not None else first]
+        kept = [ready(first)]
     return kept[0] if len(kept) == 1 else pl.concat(kept, how="vertical_relaxed")
 
 
