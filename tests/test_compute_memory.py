@@ -8,6 +8,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import orjson
+import pytest
 
 from analytics.factory import at, rules
 from relinsights.analytics.activity_frames import build_activity_frames
@@ -15,23 +16,32 @@ from relinsights.analytics.kpis import SERIES_DAYS
 from relinsights.analytics.mail_frames import mail_rows
 from relinsights.analytics.meeting_frames import event_rows
 from relinsights.analytics.sources import Attendee, CalendarEvent, MailMessage
+from relinsights.analytics.spillfile import SpilledBytes
 from relinsights.compute.payload import _DAY_KEYS
-from relinsights.compute.store import PayloadPacker, SnapshotRow
+from relinsights.compute.store import SnapshotRow
 
 
-def test_payloads_wait_packed_and_come_back_byte_for_byte() -> None:
-    packer = PayloadPacker()
-    payloads = [
+def test_payloads_wait_in_a_file_and_come_back_byte_for_byte() -> None:
+    payloads = SpilledBytes()
+    values = [
         orjson.dumps({"version": 1, "daily": {f"2026-01-{d:02d}": {"emails_sent": d * n} for d in range(1, 29)}})
         for n in range(1, 6)
-    ] + [orjson.dumps({"name": "Zoë ✓", "top": []}), b"{}"]
-    # Larger than the packer's window, and not like the dictionary: still whole.
-    payloads.append(orjson.dumps({"ids": [f"<{n * 7919 % 100_003:x}@example.com>" for n in range(3000)]}))
-    packed = [packer.pack(p) for p in payloads]
-    assert [packer.unpack(z) for z in packed] == payloads
-    assert sum(map(len, packed[1:5])) * 4 < sum(map(len, payloads[1:5]))  # the first one is the dictionary
-    row = SnapshotRow("contact", "c1", packed[2], "fp", None, 3, None, None, None, None, packer)
-    assert row.payload == payloads[2] and orjson.loads(row.payload)["daily"]["2026-01-02"] == {"emails_sent": 6}
+    ] + [orjson.dumps({"name": "Zoë ✓", "top": []}), b"{}", b""]
+    values.append(orjson.dumps({"ids": [f"<{n * 7919 % 100_003:x}@example.com>" for n in range(3000)]}))  # > a buffer
+    rows = []
+    for i, value in enumerate(values):
+        place = payloads.append(value)
+        rows.append(SnapshotRow("contact", f"c{i}", place, "fp", None, 3, None, None, None, None, payloads))
+        assert rows[0].payload == values[0]  # read back while others are still being appended
+    assert [row.payload for row in rows] == values
+    assert orjson.loads(rows[2].payload)["daily"]["2026-01-02"] == {"emails_sent": 6}
+    assert len(payloads) == sum(map(len, values))
+    five = SpilledBytes()
+    assert five.append(b"12345") == (0, 5) and five.read(0, 0) == b""
+    with pytest.raises(IndexError, match=r"bytes 3\.\.8 of 5"):
+        five.read(3, 5)  # (never bytes past the end, nor a short read)
+    payloads.close()
+    five.close()
 
 
 def test_the_job_reads_with_a_small_sqlite_page_cache_and_gives_the_pool_its_own_back(tmp_path: Any) -> None:

@@ -1,18 +1,15 @@
-"""A long column of strings kept in a temporary file, read back one value at a time.
+"""A long column of strings kept in a temporary file (`spillfile.SpilledBytes`), read back one value at a time.
 
 For a column a run holds to the end but reads a few values of: the activity keys (0.17 GB at 2,000,000
-activities), of which the KPIs read only the last and next interaction of each record. The file is
-anonymous (unlinked as it is made, readable by this process only) and goes when the column is closed or
-collected, or the process ends; its pages are the kernel's page cache, not the process's memory.
+activities), of which the KPIs read only the last and next interaction of each record.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 import polars as pl
+
+from relinsights.analytics.spillfile import SpilledBytes
 
 CHUNK = 100_000  # values written at a time (each chunk is one Python string while it is written)
 
@@ -26,14 +23,13 @@ class SpilledStrings:
         """`values` (in `order`, row numbers of them, when given: gathered a chunk at a time)."""
         if values.null_count():
             raise ValueError(f"column {values.name!r} has {values.null_count()} nulls: only whole columns are spilled")
-        self._file = tempfile.TemporaryFile()  # noqa: SIM115 (held open until `close`: the file goes with it)
+        self._file = SpilledBytes()
         lengths = values.str.len_bytes()
         self._offsets = np.zeros(values.len() + 1, dtype=np.int64)
         np.cumsum((lengths if order is None else lengths.gather(order)).to_numpy(), out=self._offsets[1:])
         for start in range(0, values.len(), CHUNK):
             chunk = values.slice(start, CHUNK) if order is None else values.gather(order.slice(start, CHUNK))
-            self._file.write(chunk.str.join("").item().encode())
-        self._file.flush()
+            self._file.append(chunk.str.join("").item().encode())
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -44,12 +40,11 @@ class SpilledStrings:
         if not 0 <= i < len(self):
             raise IndexError(f"value {i} of {len(self)}")
         start, stop = int(self._offsets[i]), int(self._offsets[i + 1])
-        return os.pread(self._file.fileno(), stop - start, start).decode()
+        return self._file.read(start, stop - start).decode()
 
     def to_series(self, name: str = "") -> pl.Series:
         """Every value, in memory again (checks and the few callers that want the whole column)."""
-        self._file.seek(0)
-        raw = self._file.read()
+        raw = self._file.read(0, len(self._file))
         bounds = zip(self._offsets[:-1].tolist(), self._offsets[1:].tolist(), strict=True)
         return pl.Series(name, [raw[start:stop].decode() for start, stop in bounds], dtype=pl.String)
 

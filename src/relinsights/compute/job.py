@@ -41,6 +41,7 @@ from relinsights.analytics.mail_frames import MailRows
 from relinsights.analytics.match_frames import match_frames
 from relinsights.analytics.matching import LinkTable
 from relinsights.analytics.meeting_frames import EventRows
+from relinsights.analytics.spillfile import SpilledBytes
 from relinsights.analytics.timeutil import as_utc
 from relinsights.collector import collector_paused
 from relinsights.compute.fingerprint import settings_key, stable_until
@@ -49,7 +50,6 @@ from relinsights.compute.payload import kpi_payload
 from relinsights.compute.report import ComputeReport
 from relinsights.compute.similar import compute_similar, similar_due, similar_json
 from relinsights.compute.store import (
-    PayloadPacker,
     RunRecord,
     SnapshotRow,
     last_similar_as_of,
@@ -82,9 +82,9 @@ class Prepared:
     skipped: dict[str, int]  # source rows that made no activity, by reason
     match: MatchResult
     health_refs: set[RecordRef]
-    # The computed payloads wait for the write packed (orjson also returns a whole growth buffer: about
-    # 8 KiB held per 2 KiB payload; 20,000 of them as they came were a third of the job's memory).
-    packer: PayloadPacker = field(default_factory=PayloadPacker)
+    # The computed payloads wait for the write in a file (as they came, 20,000 of them were a third of the
+    # job's memory).
+    payloads: SpilledBytes = field(default_factory=SpilledBytes)
     frames_released: bool = False  # (release_frames: fingerprints are made before the snapshots)
 
     @property
@@ -185,7 +185,7 @@ class Prepared:
         return SnapshotRow(
             entity=str(k.record.entity),
             record_id=k.record.id,
-            packed_payload=self.packer.pack(kpi_payload(k)),
+            payload_at=self.payloads.append(kpi_payload(k)),
             fingerprint=fingerprint,
             stable_until=stable_until(
                 lambda: self.table.moments(self.links.pairs(k.record)[0::2]), self.as_of, self.settings, k.health
@@ -195,7 +195,7 @@ class Prepared:
             health_score=k.health.score if k.health else None,
             health_state=str(k.health.state) if k.health else None,
             health_trend=str(k.health.trend) if k.health else None,
-            packer=self.packer,
+            payloads=self.payloads,
         )
 
 
