@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from analytics.factory import at, rules
+from relinsights.analytics import spillfile
 from relinsights.analytics.activity_frames import build_activity_frames
 from relinsights.analytics.kpis import SERIES_DAYS
 from relinsights.analytics.mail_frames import mail_rows
@@ -21,7 +22,9 @@ from relinsights.compute.payload import _DAY_KEYS
 from relinsights.compute.store import SnapshotRow
 
 
-def test_payloads_wait_in_a_file_and_come_back_byte_for_byte() -> None:
+@pytest.mark.parametrize("buffer", [1, 100, 1 << 20])  # each value written alone, several together, all at the end
+def test_payloads_wait_in_a_file_and_come_back_byte_for_byte(buffer: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spillfile, "BUFFER", buffer)
     payloads = SpilledBytes()
     values = [
         orjson.dumps({"version": 1, "daily": {f"2026-01-{d:02d}": {"emails_sent": d * n} for d in range(1, 29)}})
