@@ -82,8 +82,7 @@ class Prepared:
     skipped: dict[str, int]  # source rows that made no activity, by reason
     match: MatchResult
     health_refs: set[RecordRef]
-    # The computed payloads wait for the write in a file (as they came, 20,000 of them were a third of the
-    # job's memory).
+    # The computed payloads, until the write (store.SnapshotRow says why in a file).
     payloads: SpilledBytes = field(default_factory=SpilledBytes)
     frames_released: bool = False  # (release_frames: fingerprints are made before the snapshots)
 

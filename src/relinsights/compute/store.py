@@ -31,9 +31,9 @@ class SnapshotRow:
 
     entity: str
     record_id: str
-    # The JSON payload, in `payloads` from where it starts, for this many bytes: a run holds every record's
-    # until its write, in a file (orjson's own buffers held about 8 KiB per 5.5 KiB payload; zlib took a
-    # seventh of the KPI step's CPU).
+    # The JSON payload: where it starts in `payloads`, its length. A run holds every record's until its one
+    # write, in a file: as orjson made them they were a third of the job's memory, and zlib-packed in memory
+    # packing and unpacking them took 1.6-1.9 s of CPU at 20,000 records (now 0.2 s).
     payload_at: tuple[int, int]
     fingerprint: str
     stable_until: datetime | None
