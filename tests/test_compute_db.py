@@ -8,7 +8,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -842,3 +842,38 @@ def test_id_ranges_split_the_ids_up_to_the_last_and_leave_the_last_part_open(mon
         "m.id > 0 AND m.id <= 4 AND p.message_id > 0 AND p.message_id <= 4",
         "m.id > 4 AND p.message_id > 4",
     ]
+
+
+@pytest.mark.parametrize("unixepoch", [True, False], ids=["unixepoch", "strftime"])
+def test_sqlite_times_are_read_as_the_microseconds_their_text_spells(
+    unixepoch: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite keeps a timestamp as text; the large reads turn it into microseconds in SQL (epoch_micros),
+    with SQLite's unixepoch or, before 3.38, strftime: the same instant as parsing the text, exactly, through
+    both drivers (sqlite3 for a small read, ADBC's own SQLite for a large one), fractions of any length."""
+    import sqlite3
+
+    import adbc_driver_sqlite.dbapi as adbc_sqlite
+    import polars as pl
+
+    monkeypatch.setattr(bulk_read.sqlite3, "sqlite_version_info", (3, 45, 0) if unixepoch else (3, 37, 2))
+    texts = [
+        "2026-03-01 09:00:00.000001",
+        "2026-03-01 23:59:59.999999",
+        "2026-03-01 09:00:00.5",  # (not as SQLAlchemy writes: six digits always)
+        "2026-03-01 09:00:00",
+        "1999-12-31 23:59:59.123456",
+    ]
+    path = tmp_path / "times.db"
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("CREATE TABLE t (i INTEGER PRIMARY KEY, at DATETIME NOT NULL)")
+        db.executemany("INSERT INTO t (at) VALUES (?)", [(x,) for x in texts])
+    sql = f"SELECT {bulk_read.epoch_micros('sqlite', 'at')} FROM t ORDER BY i"
+    assert ("unixepoch(" in sql) is unixepoch
+    expected = [us(datetime.fromisoformat(x).replace(tzinfo=UTC)) for x in texts]
+    with closing(sqlite3.connect(path)) as db:
+        assert [v for (v,) in db.execute(sql)] == expected
+    with closing(adbc_sqlite.connect(f"file:{path}?mode=ro")) as adbc, closing(adbc.cursor()) as cursor:
+        cursor.execute(sql)
+        assert pl.DataFrame(cursor.fetch_arrow()).to_series().to_list() == expected
+    assert bulk_read.epoch_micros("postgresql", "m.sent_at") == "m.sent_at"  # (typed: read as it is)

@@ -20,6 +20,7 @@ Only literal values the code formats itself (integers, ISO timestamps) are ever 
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -181,8 +182,27 @@ def id_ranges(last_id: int, *columns: str) -> list[str]:
     return [" AND ".join(f"{c} {bound}" for c in columns for bound in r) for r in ranges]
 
 
+def epoch_micros(dialect: str, column: str) -> str:
+    """SQL: a stored UTC timestamp column that is never NULL, read as microseconds since the epoch where the
+    database makes that cheaply: SQLite keeps text, which this process parsed at 0.3 µs a value (0.7 s of
+    the read's own time at 2,000,000 activities, against 0.3 s more in the reader: `utc_micros` takes both).
+    The whole seconds by SQLite's date functions (unixepoch from 3.38 on, which ADBC's own copy always is)
+    from the text without its fraction (they keep milliseconds: .9995 and up would round up to the next second),
+    the fraction as written, padded to six digits (SQLAlchemy writes six)."""
+    if dialect != "sqlite":
+        return column
+    whole = f"substr({column}, 1, 19)"
+    seconds = (
+        f"unixepoch({whole})"
+        if sqlite3.sqlite_version_info >= (3, 38, 0)
+        else f"CAST(strftime('%s', {whole}) AS INTEGER)"
+    )
+    return f"({seconds} * 1000000 + CAST(substr(substr({column}, 21) || '000000', 1, 6) AS INTEGER))"
+
+
 def utc_micros(col: pl.Series) -> pl.Series:
-    """A timestamp column as read (SQLite's text, PostgreSQL's timestamptz) as UTC microseconds."""
+    """A timestamp column as read (SQLite's text or `epoch_micros`, PostgreSQL's timestamptz) as UTC
+    microseconds."""
     if col.dtype == pl.String:
         col = col.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us")
     if isinstance(col.dtype, pl.Datetime):

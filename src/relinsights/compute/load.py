@@ -47,7 +47,14 @@ from relinsights.analytics.health import TREND_DAYS
 from relinsights.analytics.mail_frames import MAIL_SCHEMA, RECIPIENT_SCHEMA, MailRows
 from relinsights.analytics.meeting_frames import ATTENDEE_SCHEMA, EVENT_SCHEMA, EventRows
 from relinsights.analytics.parties import canonical_address
-from relinsights.compute.bulk_read import Query, bulk_reader, id_ranges, timestamp_literal, utc_micros
+from relinsights.compute.bulk_read import (
+    Query,
+    bulk_reader,
+    epoch_micros,
+    id_ranges,
+    timestamp_literal,
+    utc_micros,
+)
 from relinsights.compute.dataverse_rows import (
     CrmIds,
     Row,
@@ -268,12 +275,13 @@ def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[in
     alnum = "GLOB '*[0-9A-Za-z]*'" if dialect == "sqlite" else "~ '[0-9A-Za-z]'"
     graph_id = f"CASE WHEN m.internet_message_id {alnum} THEN NULL ELSE m.graph_id END"
     binary = "BINARY" if dialect == "sqlite" else '"C"'
+    sent = epoch_micros(dialect, "m.sent_at")  # (the window leaves no NULL)
     with bulk_reader(conn, rows_hint=hint) as read:
         messages, ranks, recipients = read(
             [
                 Query(
                     [
-                        f"SELECT m.id, {graph_id}, m.mailbox_pk, m.sent_at, {coalesced} FROM message m"
+                        f"SELECT m.id, {graph_id}, m.mailbox_pk, {sent}, {coalesced} FROM message m"
                         f" WHERE {window} AND {ids}"
                         for ids in id_ranges(hint, "m.id")  # a reader holds one range of messages at a time
                     ],
@@ -389,6 +397,7 @@ def _events(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[int,
     # SQLite's timestamps are text too, PostgreSQL's are typed.
     coalesced = ", ".join(f"COALESCE(e.{c}, '') AS {c}" for c in texts)
     end_at = """COALESCE(e."end", '')""" if sqlite else 'e."end"'
+    start = epoch_micros(conn.dialect.name, "e.start")  # (the window leaves no NULL; an end may be)
     last_event = conn.execute(select(func.max(_ev.c.id))).scalar() or 0
     hint = last_event + (conn.execute(select(func.max(_att.c.id))).scalar() or 0)  # ids only grow
     with bulk_reader(conn, rows_hint=hint) as read:
@@ -396,7 +405,7 @@ def _events(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[int,
             [
                 Query(
                     [
-                        f"SELECT e.id, e.graph_id, e.mailbox_pk, e.start, {end_at} AS end_at, {coalesced},"
+                        f"SELECT e.id, e.graph_id, e.mailbox_pk, {start}, {end_at} AS end_at, {coalesced},"
                         f" e.is_all_day, e.is_cancelled FROM event e WHERE {window} AND {ids}"
                         for ids in id_ranges(last_event, "e.id")  # a reader holds one range of events at a time
                     ],
