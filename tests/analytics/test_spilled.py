@@ -17,17 +17,21 @@ from relinsights.analytics.spilled import SpilledStrings
 T = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
 
-@given(st.lists(st.text(), max_size=40), st.integers(1, 7))
-def test_every_value_reads_back_as_it_was_whatever_the_chunks(values: list[str], chunk: int) -> None:
+@given(st.lists(st.text(), max_size=40), st.integers(1, 7), st.data())
+def test_every_value_reads_back_as_it_was_whatever_the_chunks_and_order(
+    values: list[str], chunk: int, data: st.DataObject
+) -> None:
+    order = data.draw(st.none() | st.permutations(range(len(values))))
+    wanted = values if order is None else [values[i] for i in order]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(spilled, "CHUNK", chunk)
         column = pl.Series("k", values, dtype=pl.String)
-        kept = SpilledStrings(column)
+        kept = SpilledStrings(column, None if order is None else pl.Series(order, dtype=pl.UInt32))
     assert len(kept) == len(values)
-    assert [kept[i] for i in range(len(values))] == values  # (non-ASCII, empty strings and all)
-    assert kept.to_series("k").equals(column)
+    assert [kept[i] for i in range(len(values))] == wanted  # (non-ASCII, empty strings and all)
+    assert kept.to_series("k").equals(pl.Series("k", wanted, dtype=pl.String))
     if values:
-        assert kept[-1] == values[-1]
+        assert kept[-1] == wanted[-1]
     kept.close()
 
 
