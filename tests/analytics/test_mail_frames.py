@@ -222,3 +222,17 @@ def test_message_ids_normalise_a_chunk_at_a_time_as_python_does(chunk: int, monk
     ids = MESSAGE_IDS * 3
     got = mail_frames.normalise_ids(pl.Series(ids, dtype=pl.String))
     assert got.to_list() == [normalise_message_id(v) for v in ids]
+
+
+# Ids as they come, and near misses of the plain "<...>" the column path only lower-cases: spaces (Python's
+# and not Rust's too), brackets inside, letters beyond ASCII.
+_ID_CHARACTERS = st.sampled_from(["<", ">", " ", "\t", "\x1c", "\u2003", "a", "B", "@", ".", "1", "É", "Ǆ", "ß"])
+
+
+_IDS = st.text(_ID_CHARACTERS, max_size=8)
+
+
+@given(st.lists(st.none() | _IDS.map(lambda v: f"<{v}>") | _IDS, max_size=30))
+def test_any_message_id_normalises_as_python_does(ids: list[str | None]) -> None:
+    got = mail_frames.normalise_ids(pl.Series(ids, dtype=pl.String))
+    assert got.to_list() == [normalise_message_id(v) for v in ids]

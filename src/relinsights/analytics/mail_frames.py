@@ -26,6 +26,7 @@ from relinsights.analytics.frames import (
     ACT_SCHEMA,
     PART_SCHEMA,
     PERSON,
+    PY_SPACE,
     ROLE,
     SIDE_EXTERNAL,
     SIDE_IGNORED,
@@ -117,6 +118,33 @@ def normalise_ids(values: pl.Series) -> pl.Series:
     year's message ids that was the run's peak (2,000,000 activities: 1,428 MiB, 40 over the next place)."""
     if values.len() > ID_CHUNK:
         return pl.concat([normalise_ids(values.slice(i, ID_CHUNK)) for i in range(0, values.len(), ID_CHUNK)])
+    # Most ids are bracketed already, in ASCII, with no space or bracket just inside the brackets: the steps
+    # below only lower-case them, which is done alone (one pass over their bytes instead of five: 0.7-0.9 ->
+    # 0.4-0.5 s for 2,279,293 ids). The others take the steps.
+    plain = pl.select(_plain_id(pl.lit(values)).fill_null(False)).to_series()
+    out = values.str.to_lowercase()
+    if not plain.all():
+        rest = ~plain
+        out = out.scatter(rest.arg_true(), _normalised_ids(values.filter(rest)))
+    return out
+
+
+_EDGES = pl.Series(list(PY_SPACE + "<>"), dtype=pl.String).implode()
+
+
+def _plain_id(v: pl.Expr) -> pl.Expr:
+    """Whether an id is "<" + something + ">" in ASCII, whose first and last characters are no space or bracket."""
+    return (
+        v.str.starts_with("<")
+        & v.str.ends_with(">")
+        & (v.str.len_bytes() >= 3)
+        & (v.str.len_bytes() == v.str.len_chars())
+        & ~v.str.slice(1, 1).is_in(_EDGES)
+        & ~v.str.slice(-2, 1).is_in(_EDGES)
+    )
+
+
+def _normalised_ids(values: pl.Series) -> pl.Series:
     value = as_python(
         values,
         unbracketed,
