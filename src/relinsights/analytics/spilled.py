@@ -12,6 +12,7 @@ import polars as pl
 from relinsights.analytics.spillfile import SpilledBytes
 
 CHUNK = 100_000  # values written at a time (each chunk is one Python string while it is written)
+WIDE_FROM = 2**32  # the file size from which the values' places need 64 bits
 
 
 class SpilledStrings:
@@ -29,8 +30,10 @@ class SpilledStrings:
             raise ValueError(f"column {values.name!r} has {values.null_count()} nulls: only whole columns are spilled")
         self._file = SpilledBytes()
         lengths = values.str.len_bytes().to_numpy()
-        starts = np.zeros(values.len(), dtype=np.int64)
-        np.cumsum(lengths[:-1], out=starts[1:])
+        # (32-bit places while the file is under 4 GiB: 8 bytes a value with the lengths, as the offsets were)
+        total = int(lengths.sum(dtype=np.int64))
+        starts = np.zeros(values.len(), dtype=np.uint32 if total < WIDE_FROM else np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:], dtype=starts.dtype)
         for start in range(0, values.len(), CHUNK):
             self._file.append(values.slice(start, CHUNK).str.join("").item().encode())
         if order is not None:
@@ -51,7 +54,8 @@ class SpilledStrings:
     def to_series(self, name: str = "") -> pl.Series:
         """Every value, in memory again (checks and the few callers that want the whole column)."""
         raw = self._file.read(0, len(self._file))
-        bounds = zip(self._starts.tolist(), (self._starts + self._lengths).tolist(), strict=True)
+        starts = self._starts.astype(np.int64)
+        bounds = zip(starts.tolist(), (starts + self._lengths).tolist(), strict=True)
         return pl.Series(name, [raw[start:stop].decode() for start, stop in bounds], dtype=pl.String)
 
     def close(self) -> None:
