@@ -185,7 +185,7 @@ def id_ranges(last_id: int, *columns: str) -> list[str]:
 def epoch_micros(dialect: str, column: str) -> str:
     """SQL: a stored UTC timestamp column that is never NULL, read as microseconds since the epoch where the
     database makes that cheaply: SQLite keeps text, which this process parsed at 0.3 µs a value (0.7 s of
-    the read's own time at 2,000,000 activities, against 0.3 s more in the reader: `utc_micros` takes both).
+    the read's own time at 2,000,000 activities, against 0.3-0.5 s more in the reader: `utc_micros` takes both).
     The whole seconds by SQLite's date functions (unixepoch from 3.38 on, which ADBC's own copy always is)
     from the text without its fraction (they keep milliseconds: .9995 and up would round up to the next second),
     the fraction as written, padded to six digits (SQLAlchemy writes six)."""

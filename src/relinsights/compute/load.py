@@ -375,8 +375,8 @@ def _conversation_hashes(part: pl.DataFrame) -> pl.DataFrame:
 
 def _server_hashes(column: str) -> str:
     """SQL (PostgreSQL): a text column as the two 64-bit hashes `c1`, `c2` of `_conversation_hashes` (0 and 0
-    for NULL or ""), by the server's own hashtextextended: the ids themselves (160 characters in Exchange
-    Online) were 0.3 GB of a year of mail to copy, read and hash again here (2,000,000 activities)."""
+    for NULL or ""), by the server's own hashtextextended: the ids themselves (about 80 characters in Exchange
+    Online) were 0.17 GB of a year of mail to copy, read and hash again here (2,000,000 activities)."""
     return ", ".join(
         f"CASE WHEN COALESCE({column}, '') = '' THEN 0 ELSE hashtextextended({column}, {seed}) END AS c{i}"
         for i, seed in enumerate(_CONVERSATION_SEEDS, start=1)
