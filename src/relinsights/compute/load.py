@@ -49,6 +49,7 @@ from relinsights.analytics.meeting_frames import ATTENDEE_SCHEMA, EVENT_SCHEMA, 
 from relinsights.analytics.parties import canonical_address
 from relinsights.compute.bulk_read import (
     Query,
+    Ready,
     as_read,
     bulk_reader,
     epoch_micros,
@@ -268,10 +269,13 @@ def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[in
     # COALESCE: a driver may type a column by its first rows, which can all be NULL; "" and NULL mean the
     # same in every one of these columns (no address, no id), and "" is read back as NULL.
     coalesced = ", ".join(f"COALESCE(m.{c}, '') AS {c}" for c in texts)
-    if dialect == "postgresql":  # the conversation ids hashed by the server (_conversation_hashes says why)
-        conversation, hashed = _server_hashes("m.conversation_id"), ["c1", "c2"]
+    # The conversation ids: their SQL, the names it reads as, what readies each part.
+    ready: Ready
+    if dialect == "postgresql":  # hashed by the server (_conversation_hashes says why)
+        conversation, conversation_names, ready = _server_hashes("m.conversation_id"), ["c1", "c2"], as_read
     else:  # (SQLite has no hash function: hashed by this process as each part comes)
-        conversation, hashed = "COALESCE(m.conversation_id, '')", ["conversation_id"]
+        conversation, conversation_names = "COALESCE(m.conversation_id, '')", ["conversation_id"]
+        ready = _conversation_hashes
     hint = conn.execute(select(func.max(_msg.c.id))).scalar() or 0  # ids only grow: an upper bound of the rows
     # The Graph id (152 characters in Exchange Online, 40% of a message row) orders a message's copies and
     # keys one without an internetMessageId: it is read only where the internetMessageId has no letter or
@@ -287,12 +291,12 @@ def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[in
             [
                 Query(
                     [
-                        f"SELECT m.id, {graph_id}, m.mailbox_pk, {sent}, {coalesced}, {conversation} FROM message m"
-                        f" WHERE {window} AND {ids}"
+                        f"SELECT m.id, {graph_id}, m.mailbox_pk, {sent}, {coalesced}, {conversation}"
+                        f" FROM message m WHERE {window} AND {ids}"
                         for ids in id_ranges(hint, "m.id")  # a reader holds one range of messages at a time
                     ],
-                    ["m", "graph_id", "box", "sent", *texts, *hashed],
-                    ready=as_read if dialect == "postgresql" else _conversation_hashes,
+                    ["m", "graph_id", "box", "sent", *texts, *conversation_names],
+                    ready=ready,
                 ),
                 Query(  # (numbered here: a row_number over them took SQLite 1.4 s more of 4.5)
                     f"SELECT m.id FROM message m WHERE {window} ORDER BY m.graph_id COLLATE {binary}, m.id",
@@ -313,7 +317,6 @@ def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[in
     # gathered every column of a year of mail again (0.25 GB more at 2,000,000 activities). (The ids taken
     # as columns: a select on the read's frame first joined every column's parts into one, 0.1 GB more.)
     ids = messages.get_column("m").cast(pl.Int64)
-    ranks = ranks.with_row_index("source", offset=1)
     keys = pl.DataFrame([ids, messages.get_column("box").cast(pl.Int64), _ranked(ranks, ids)]).join(
         _owners(scoped), on="box", how="left", maintain_order="left"
     )
@@ -341,11 +344,12 @@ def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[in
     return MailRows(messages, recipients)
 
 
-def _ranked(ranks: pl.DataFrame, ids: pl.Series) -> pl.Series:
-    """Each message's rank (`source`) by its id, null where the rank query did not see it: looked up in the
-    ranks sorted by id (a join on the ids held a hash table and the rows' order besides: the read's peak,
-    0.04 GB more at 2,000,000 activities)."""
-    ranks = ranks.cast(pl.Int64).sort("m")
+def _ranked(ranked: pl.DataFrame, ids: pl.Series) -> pl.Series:
+    """Each message's rank (`source`: its place, from 1, in the rank query's ids `ranked`, which come in rank
+    order) by its id, null where the rank query did not see it: looked up in the ranks sorted by id (a join on
+    the ids held a hash table and the rows' order besides: the read's peak, 0.04 GB more at 2,000,000
+    activities)."""
+    ranks = ranked.with_row_index("source", offset=1).cast(pl.Int64).sort("m")
     known = ranks.get_column("m")
     if known.is_empty():
         return pl.repeat(None, ids.len(), dtype=pl.Int64, eager=True).alias("source")

@@ -27,7 +27,7 @@ PAYLOAD_VERSION = 1
 COUNT_KEYS = ("emails_sent", "emails_received", "meetings_sent", "meetings_received", "calls_made", "calls_received")
 
 
-def iso(value: datetime | None) -> datetime | None:
+def utc_time(value: datetime | None) -> datetime | None:
     """A time as the payload writes it: aware in UTC, for orjson, which writes it as isoformat() would (ISO
     8601, "+00:00", microseconds only when there are; tests/test_payload.py holds it to that) and 5x faster
     (a run writes a time for each of 20,000 records' top contacts)."""
@@ -57,7 +57,7 @@ def _interaction(i: Interaction | None) -> dict[str, Any] | None:
     if i is None:
         return None
     return {
-        "time": iso(i.time),
+        "time": utc_time(i.time),
         "kind": str(i.kind),
         "direction": str(i.direction),
         "activity_key": i.activity_key,
@@ -73,7 +73,7 @@ def _contact(t: TopContact) -> dict[str, Any]:
         "emails": t.emails,
         "meetings": t.meetings,
         "calls": t.calls,
-        "last_contacted": iso(t.last_contacted),
+        "last_contacted": utc_time(t.last_contacted),
     }
 
 
