@@ -99,6 +99,15 @@ def test_frame_build_equals_object_build(messages: list[MailMessage], rnd: objec
     assert_same(messages, tenant_rules())
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mailboxes_of_mail())
+def test_a_key_whose_hash_repeats_alone_makes_the_same_activity(messages: list[MailMessage]) -> None:
+    # As if every key's hash collided with another's: each message is grouped, those of one copy alone.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mail_frames, "_maybe_shared", lambda keys: pl.Series([True] * keys.len()))
+        assert_same(messages, tenant_rules())
+
+
 def test_copies_aliases_and_replies() -> None:
     first = mail(
         "bob@contoso.com", ["ann@fabrikam.com", "carl@contoso.com"], "2026-03-01 09:00", cc=["eve@fabrikam.com"]

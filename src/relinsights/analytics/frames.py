@@ -77,6 +77,11 @@ def us_delta(d: timedelta) -> int:
     return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
 
 
+def pair_key(a: pl.Expr, person: pl.Expr) -> pl.Expr:
+    """(activity, person) as one sortable 64-bit key (both numbers under 2**31)."""
+    return a.cast(pl.Int64) * (1 << 32) + person.cast(pl.Int64)
+
+
 def at_us(micros: int) -> datetime:
     """The UTC time `micros` microseconds after the epoch (the inverse of `us`)."""
     return _EPOCH + timedelta(microseconds=micros)
