@@ -291,6 +291,8 @@ def _merged(copies: pl.DataFrame) -> pl.DataFrame:
     def sender(column: str) -> pl.Expr:
         return pl.col(column).filter(named).sort_by(pl.col("prank").filter(named)).first()
 
+    # (grouped by hashing the keys: sorted by key and primary order first, the group took half the time, but
+    # the sorted copies of 759,000 rows made the mail build's peak 20 MiB higher at 2,000,000 activities)
     several = (
         copies.lazy()
         .filter(shared)
