@@ -245,3 +245,13 @@ _IDS = st.text(_ID_CHARACTERS, max_size=8)
 def test_any_message_id_normalises_as_python_does(ids: list[str | None]) -> None:
     got = mail_frames.normalise_ids(pl.Series(ids, dtype=pl.String))
     assert got.to_list() == [normalise_message_id(v) for v in ids]
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(-(2**40), 2**40)), max_size=40, unique_by=lambda p: p[1]))
+def test_a_copys_primary_place_is_its_place_in_mailbox_and_source_order(copies_: list[tuple[int, int]]) -> None:
+    # Ranks as read (1..n: one 64-bit key) and any other numbers (two columns sorted) give the same places.
+    for pairs in (copies_, [(box, rank) for rank, (box, _) in enumerate(copies_, start=1)]):
+        box = pl.Series([b for b, _ in pairs], dtype=pl.UInt32)
+        source = pl.Series([s for _, s in pairs], dtype=pl.Int64)
+        in_order = sorted(range(len(pairs)), key=lambda i: pairs[i])
+        assert mail_frames._places(box, source).to_list() == [in_order.index(i) for i in range(len(pairs))]

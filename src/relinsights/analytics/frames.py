@@ -78,7 +78,7 @@ def us_delta(d: timedelta) -> int:
 
 
 def pair_key(a: pl.Expr, person: pl.Expr) -> pl.Expr:
-    """(activity, person) as one sortable 64-bit key (both numbers under 2**31)."""
+    """(activity, person), or any two numbers in [0, 2**31), as one 64-bit key that sorts as the pair does."""
     return a.cast(pl.Int64) * (1 << 32) + person.cast(pl.Int64)
 
 

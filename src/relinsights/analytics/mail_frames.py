@@ -249,6 +249,21 @@ def mail_objects(messages: pl.DataFrame, recipients: pl.DataFrame) -> list[MailM
     return out
 
 
+def _places(box: pl.Series, source: pl.Series) -> pl.Series:
+    """Each copy's place in (mailbox, source) order, from 0 (a mailbox's Graph ids are distinct: no ties).
+
+    The two numbers sorted as one 64-bit key, and the order turned into places by one scatter: two sorts
+    of the two columns took three times as long (0.45 against 0.15 s for 2,279,293 copies)."""
+    pair = pl.DataFrame({"box": box, "source": source})
+    if all(c.null_count() == 0 and c.is_between(0, 2**31 - 1).all() for c in (box, source)):
+        order = pair.select(pair_key(pl.col("box"), pl.col("source")).arg_sort()).to_series()
+    else:
+        order = pair.select(pl.arg_sort_by("box", "source")).to_series()
+    places = np.empty(order.len(), np.uint32)
+    places[order.to_numpy()] = np.arange(order.len(), dtype=np.uint32)
+    return pl.Series(places)
+
+
 def _maybe_shared(keys: pl.Series) -> pl.Series:
     """Whether each key may have other copies: its hash repeats (a quarter of the time of the strings' own
     at 2,000,000: 0.25 s). Equal keys hash equal, and a key that only shares its hash is grouped alone, to
@@ -435,10 +450,8 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
             replies="replies",
         )
         .with_columns(sent_by)
-        # (a mailbox's Graph ids are distinct: no ties for the order to break)
-        .with_columns(prank=pl.arg_sort_by("box", "source").arg_sort())
-        .drop("box")
     )
+    copies = copies.with_columns(prank=_places(copies.get_column("box"), copies.get_column("source"))).drop("box")
     del sent_by
     # Keys (`gid`), conversation and message ids are views of the read's strings until the activities are
     # made; copies are told their activity by number (`ms`), not by joining on the key again.
