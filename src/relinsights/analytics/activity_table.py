@@ -62,8 +62,11 @@ def link_rows(links: LinkTable, refs: Sequence[RecordRef]) -> tuple[pl.Series, p
     rec = np.repeat(np.arange(len(rows), dtype=np.int32), [len(row) // 2 for row in rows])
     # (in order, and told so: polars groups a sorted key by its runs, 3-5x faster than by hashing, and the
     # KPIs group by record a dozen times a batch)
-    rec_col = pl.Series(rec).set_sorted()
-    return rec_col, pl.Series(pairs[0::2].astype(np.int32)), pl.Series(pairs[1::2].astype(np.int32))
+    return (
+        pl.Series(rec).set_sorted(),
+        pl.Series(pairs[0::2].astype(np.int32)),
+        pl.Series(pairs[1::2].astype(np.int32)),
+    )
 
 
 def token_hashes(tokens: pl.Series) -> tuple[pl.Series, pl.Series]:

@@ -252,8 +252,8 @@ def mail_objects(messages: pl.DataFrame, recipients: pl.DataFrame) -> list[MailM
 def _places(box: pl.Series, source: pl.Series) -> pl.Series:
     """Each copy's place in (mailbox, source) order, from 0 (a mailbox's Graph ids are distinct: no ties).
 
-    The two numbers sorted as one 64-bit key, and the order turned into places by one scatter: two sorts
-    of the two columns took three times as long (0.45 against 0.15 s for 2,279,293 copies)."""
+    The two numbers sorted as one 64-bit key, and the order turned into places by one scatter: a sort by the
+    two columns and a second sort for the places took 1.1-1.2 s for 2,279,293 copies, this 0.15-0.17 s."""
     pair = pl.DataFrame({"box": box, "source": source})
     if all(c.null_count() == 0 and c.is_between(0, 2**31 - 1).all() for c in (box, source)):
         order = pair.select(pair_key(pl.col("box"), pl.col("source")).arg_sort()).to_series()
