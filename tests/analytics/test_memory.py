@@ -306,7 +306,6 @@ def test_participant_lookups_keep_the_first_row_of_a_person_and_find_by_pair() -
     ]
 
 
-
 @settings(deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 40), st.integers(0, 2**31 - 1), st.integers(0, 100)), max_size=300),
@@ -316,8 +315,8 @@ def test_participant_lookups_keep_the_first_row_of_a_person_and_find_by_pair() -
 def test_participant_lookups_find_what_a_dict_of_the_first_rows_finds(
     rows: list[tuple[int, int, int]], asked: list[tuple[int | None, int]], rnd: object
 ) -> None:
-    # Activities of no, one or many people (searched within their rows), people asked of activities that are
-    # not there, before or after all others, and asked again (a few of the rows' own pairs are asked).
+    # Activities of no, one or many people (a person twice, too), people asked of activities that are not
+    # there, before or after all others, and asked again (a few of the rows' own pairs are asked).
     asked += [(a, p) for a, p, _ in rows[::3]]
     rnd.shuffle(asked)  # type: ignore[attr-defined]
     first: dict[tuple[int, int], int] = {}
@@ -331,6 +330,7 @@ def test_participant_lookups_find_what_a_dict_of_the_first_rows_finds(
     assert look.find(frame.drop_nulls(), "a", "person").rows() == expected
     got = look.has(frame.get_column("a"), frame.get_column("person")).to_list()
     assert got == [a is not None and (a, p) in first for a, p in asked]
+
 
 def _partition(groups: list[int | None]) -> set[frozenset[int]]:
     rows: dict[int, set[int]] = {}
