@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
+from subprocess import PIPE
 from typing import Any
 
+import polars as pl
 import pytest
 from sqlalchemy import Engine, func, insert, select, text
 from typer.testing import CliRunner
@@ -580,57 +584,93 @@ def test_a_large_read_gives_its_children_the_database_on_stdin_and_never_shows_a
     secret = "s3cret-Pa55"
     location = f"postgresql://relinsights:{secret}@127.0.0.1:9/nowhere"  # port 9: nothing listens
     shown = "postgresql://relinsights:***@127.0.0.1:9/nowhere"
-    with pytest.raises(RuntimeError) as failed:
-        bulk_read._read_in_processes(location, shown, [Query("SELECT 1", ["one"]), Query("SELECT 2", ["two"])])
-    assert len(commands) == 2 and not any(secret in arg for command in commands for arg in command)
+    with pytest.raises(RuntimeError) as failed, ExitStack() as started:
+        queries = [Query("SELECT 1", ["one"]), Query("SELECT 2", ["two"])]
+        bulk_read._start_in_processes(started, location, shown, queries)()
+    assert len(commands) == min(bulk_read.READERS, 2)
+    assert not any(secret in arg for command in commands for arg in command)
     assert str(failed.value).startswith(f"reading {shown} failed: ")
     assert secret not in str(failed.value)
 
 
-def test_the_reader_processes_of_a_large_read_all_get_their_database_before_any_is_waited_for(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The queries of a large read run at once: each reader waits for its database location on stdin, so
-    every one is given it before the first is waited for (handing it over in the wait ran them one by one)."""
-    events: list[str] = []
-    popen = bulk_read.subprocess.Popen
-
-    class Recorded:
-        def __init__(self, args: list[str], **kwargs: Any) -> None:
-            self.child = popen(args, **kwargs)
-            self.name, self.returncode = args[-1], 0
-            stdin = self.child.stdin
-            assert stdin is not None
-            closing = stdin.close
-
-            def close() -> None:
-                events.append(f"gave {self.name}")
-                closing()
-
-            stdin.close = close  # type: ignore[method-assign]
-            self.stdin = stdin
-
-            self.stderr = self.child.stderr
-
-        def wait(self) -> int:
-            events.append(f"waited {self.name}")
-            self.returncode = self.child.wait()
-            return self.returncode
-
-    monkeypatch.setattr(bulk_read.subprocess, "Popen", Recorded)
-    db = tmp_path / "read.db"
-    make_engine(f"sqlite:///{db}").dispose()
+def _numbers_db(path: Path, n: int) -> Path:
     import sqlite3
 
-    with sqlite3.connect(db) as raw:
+    make_engine(f"sqlite:///{path}").dispose()
+    with sqlite3.connect(path) as raw:
         raw.execute("CREATE TABLE t (x INTEGER)")
-        raw.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(5)])
-    one, two = bulk_read._read_in_processes(
-        str(db), str(db), [Query("SELECT x FROM t", ["x"]), Query("SELECT count(*) FROM t", ["n"])]
+        raw.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(n)])
+    return path
+
+
+def test_the_readers_of_a_large_read_share_its_parts_and_read_each_once(tmp_path: Path) -> None:
+    """Readers started on the same parts each take the next part no other has taken: every part is read,
+    and by one reader only (both readers' reports of what they wrote, taken together)."""
+    db = _numbers_db(tmp_path / "read.db", 40)
+    tasks = [arg for j in range(8) for arg in (str(tmp_path / f"part-{j}"), f"SELECT x FROM t WHERE x % 8 = {j}")]
+    children = [
+        bulk_read.subprocess.Popen(
+            [sys.executable, "-P", bulk_read._READER, *tasks], stdin=PIPE, stdout=PIPE, stderr=PIPE
+        )
+        for _ in range(2)
+    ]
+    told = [child.communicate(str(db).encode())[0].decode().split() for child in children]
+    assert all(child.returncode == 0 for child in children)
+    assert sorted(told[0] + told[1]) == sorted(tasks[0::2])  # (each part once: no part told twice)
+    assert [sorted(pl.read_parquet(f).to_series()) for f in tasks[0::2]] == [list(range(j, 40, 8)) for j in range(8)]
+
+
+def test_a_large_read_gives_each_part_as_soon_as_it_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A part's rows come (and are made ready) once its reader has written them, while the readers are still
+    at the next parts: a reader here writes its second part only once this process has taken the first."""
+    reader, go = tmp_path / "reader.py", tmp_path / "go"
+    reader.write_text(
+        textwrap.dedent(
+            f"""
+            import sys, time
+            from pathlib import Path
+            import polars as pl
+            sys.stdin.read()
+            for j, output in enumerate(sys.argv[1::2]):
+                deadline = time.monotonic() + 20
+                while j and not Path({str(go)!r}).exists():  # (the test's process has the first part)
+                    if time.monotonic() > deadline:
+                        sys.exit("the first part was not taken while this reader ran")
+                    time.sleep(0.01)
+                pl.DataFrame({{"x": [j]}}).write_parquet(output)
+                print(output, flush=True)
+            """
+        )
     )
-    assert one.get_column("x").to_list() == [0, 1, 2, 3, 4] and two.item() == 5
-    assert events[:2] == ["gave SELECT x FROM t", "gave SELECT count(*) FROM t"]
-    assert events[2:] == ["waited SELECT x FROM t", "waited SELECT count(*) FROM t"]
+    monkeypatch.setattr(bulk_read, "_READER", str(reader))
+    monkeypatch.setattr(bulk_read, "READERS", 1)
+    ready: list[int] = []
+
+    def take(part: pl.DataFrame) -> pl.DataFrame:
+        ready.append(part.item())
+        go.touch()
+        return part
+
+    with ExitStack() as started:
+        rows = bulk_read._start_in_processes(started, "unused", "unused", [Query(["first", "second"], ["x"], take)])
+        (frame,) = rows()
+    assert ready == [0, 1] and frame.to_series().to_list() == [0, 1]
+
+
+def test_a_failed_part_of_a_large_read_is_an_error_naming_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part that fails ends the read with the reader's error, its database named; the other readers are
+    stopped and the read's files removed."""
+    monkeypatch.setattr(bulk_read.tempfile, "tempdir", str(tmp_path))
+    db = _numbers_db(tmp_path / "read.db", 5)
+    with (
+        pytest.raises(RuntimeError, match=r"(?s)reading .*read\.db failed: .*no such table: missing"),
+        ExitStack() as s,
+    ):
+        queries = [Query("SELECT x FROM t", ["x"]), Query(["SELECT x FROM t", "SELECT y FROM missing"], ["y"])]
+        bulk_read._start_in_processes(s, str(db), str(db), queries)()
+    assert not list(tmp_path.glob("relinsights-read-*"))
 
 
 @pytest.mark.parametrize("reader", ["small", "large"])
@@ -814,15 +854,20 @@ def test_a_message_stored_while_the_readers_ran_waits_for_the_next_run_and_the_r
 
     @contextmanager
     def rank_reader_missed_one(conn: Any, rows_hint: int) -> Iterator[Any]:
-        with real(conn, rows_hint) as read:
+        with real(conn, rows_hint) as start:
 
-            def reading(queries: list[Any]) -> list[Any]:
-                out = read(queries)
-                if len(out) == 3:  # the mail read: messages, their ranks, recipients
-                    out[1] = out[1].filter(out[1].get_column("m").cast(int) != late)
-                return out
+            def starting(queries: list[Any]) -> Any:
+                started = start(queries)
 
-            yield reading
+                def rows() -> list[Any]:
+                    out = started()
+                    if len(out) == 3:  # the mail read: messages, their ranks, recipients
+                        out[1] = out[1].filter(out[1].get_column("m").cast(int) != late)
+                    return out
+
+                return rows
+
+            yield starting
 
     monkeypatch.setattr(load, "bulk_reader", rank_reader_missed_one)
     got = prepare(engine, tenant, T).inputs.messages.messages

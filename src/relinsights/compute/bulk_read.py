@@ -5,12 +5,14 @@ Row first, and the rows then have to be turned into columns: more time than the 
 produce them. ADBC (Arrow Database Connectivity) drivers hand back Arrow columns, which polars takes
 without a Python object per value:
 
-- a large read (from PROCESS_READ_ROWS rows) runs each query in a child process of its own with the
-  database's ADBC driver (read_process.py says why not in this process), all at once, each handing its
-  rows back as Parquet files; the child sees what is committed. A query may come in parts (`id_ranges`),
-  which its child reads one after the other, each to a file of its own: the child then holds one part's
-  rows at a time, not the whole year's (ADBC's Arrow buffers and polars' frame of them are both alive
-  while a part is read: a year of mail of 2,000,000 activities took its child to 1.5 GiB);
+- a large read (from PROCESS_READ_ROWS rows) runs its queries in READERS child processes with the
+  database's ADBC driver (read_process.py says why not in this process), which hand the rows back as
+  Parquet files. A query may come in parts (`id_ranges`); each child takes the next part no other has taken
+  (the parts of every query in one list), so the children stay busy until the last part, and holds one
+  part's rows at a time, not the whole year's (ADBC's Arrow buffers and polars' frame of them are both
+  alive while a part is read: a year of mail of 2,000,000 activities in one query took its child to
+  1.5 GiB). This process makes each part ready as soon as it is written, while the children read the
+  next ones, and a caller can start another read before it takes the rows of the first;
 - a small one, where starting a process would cost more than it saves: on PostgreSQL through ADBC's
   driver on a short-lived connection of its own, on SQLite through the engine's own driver (sqlite3), row
   tuples into frames a batch at a time.
@@ -20,16 +22,18 @@ Only literal values the code formats itself (integers, ISO timestamps) are ever 
 
 from __future__ import annotations
 
+import os
+import selectors
 import sqlite3
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 import polars as pl
 from sqlalchemy import Connection
@@ -49,12 +53,17 @@ class Query(NamedTuple):
     ready: Ready = as_read
 
 
-Reader = Callable[[list[Query]], list[pl.DataFrame]]  # queries -> their rows, in order
+# Starts reading queries; what it returns gives their rows, in order (a large read runs while its caller
+# starts another or makes the rows of one before).
+Reader = Callable[[list[Query]], Callable[[], list[pl.DataFrame]]]
 _BATCH = 100_000
 # Rows from which a read goes through child processes: starting one costs about 0.2 s; on SQLite the
 # driver's columns save about 5 s per million rows, on PostgreSQL the file about 130 MiB per million.
 PROCESS_READ_ROWS = 100_000
 RANGE_IDS = 250_000  # the ids in one part of a query read by parts (`id_ranges`)
+# The child processes of a large read: two, on two cores, with this process making their parts ready (three
+# were no faster at 2,000,000 activities), each holding a part's rows at a time.
+READERS = 2
 # The reader runs as a file (-P: its own directory not on the path), not as a module of this package: that
 # would import the package first (relinsights.compute and the whole KPI job: over a second a child).
 _READER = str(Path(__file__).with_name("read_process.py"))
@@ -62,9 +71,9 @@ _READER = str(Path(__file__).with_name("read_process.py"))
 
 @contextmanager
 def bulk_reader(conn: Connection, rows_hint: int) -> Iterator[Reader]:
-    """A function that runs queries and returns their rows as frames, columns named as given;
+    """A Reader: starts reading queries, and gives their rows as frames, columns named as given, when asked;
     `rows_hint` (about how many rows the reads return) chooses how they are read (see the module
-    docstring)."""
+    docstring). Readers still running when the block ends are stopped."""
     url = conn.engine.url
     postgres = url.get_backend_name() == "postgresql"
     if postgres:
@@ -73,7 +82,8 @@ def bulk_reader(conn: Connection, rows_hint: int) -> Iterator[Reader]:
     else:
         location = shown = url.database or ""
     if rows_hint >= PROCESS_READ_ROWS and (postgres or location not in ("", ":memory:")):
-        yield partial(_read_in_processes, location, shown)
+        with ExitStack() as started:  # (its readers stopped and files removed, however the caller ends)
+            yield partial(_start_in_processes, started, location, shown)
         return
     if postgres:
         import adbc_driver_postgresql.dbapi as postgresql
@@ -89,7 +99,7 @@ def bulk_reader(conn: Connection, rows_hint: int) -> Iterator[Reader]:
 
                 return [joined(rows(q.sql), q.names, q.ready) for q in queries]
 
-            yield read_arrow
+            yield _at_once(read_arrow)
         return
     raw = conn.connection.driver_connection
     assert raw is not None
@@ -105,41 +115,116 @@ def bulk_reader(conn: Connection, rows_hint: int) -> Iterator[Reader]:
 
         return [joined(rows(q.sql, q.names), q.names, q.ready) for q in queries]
 
-    yield read_rows
+    yield _at_once(read_rows)
 
 
-def _read_in_processes(location: str, shown: str, queries: list[Query]) -> list[pl.DataFrame]:
-    """The queries' rows, each read by a child process of its own (read_process.py), all at once.
-    `location` (a SQLite file or a PostgreSQL URI, which may hold a password) goes to each child on its
-    standard input; `shown` is what an error names."""
-    with tempfile.TemporaryDirectory(prefix="relinsights-read-") as tmp:  # private (0700), removed after
-        outputs = [Path(tmp) / str(i) for i in range(len(queries))]
-        children = [
-            subprocess.Popen(
-                [sys.executable, "-P", _READER, str(out), *parts(q.sql)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            for out, q in zip(outputs, queries, strict=True)
-        ]
-        for child in children:  # every child its location first: a child waits for it before it reads
-            assert child.stdin is not None
+def _at_once(read: Callable[[list[Query]], list[pl.DataFrame]]) -> Reader:
+    """A Reader that reads when it is started (in this process: there is nothing to run beside it)."""
+
+    def start(queries: list[Query]) -> Callable[[], list[pl.DataFrame]]:
+        frames = read(queries)
+        return lambda: frames
+
+    return start
+
+
+def _start_in_processes(
+    started: ExitStack, location: str, shown: str, queries: list[Query]
+) -> Callable[[], list[pl.DataFrame]]:
+    """Start reading the queries by READERS child processes (read_process.py), which share out the queries'
+    parts; what it returns gives their rows, each part made ready here as soon as it is read. `location` (a
+    SQLite file or a PostgreSQL URI, which may hold a password) goes to each child on its standard input;
+    `shown` is what an error names. `started` stops the children and removes their files."""
+    tmp = Path(started.enter_context(tempfile.TemporaryDirectory(prefix="relinsights-read-")))  # private (0700)
+    outputs = [[part_file(tmp / str(i), j) for j in range(len(parts(q.sql)))] for i, q in enumerate(queries)]
+    # The first part of every query, then every second part, ...: a query of one part (the longest) starts at
+    # once, and the parts of the first query, which this process takes first, come early.
+    tasks = [
+        (out[j], parts(q.sql)[j])
+        for j in range(max(map(len, outputs)))
+        for out, q in zip(outputs, queries, strict=True)
+        if j < len(out)
+    ]
+    readers = started.enter_context(_Readers(location, shown, tasks, tmp))
+
+    def rows() -> list[pl.DataFrame]:
+        frames = [joined(map(readers.rows, out), q.names, q.ready) for out, q in zip(outputs, queries, strict=True)]
+        readers.finish()
+        return frames
+
+    return rows
+
+
+class _Readers:
+    """Reader processes working through a list of parts, each taking the next one no other has taken, and
+    telling on its standard output each part it has written."""
+
+    def __init__(self, location: str, shown: str, tasks: list[tuple[Path, str]], tmp: Path) -> None:
+        self.location, self.shown, self.done = location, shown, set[str]()
+        self.selector = selectors.DefaultSelector()
+        self.children: list[tuple[subprocess.Popen[bytes], Path]] = []
+        self.pending: dict[int, bytes] = {}  # a child's output, up to its last newline not yet read
+        args = [arg for path, sql in tasks for arg in (str(path), sql)]
+        for i in range(min(READERS, len(tasks))):
+            errors = tmp / f"errors-{i}"
+            with errors.open("wb") as err:  # (a file, not a pipe: a child never waits for this process to read)
+                child = subprocess.Popen(
+                    [sys.executable, "-P", _READER, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
+                )
+            self.children.append((child, errors))
+        for child, _ in self.children:  # every child its location first: a child waits for it before it reads
+            assert child.stdin is not None and child.stdout is not None
             child.stdin.write(location.encode())
             child.stdin.close()
-        errors = []
-        for child in children:  # (stderr is the one pipe left: read to its end, nothing can deadlock)
-            assert child.stderr is not None
-            errors.append(child.stderr.read())
+            self.selector.register(child.stdout, selectors.EVENT_READ, child)
+            self.pending[child.stdout.fileno()] = b""
+
+    def __enter__(self) -> _Readers:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for child, _errors in self.children:  # (after a failure: the others are not waited for)
+            if child.poll() is None:
+                child.kill()
             child.wait()
-        for child, error in zip(children, errors, strict=True):
-            if child.returncode != 0:
-                text = error.decode(errors="replace").replace(location, shown).strip()[-2000:]
-                raise RuntimeError(f"reading {shown} failed: {text}")
-        return [
-            joined((pl.read_parquet(part_file(out, j)) for j in range(len(parts(q.sql)))), q.names, q.ready)
-            for out, q in zip(outputs, queries, strict=True)
-        ]
+            assert child.stdout is not None
+            child.stdout.close()
+        self.selector.close()
+
+    def rows(self, path: Path) -> pl.DataFrame:
+        """The rows of a part, once a child has written them (the file goes as soon as it is read)."""
+        while str(path) not in self.done:
+            if not self.selector.get_map():
+                self._failed()
+                raise RuntimeError(f"reading {self.shown} failed: no reader read {path.name}")
+            for key, _ in self.selector.select():
+                self._hear(key.fileobj, key.data)  # type: ignore[arg-type]
+        rows = pl.read_parquet(path)
+        path.unlink()
+        return rows
+
+    def finish(self) -> None:
+        """Wait for every child to end; an error if one failed."""
+        while self.selector.get_map():
+            for key, _ in self.selector.select():
+                self._hear(key.fileobj, key.data)  # type: ignore[arg-type]
+
+    def _hear(self, stdout: IO[bytes], child: subprocess.Popen[bytes]) -> None:
+        fd = stdout.fileno()
+        data = os.read(fd, 65536)
+        if data:
+            *lines, self.pending[fd] = (self.pending[fd] + data).split(b"\n")
+            self.done.update(line.decode() for line in lines)
+            return
+        self.selector.unregister(stdout)
+        if child.wait() != 0:
+            self._failed()
+
+    def _failed(self) -> None:
+        for child, errors in self.children:
+            if child.poll() not in (None, 0):
+                text = errors.read_bytes().decode(errors="replace").replace(self.location, self.shown)
+                raise RuntimeError(f"reading {self.shown} failed: {text.strip()[-2000:]}")
 
 
 def part_file(output: Path, j: int) -> Path:

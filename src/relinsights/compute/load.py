@@ -23,7 +23,8 @@ Decisions:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,8 +50,6 @@ from relinsights.analytics.meeting_frames import ATTENDEE_SCHEMA, EVENT_SCHEMA, 
 from relinsights.analytics.parties import canonical_address
 from relinsights.compute.bulk_read import (
     Query,
-    Ready,
-    as_read,
     bulk_reader,
     epoch_micros,
     id_ranges,
@@ -148,8 +147,12 @@ def load_inputs(
         _crm_activities(conn, tenant_pk, since, inputs)
         if tier is Tier.ENHANCED:
             scoped = {m.pk: m for m in mailboxes if m.in_scope}
-            inputs.messages = read_mail(conn, tenant_pk, since, scoped)
-            inputs.events = _events(conn, tenant_pk, since, scoped)
+            # Both read at once (large reads: by processes of their own, while this one makes the rows read)
+            with (
+                reading_mail(conn, tenant_pk, since, scoped) as mail,
+                reading_events(conn, tenant_pk, since, scoped) as events,
+            ):
+                inputs.messages, inputs.events = mail(), events()
             inputs.failed_mailboxes = tuple(
                 sorted(m.address for m in scoped.values() if m.status in FAILED_MAILBOX_STATUSES)
             )
@@ -259,23 +262,24 @@ def _crm_activities(conn: Any, tenant_pk: int, since: datetime, inputs: TenantIn
 # ---------------------------------------------------------------- Graph
 
 
-def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]) -> MailRows:
-    """The scoped mailboxes' sent (not draft) messages from `since` on, with their To and Cc rows, as
-    columns (bulk_read.py). Bcc is never read: it is never a participant."""
+@contextmanager
+def reading_mail(
+    conn: Connection, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]
+) -> Iterator[Callable[[], MailRows]]:
+    """Starts reading the scoped mailboxes' sent (not draft) messages from `since` on, with their To and Cc
+    rows, as columns (bulk_read.py); what it gives makes the rows. Bcc is never read: it is never a
+    participant."""
     dialect = conn.dialect.name
     no = "0" if dialect == "sqlite" else "false"
     window = f"{_window(conn, 'm.mailbox_pk', 'm.sent_at', tenant_pk, since)} AND m.is_draft IS {no}"
-    texts = ("from_address", "sender_address", "internet_message_id", "in_reply_to")
     # COALESCE: a driver may type a column by its first rows, which can all be NULL; "" and NULL mean the
     # same in every one of these columns (no address, no id), and "" is read back as NULL.
-    coalesced = ", ".join(f"COALESCE(m.{c}, '') AS {c}" for c in texts)
-    # The conversation ids: their SQL, the names it reads as, what readies each part.
-    ready: Ready
+    coalesced = ", ".join(f"COALESCE(m.{c}, '') AS {c}" for c in _MAIL_TEXTS)
+    # The conversation ids: their SQL and the names it reads as.
     if dialect == "postgresql":  # hashed by the server (_conversation_hashes says why)
-        conversation, conversation_names, ready = _server_hashes("m.conversation_id"), ["c1", "c2"], as_read
-    else:  # (SQLite has no hash function: hashed by this process as each part comes)
+        conversation, conversation_names = _server_hashes("m.conversation_id"), ["c1", "c2"]
+    else:  # (SQLite has no hash function: hashed by this process as each part comes, `_mail_part`)
         conversation, conversation_names = "COALESCE(m.conversation_id, '')", ["conversation_id"]
-        ready = _conversation_hashes
     hint = conn.execute(select(func.max(_msg.c.id))).scalar() or 0  # ids only grow: an upper bound of the rows
     # The Graph id (152 characters in Exchange Online, 40% of a message row) orders a message's copies and
     # keys one without an internetMessageId: it is read only where the internetMessageId has no letter or
@@ -287,7 +291,7 @@ def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[in
     binary = "BINARY" if dialect == "sqlite" else '"C"'
     sent = epoch_micros(dialect, "m.sent_at")  # (the window leaves no NULL)
     with bulk_reader(conn, rows_hint=hint) as read:
-        messages, ranks, recipients = read(
+        started = read(
             [
                 Query(
                     [
@@ -295,8 +299,8 @@ def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[in
                         f" FROM message m WHERE {window} AND {ids}"
                         for ids in id_ranges(hint, "m.id")  # a reader holds one range of messages at a time
                     ],
-                    ["m", "graph_id", "box", "sent", *texts, *conversation_names],
-                    ready=ready,
+                    ["m", "graph_id", "box", "sent", *_MAIL_TEXTS, *conversation_names],
+                    ready=_mail_part,
                 ),
                 Query(  # (numbered here: a row_number over them took SQLite 1.4 s more of 4.5)
                     f"SELECT m.id FROM message m WHERE {window} ORDER BY m.graph_id COLLATE {binary}, m.id",
@@ -313,6 +317,27 @@ def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[in
                 ),
             ]
         )
+        yield lambda: _mail_rows(started(), scoped)
+
+
+_MAIL_TEXTS = ("from_address", "sender_address", "internet_message_id", "in_reply_to")
+
+
+def _mail_part(part: pl.DataFrame) -> pl.DataFrame:
+    """A part of the mail read as it comes (while the readers read the next ones): its texts as strings (null
+    for none), its time as microseconds and, read from SQLite, its conversation ids as their hashes."""
+    if "conversation_id" in part.columns:
+        part = _conversation_hashes(part)
+    return part.with_columns(
+        graph_id=_text(part.get_column("graph_id")),
+        sent=utc_micros(part.get_column("sent")),
+        **{c: _text(part.get_column(c)) for c in _MAIL_TEXTS},
+    )
+
+
+def _mail_rows(read: list[pl.DataFrame], scoped: dict[int, MailboxInfo]) -> MailRows:
+    """The mail read's rows (messages made ready as they came, their ranks, recipients) as MailRows."""
+    messages, ranks, recipients = read
     # The rank and the owner joined to the ids alone, then set beside the rows: joining the rows themselves
     # gathered every column of a year of mail again (0.25 GB more at 2,000,000 activities). (The ids taken
     # as columns: a select on the read's frame first joined every column's parts into one, 0.1 GB more.)
@@ -329,13 +354,8 @@ def read_mail(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[in
         references=pl.lit([], dtype=pl.List(pl.String)),
     )
     del keys
-    # (then the conversions: the ids, ranks and owners above let go first, the read's peak is lower)
-    messages = messages.with_columns(
-        _conversation_codes(messages),
-        graph_id=_text(messages.get_column("graph_id")),
-        sent=utc_micros(messages.get_column("sent")),
-        **{c: _text(messages.get_column(c)) for c in texts},
-    ).select(list(MAIL_SCHEMA))
+    # (then the conversation codes: the ids, ranks and owners above let go first, the read's peak is lower)
+    messages = messages.with_columns(_conversation_codes(messages)).select(list(MAIL_SCHEMA))
     unranked = messages.get_column("source").is_null()
     if unranked.any():  # it came or went while the readers ran: the next run reads it as it is then
         messages = messages.filter(~unranked)
@@ -354,9 +374,7 @@ def _ranked(ranked: pl.DataFrame, ids: pl.Series) -> pl.Series:
     if known.is_empty():
         return pl.repeat(None, ids.len(), dtype=pl.Int64, eager=True).alias("source")
     at = known.search_sorted(ids).clip(upper_bound=known.len() - 1)
-    return pl.select(
-        source=pl.when(known.gather(at) == ids).then(ranks.get_column("source").gather(at))
-    ).to_series()
+    return pl.select(source=pl.when(known.gather(at) == ids).then(ranks.get_column("source").gather(at))).to_series()
 
 
 # Two independent 64-bit hashes of a conversation id: two distinct ids of a run share both with a chance
@@ -406,22 +424,27 @@ def _conversation_codes(messages: pl.DataFrame) -> pl.Series:
     return pl.select(conversation_id=pl.when(~none).then(pl.Series(number).cast(pl.String))).to_series()
 
 
-def _events(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]) -> EventRows:
-    """The scoped mailboxes' event copies starting from `since` on, with their attendees in stored order
-    (without the organizer's own row, which the event names) and each owner's own answer, as columns
-    (bulk_read.py)."""
+_EVENT_TEXTS = ("organizer_address", "ical_uid", "event_type")
+
+
+@contextmanager
+def reading_events(
+    conn: Connection, tenant_pk: int, since: datetime, scoped: dict[int, MailboxInfo]
+) -> Iterator[Callable[[], EventRows]]:
+    """Starts reading the scoped mailboxes' event copies starting from `since` on, with their attendees in
+    stored order (without the organizer's own row, which the event names) and each owner's own answer, as
+    columns (bulk_read.py); what it gives makes the rows."""
     sqlite = conn.dialect.name == "sqlite"
     window = _window(conn, "e.mailbox_pk", "e.start", tenant_pk, since)
-    texts = ("organizer_address", "ical_uid", "event_type")
     # COALESCE: a driver may type a column by its first rows, which can all be NULL ("" reads back as NULL);
     # SQLite's timestamps are text too, PostgreSQL's are typed.
-    coalesced = ", ".join(f"COALESCE(e.{c}, '') AS {c}" for c in texts)
+    coalesced = ", ".join(f"COALESCE(e.{c}, '') AS {c}" for c in _EVENT_TEXTS)
     end_at = """COALESCE(e."end", '')""" if sqlite else 'e."end"'
     start = epoch_micros(conn.dialect.name, "e.start")  # (the window leaves no NULL; an end may be)
     last_event = conn.execute(select(func.max(_ev.c.id))).scalar() or 0
     hint = last_event + (conn.execute(select(func.max(_att.c.id))).scalar() or 0)  # ids only grow
     with bulk_reader(conn, rows_hint=hint) as read:
-        events, attendees = read(
+        started = read(
             [
                 Query(
                     [
@@ -429,7 +452,7 @@ def _events(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[int,
                         f" e.is_all_day, e.is_cancelled FROM event e WHERE {window} AND {ids}"
                         for ids in id_ranges(last_event, "e.id")  # a reader holds one range of events at a time
                     ],
-                    ["e", "graph_id", "box", "start", "end", *texts, "is_all_day", "is_cancelled"],
+                    ["e", "graph_id", "box", "start", "end", *_EVENT_TEXTS, "is_all_day", "is_cancelled"],
                 ),
                 Query(
                     [
@@ -442,13 +465,19 @@ def _events(conn: Connection, tenant_pk: int, since: datetime, scoped: dict[int,
                 ),
             ]
         )
+        yield lambda: _event_rows(started(), scoped)
+
+
+def _event_rows(read: list[pl.DataFrame], scoped: dict[int, MailboxInfo]) -> EventRows:
+    """The calendar read's rows (events, attendees) as the activity builder's EventRows."""
+    events, attendees = read
     end = events.get_column("end")  # SQLite's text ("" for NULL), PostgreSQL's timestamps
     events = events.with_columns(
         pl.col("e", "box").cast(pl.Int64),
         pl.col("is_all_day", "is_cancelled").cast(pl.Boolean),
         start=utc_micros(events.get_column("start")),
         end=utc_micros(_text(end) if end.dtype == pl.String else end),
-        **{c: _text(events.get_column(c)) for c in texts},
+        **{c: _text(events.get_column(c)) for c in _EVENT_TEXTS},
     ).rename({"organizer_address": "organizer"})
     attendees = attendees.cast({"e": pl.Int64, "role": pl.String, "address": pl.String}).with_columns(
         response=_text(attendees.get_column("response"))

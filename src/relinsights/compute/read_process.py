@@ -1,6 +1,7 @@
-"""A child process that reads one query with ADBC, in parts, and writes each part's rows as a Parquet file.
+"""A child process that reads the parts of queries with ADBC and writes each part's rows as a Parquet file.
 
-Run by bulk_read.py for large reads, several at once (one per query, on as many cores):
+Run by bulk_read.py for large reads, several at once on the same parts: each takes the next part no other
+has taken (a claim file made exclusively), and says on its standard output each part it has written.
 
 - SQLite: ADBC's SQLite driver hands back columns far faster than the sqlite3 module makes row tuples, but
   it carries its own copy of the SQLite library, and two copies in one process break each other's file
@@ -13,13 +14,14 @@ Run by bulk_read.py for large reads, several at once (one per query, on as many 
 The database location comes on standard input, never on the command line (a PostgreSQL URI can carry a
 password, and any local user can read a process's arguments): a SQLite file path or a `postgresql://` URI.
 
-    python -P read_process.py OUTPUT QUERY [QUERY ...] < LOCATION   (it imports nothing of relinsights)
+    python -P read_process.py OUTPUT QUERY [OUTPUT QUERY ...] < LOCATION   (it imports nothing of relinsights)
 
-writes the rows of the j-th QUERY (the parts of one read) to OUTPUT-j.parquet.
+writes the rows of each QUERY it takes to its OUTPUT and then prints OUTPUT.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import closing
 from pathlib import Path
@@ -39,19 +41,23 @@ def connect(location: str) -> Any:
 def main() -> None:
     import polars as pl
 
-    output, queries = Path(sys.argv[1]), sys.argv[2:]
+    tasks = sys.argv[1:]
     location = sys.stdin.read().strip()
     with closing(connect(location)) as conn:
-        for j, sql in enumerate(queries):  # a query's parts, one after the other: one part's rows held at a time
+        for output, sql in zip(tasks[0::2], tasks[1::2], strict=True):
+            try:  # claimed by the first reader to get here: each reader takes the next part no one has
+                os.close(os.open(f"{output}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                continue
             with closing(conn.cursor()) as cursor:
                 cursor.execute(sql)
                 frame = pl.DataFrame(cursor.fetch_arrow())
             # A file, not the pipe: the parent reads it at memory speed. Parquet, not Arrow IPC: polars reads an
             # IPC file whole before making its columns (2,400,000 message rows: 1.1 GiB peak for a 0.3 GiB
             # frame), a Parquet file a row group at a time (0.5 GiB); LZ4 makes the file a fifth of the IPC one.
-            # (bulk_read.part_file names the file)
-            frame.write_parquet(output.with_name(f"{output.name}-{j}.parquet"), compression="lz4", statistics=False)
+            frame.write_parquet(output, compression="lz4", statistics=False)
             del frame
+            print(output, flush=True)  # (the parent reads each part as soon as it is told)
 
 
 if __name__ == "__main__":
