@@ -673,6 +673,32 @@ def test_a_failed_part_of_a_large_read_is_an_error_naming_the_database(
     assert not list(tmp_path.glob("relinsights-read-*"))
 
 
+def test_a_reader_that_dies_without_a_word_is_an_error_that_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader killed (by the kernel's out-of-memory killer, say) writes no error: the read says how it ended."""
+    reader = tmp_path / "reader.py"
+    reader.write_text("import os, signal, sys\nsys.stdin.read()\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    monkeypatch.setattr(bulk_read, "_READER", str(reader))
+    with pytest.raises(RuntimeError, match=r"^reading db failed: a reader ended with -9$"), ExitStack() as started:
+        bulk_read._start_in_processes(started, "db", "db", [Query("SELECT 1", ["one"])])()
+
+
+def test_readers_started_before_one_fails_to_start_are_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    popen, started = bulk_read.subprocess.Popen, []
+
+    def second_fails(args: list[str], **kwargs: Any) -> Any:
+        if started:
+            raise OSError("no more processes")
+        started.append(popen([sys.executable, "-c", "import time; time.sleep(60)"], **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(bulk_read.subprocess, "Popen", second_fails)
+    with pytest.raises(OSError, match="no more processes"), ExitStack() as reads:
+        bulk_read._start_in_processes(reads, "db", "db", [Query("SELECT 1", ["one"]), Query("SELECT 2", ["two"])])
+    assert len(started) == 1 and started[0].returncode == -9
+
+
 @pytest.mark.parametrize("reader", ["small", "large"])
 def test_messages_read_each_with_its_own_recipients(
     engine: Engine, tenant: TenantConfig, reader: str, monkeypatch: pytest.MonkeyPatch

@@ -160,35 +160,44 @@ class _Readers:
     telling on its standard output each part it has written."""
 
     def __init__(self, location: str, shown: str, tasks: list[tuple[Path, str]], tmp: Path) -> None:
-        self.location, self.shown, self.done = location, shown, set[str]()
+        self.location, self.shown, self.tasks, self.tmp = location, shown, tasks, tmp
+        self.done = set[str]()
         self.selector = selectors.DefaultSelector()
         self.children: list[tuple[subprocess.Popen[bytes], Path]] = []
-        self.pending: dict[int, bytes] = {}  # a child's output, up to its last newline not yet read
-        args = [arg for path, sql in tasks for arg in (str(path), sql)]
-        for i in range(min(READERS, len(tasks))):
-            errors = tmp / f"errors-{i}"
+        self.pending: dict[int, bytes] = {}  # a child's output after its last newline, not yet a whole line
+
+    def __enter__(self) -> _Readers:
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__()  # (the children started so far stopped)
+            raise
+        return self
+
+    def _start(self) -> None:
+        args = [arg for path, sql in self.tasks for arg in (str(path), sql)]
+        for i in range(min(READERS, len(self.tasks))):
+            errors = self.tmp / f"errors-{i}"
             with errors.open("wb") as err:  # (a file, not a pipe: a child never waits for this process to read)
                 child = subprocess.Popen(
                     [sys.executable, "-P", _READER, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
                 )
             self.children.append((child, errors))
-        for child, _ in self.children:  # every child its location first: a child waits for it before it reads
+        for child, _errors in self.children:  # every child its location first: a child waits for it to read
             assert child.stdin is not None and child.stdout is not None
-            child.stdin.write(location.encode())
+            child.stdin.write(self.location.encode())
             child.stdin.close()
             self.selector.register(child.stdout, selectors.EVENT_READ, child)
             self.pending[child.stdout.fileno()] = b""
-
-    def __enter__(self) -> _Readers:
-        return self
 
     def __exit__(self, *_: object) -> None:
         for child, _errors in self.children:  # (after a failure: the others are not waited for)
             if child.poll() is None:
                 child.kill()
             child.wait()
-            assert child.stdout is not None
-            child.stdout.close()
+            for pipe in (child.stdin, child.stdout):
+                if pipe is not None:
+                    pipe.close()
         self.selector.close()
 
     def rows(self, path: Path) -> pl.DataFrame:
@@ -223,8 +232,10 @@ class _Readers:
     def _failed(self) -> None:
         for child, errors in self.children:
             if child.poll() not in (None, 0):
-                text = errors.read_bytes().decode(errors="replace").replace(self.location, self.shown)
-                raise RuntimeError(f"reading {self.shown} failed: {text.strip()[-2000:]}")
+                text = errors.read_bytes().decode(errors="replace").replace(self.location, self.shown).strip()
+                raise RuntimeError(
+                    f"reading {self.shown} failed: {text[-2000:] or f'a reader ended with {child.returncode}'}"
+                )
 
 
 def part_file(output: Path, j: int) -> Path:
