@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -109,6 +110,11 @@ def mail_rows(messages: Iterable[MailMessage]) -> MailRows:
 
 
 ID_CHUNK = 250_000
+ID_THREADS = 2  # chunks of ids normalised at a time
+
+
+def _chunks(values: pl.Series) -> Iterable[pl.Series]:
+    return (values.slice(i, ID_CHUNK) for i in range(0, values.len(), ID_CHUNK))
 
 
 def normalise_ids(values: pl.Series) -> pl.Series:
@@ -118,7 +124,8 @@ def normalise_ids(values: pl.Series) -> pl.Series:
     ID_CHUNK values at a time: each step makes a new column of strings, two alive at once, and over a whole
     year's message ids that was the run's peak (2,000,000 activities: 1,428 MiB, 40 over the next place)."""
     if values.len() > ID_CHUNK:
-        return pl.concat([normalise_ids(values.slice(i, ID_CHUNK)) for i in range(0, values.len(), ID_CHUNK)])
+        with ThreadPoolExecutor(ID_THREADS) as pool:  # (polars' string steps run on one core each)
+            return pl.concat(list(pool.map(normalise_ids, _chunks(values))))
     # Most ids are bracketed already, in ASCII, with no space or bracket just inside the brackets: the steps
     # below only lower-case them, which is done alone (one pass over their bytes instead of five: 0.7-0.9 ->
     # 0.4-0.5 s for 2,279,293 ids). The others take the steps.
@@ -181,27 +188,27 @@ def with_keys(messages: pl.DataFrame, keep: Collection[str] = ()) -> tuple[pl.Da
         replies = pl.when(reply.is_not_null()).then(pl.concat_list(reply)).otherwise(pl.lit([], dtype=_IDS))
     raw = messages.drop_in_place("internet_message_id")
     starts = range(0, max(raw.len(), 1), ID_CHUNK)
-    parts = [raw.slice(start, ID_CHUNK) for start in starts]
+    parts: list[pl.Series | None] = [raw.slice(start, ID_CHUNK) for start in starts]
     del raw
     wanted = pl.Series(sorted(keep), dtype=pl.String).implode()
     graph_ids, ids = messages.get_column("graph_id"), messages.get_column("m")
-    mids, gids, kept = [], [], []
-    for start in starts:
-        part = parts.pop(0)  # (this part's raw ids go with `part`, at the end of this step)
+
+    def keyed(start: int) -> tuple[pl.Series, pl.Series, pl.DataFrame]:
+        part, parts[start // ID_CHUNK] = parts[start // ID_CHUNK], None  # (its raw ids go with `part`, after)
+        assert part is not None
         mid = normalise_ids(part)
         by_graph_id = pl.concat_str(pl.lit("graph:"), graph_ids.slice(start, mid.len()))
         gid = pl.select(pl.when(mid.is_not_null()).then(mid).otherwise(by_graph_id)).to_series()
         mine = gid.is_in(wanted)
         # (the few kept as new strings: a view of the part's would keep all of its bytes)
-        kept.append(
-            pl.DataFrame(
-                {"m": ids.slice(start, mid.len()).filter(mine), "internet_message_id": part.filter(mine).to_list()},
-                schema={"m": ids.dtype, "internet_message_id": pl.String},
-            )
+        kept = pl.DataFrame(
+            {"m": ids.slice(start, mid.len()).filter(mine), "internet_message_id": part.filter(mine).to_list()},
+            schema={"m": ids.dtype, "internet_message_id": pl.String},
         )
-        mids.append(mid)
-        gids.append(gid)
-        del part
+        return mid, gid, kept
+
+    with ThreadPoolExecutor(ID_THREADS) as pool:  # (ID_THREADS parts at a time)
+        mids, gids, kept = zip(*pool.map(keyed, starts), strict=True)
     return messages.with_columns(mid=pl.concat(mids), gid=pl.concat(gids), replies=replies), pl.concat(kept)
 
 
