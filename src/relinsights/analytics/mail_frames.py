@@ -121,8 +121,9 @@ def normalise_ids(values: pl.Series) -> pl.Series:
     """activities.normalise_message_id of each value: no angle brackets or spaces, lower case, then one pair
     of brackets (null when nothing is left).
 
-    ID_CHUNK values at a time: each step makes a new column of strings, two alive at once, and over a whole
-    year's message ids that was the run's peak (2,000,000 activities: 1,428 MiB, 40 over the next place)."""
+    ID_CHUNK values at a time (ID_THREADS chunks at once): each step makes a new column of strings, two alive
+    at once, and over a whole year's message ids that was the run's peak (2,000,000 activities: 1,428 MiB,
+    40 over the next place)."""
     if values.len() > ID_CHUNK:
         with ThreadPoolExecutor(ID_THREADS) as pool:  # (polars' string steps run on one core each)
             return pl.concat(list(pool.map(normalise_ids, _chunks(values))))
