@@ -137,8 +137,8 @@ def _start_in_processes(
     `shown` is what an error names. `started` stops the children and removes their files."""
     tmp = Path(started.enter_context(tempfile.TemporaryDirectory(prefix="relinsights-read-")))  # private (0700)
     outputs = [[part_file(tmp / str(i), j) for j in range(len(parts(q.sql)))] for i, q in enumerate(queries)]
-    # The first part of every query, then every second part, ...: a query of one part (the longest) starts at
-    # once, and the parts of the first query, which this process takes first, come early.
+    # The first part of every query, then the second of every query, and so on: a query of one part (the
+    # longest) starts at once, and the parts of the first query, which this process takes first, come early.
     tasks = [
         (out[j], parts(q.sql)[j])
         for j in range(max(map(len, outputs)))
@@ -206,8 +206,7 @@ class _Readers:
             if not self.selector.get_map():
                 self._failed()
                 raise RuntimeError(f"reading {self.shown} failed: no reader read {path.name}")
-            for key, _ in self.selector.select():
-                self._hear(key.fileobj, key.data)  # type: ignore[arg-type]
+            self._hear()
         rows = pl.read_parquet(path)
         path.unlink()
         return rows
@@ -215,10 +214,14 @@ class _Readers:
     def finish(self) -> None:
         """Wait for every child to end; an error if one failed."""
         while self.selector.get_map():
-            for key, _ in self.selector.select():
-                self._hear(key.fileobj, key.data)  # type: ignore[arg-type]
+            self._hear()
 
-    def _hear(self, stdout: IO[bytes], child: subprocess.Popen[bytes]) -> None:
+    def _hear(self) -> None:
+        """Take what the children have said: the parts they wrote; an error if one ended in failure."""
+        for key, _ in self.selector.select():
+            self._heard(key.fileobj, key.data)  # type: ignore[arg-type]
+
+    def _heard(self, stdout: IO[bytes], child: subprocess.Popen[bytes]) -> None:
         fd = stdout.fileno()
         data = os.read(fd, 65536)
         if data:
