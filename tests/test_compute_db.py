@@ -23,6 +23,7 @@ from sqlalchemy import Engine, func, insert, select, text
 from typer.testing import CliRunner
 
 from conftest import tenant_config
+from relinsights.analytics import Entity, RecordRef
 from relinsights.analytics.frames import us
 from relinsights.cli import app
 from relinsights.compute import bulk_read, compute_payloads, compute_tenant, load, prepare
@@ -699,17 +700,20 @@ def test_readers_started_before_one_fails_to_start_are_stopped(monkeypatch: pyte
     assert len(started) == 1 and started[0].returncode == -9
 
 
+@pytest.mark.parametrize("recipients", ["joined", "alone"])
 @pytest.mark.parametrize("reader", ["small", "large"])
 def test_messages_read_each_with_its_own_recipients(
-    engine: Engine, tenant: TenantConfig, reader: str, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, tenant: TenantConfig, reader: str, recipients: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The loader reads messages and their recipients as two frames: each message gets exactly its own
-    To/Cc, in stored order, however mailboxes and the stored rows of messages interleave, and the recipients
-    of a draft or of mail older than the window are not read. Both ways a database is read (SQLite: a large
-    read in child processes with ADBC's driver, a small one through sqlite3) give the same rows, read in parts
-    of two message ids."""
+    To/Cc, in stored order, however mailboxes and the stored rows of messages interleave, and never those of
+    a draft or of mail older than the window. Both ways a database is read (SQLite: a large read in child
+    processes with ADBC's driver, a small one through sqlite3) give the same rows, read in parts of two
+    message ids; so do both ways of reading the recipients (joined to their messages in the window, or by
+    message id alone: then a draft's and old mail's are read too, and left out)."""
     monkeypatch.setattr(bulk_read, "PROCESS_READ_ROWS", 0 if reader == "large" else 10**9)
     monkeypatch.setattr(bulk_read, "RANGE_IDS", 2)
+    monkeypatch.setattr(load, "OUTSIDE_SHARE", 1.0 if recipients == "alone" else -1.0)
     rows = Rows(engine, tenant)
     rows.mailboxes(BOB, CARL)
 
@@ -752,6 +756,9 @@ def test_messages_read_each_with_its_own_recipients(
         "<m6@fabrikam.com>": (BOB, (DAN, CARL), (), ()),
     }
     assert len(messages) == 6
+    leaks = {"leak-old@x.com", "leak-draft@x.com"}
+    read = set(messages.recipients.get_column("address").to_list())
+    assert (read & leaks == leaks) if recipients == "alone" else not read & leaks
     assert sorted(messages.messages.get_column("sent").to_list()) == [
         us(at(w))
         for w in (
@@ -763,6 +770,60 @@ def test_messages_read_each_with_its_own_recipients(
             "2026-03-04 09:00",
         )
     ]
+
+
+def test_recipients_are_read_without_their_messages_only_where_that_reads_few_more(
+    engine: Engine, tenant: TenantConfig
+) -> None:
+    """By message id alone only when every mailbox of the database is one of the tenant's in scope and at most
+    a tenth of its messages were sent before the window or never; otherwise joined to the window's messages."""
+    rows = Rows(engine, tenant)
+    rows.mailboxes(BOB, CARL)
+    since = T - timedelta(days=365)
+    for n in range(10):
+        rows.mail(f"m{n}", ANN, [BOB], "2026-03-01 09:00", "X", copies=[BOB])
+
+    def alone() -> bool:
+        with engine.connect() as conn:
+            hint = conn.execute(select(func.max(table_of(Message).c.id))).scalar_one()
+            scoped = {m.pk: m for m in load._mailboxes(conn, rows.tenant_pk, tenant) if m.in_scope}
+            return load._recipients_alone(conn, since, scoped, hint)
+
+    assert alone()
+    rows.mail("old", ANN, [BOB], "2024-01-01 09:00", "X", copies=[BOB])  # 1 of 11 messages outside: 9%
+    assert alone()
+    rows.insert(Message, mailbox_pk=rows.mailbox[BOB], graph_id="draft", is_draft=True, seen_round=1)  # never sent
+    assert not alone()  # 2 of 12
+    with engine.begin() as conn:
+        conn.execute(table_of(Message).delete().where(table_of(Message).c.graph_id == "draft"))
+    assert alone()
+    with engine.begin() as conn:  # a mailbox left out of scope: its mail is not the read's
+        conn.execute(table_of(Mailbox).update().where(table_of(Mailbox).c.address == CARL).values(in_scope=False))
+    assert not alone()
+    with engine.begin() as conn:
+        conn.execute(table_of(Mailbox).update().values(in_scope=True))
+    assert alone()
+    other = Rows(engine, tenant_config(name="other"))  # another tenant's mailbox in the same database
+    other.mailboxes("eve@northwind.com")
+    assert not alone()
+
+
+def test_recipients_read_alone_or_joined_give_the_same_kpis(
+    engine: Engine, tenant: TenantConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A draft and old mail to the contact, their recipients read too when read by message id alone, change no
+    KPI: the activity build leaves them out."""
+    rows = worked_example(engine, tenant)
+    rows.mail("old", BOB, [ANN], "2024-01-01 09:00", "Z", copies=[BOB])
+    pk = rows.insert(Message, mailbox_pk=rows.mailbox[BOB], graph_id="draft", is_draft=True, seen_round=1)
+    rows.insert(MessageParticipant, message_id=pk, role="to", address=ANN)
+    monkeypatch.setattr(bulk_read, "PROCESS_READ_ROWS", 0)  # (the large read: the one the benchmark's tenant takes)
+    payloads = {}
+    for share in (-1.0, 1.0):
+        monkeypatch.setattr(load, "OUTSIDE_SHARE", share)
+        payloads[share] = compute_payloads(engine, tenant, T)
+    assert payloads[1.0] == payloads[-1.0]
+    assert payloads[1.0][RecordRef(Entity.CONTACT, ANN_ID)]["emails_sent"] == 2
 
 
 @pytest.mark.parametrize("reader", ["small", "large"])
