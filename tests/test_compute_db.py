@@ -25,8 +25,9 @@ from typer.testing import CliRunner
 from conftest import tenant_config
 from relinsights.analytics import Entity, RecordRef
 from relinsights.analytics.frames import us
+from relinsights.analytics.kpis import RecordKpis
 from relinsights.cli import app
-from relinsights.compute import bulk_read, compute_payloads, compute_tenant, load, prepare
+from relinsights.compute import bulk_read, compute_payloads, compute_tenant, job, load, prepare, store
 from relinsights.compute.bulk_read import Query
 from relinsights.compute.child import ComputeFailed, compute_in_child, run_in_child
 from relinsights.compute.report import ComputeReport
@@ -53,6 +54,7 @@ from relinsights.db.tenants import ensure_tenant
 T = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 ANN, BOB, CARL, DAN = "ann@fabrikam.com", "bob@contoso.com", "carl@contoso.com", "dan@contoso.com"
 ANN_ID = "0a0a0a0a-0000-4000-8000-00000000a001"
+ZOE, ZOE_ID = "zoe@fabrikam.com", "0c0c0c0c-0000-4000-8000-00000000c001"
 LEAD_ID = "0b0b0b0b-0000-4000-8000-00000000b001"
 runner = CliRunner()
 
@@ -305,6 +307,48 @@ def test_rerunning_an_as_of_replaces_it_and_time_moves_the_values(engine: Engine
     assert compute_tenant(engine, tenant, as_of=T + timedelta(days=1), full=True).recomputed == {"full": 1}
     full = compute_payloads(engine, tenant, T + timedelta(days=1))
     assert {(str(r.entity), r.id): p for r, p in full.items()} == stored(engine, T + timedelta(days=1))
+
+
+def test_a_run_that_fails_writes_nothing_and_leaves_the_as_of_as_it_was(
+    engine: Engine, tenant: TenantConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's snapshots go into its one transaction as they are computed (on PostgreSQL, by a thread beside
+    the KPIs): a run that fails once some are written, or whose writes fail, leaves the as-of's earlier run
+    whole and adds no run."""
+    rows = worked_example(engine, tenant)
+    rows.crm("contacts", ZOE_ID, {"contactid": ZOE_ID, "fullname": "Zoe Lee", "emailaddress1": ZOE})
+    rows.mail("z1", ZOE, [BOB], "2026-03-03 09:00", "Z", copies=[BOB])
+    first = compute_tenant(engine, tenant, as_of=T)
+    before = stored(engine)
+    assert set(before) == {("contact", ANN_ID), ("contact", ZOE_ID)}
+
+    def runs() -> list[int]:
+        with engine.connect() as conn:
+            return list(conn.execute(select(table_of(KpiRun).c.id)).scalars())
+
+    monkeypatch.setattr(store, "SNAPSHOT_CHUNK", 1)  # (each row its own chunk: written before the next is made)
+    payload, made = job.kpi_payload, []
+
+    def the_second_fails(k: RecordKpis) -> bytes:
+        made.append(k.record)
+        if len(made) == 2:
+            raise RuntimeError("no payload for the second record")
+        return payload(k)
+
+    monkeypatch.setattr(job, "kpi_payload", the_second_fails)
+    with pytest.raises(RuntimeError, match="second record"):
+        compute_tenant(engine, tenant, as_of=T, full=True)
+    assert stored(engine) == before and runs() == [first.run_id]
+
+    monkeypatch.setattr(job, "kpi_payload", payload)
+
+    def the_disk_is_full(self: store.RunWriter, rows: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store.RunWriter, "_insert", the_disk_is_full)
+    with pytest.raises(OSError, match="disk full"):
+        compute_tenant(engine, tenant, as_of=T, full=True)
+    assert stored(engine) == before and runs() == [first.run_id]
 
 
 def test_a_quiet_record_is_reused_until_time_moves_one_of_its_values(engine: Engine, tenant: TenantConfig) -> None:

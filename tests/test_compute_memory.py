@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import queue
+import threading
 import weakref
 from datetime import date, timedelta
 from typing import Any
@@ -46,6 +48,33 @@ def test_payloads_wait_in_a_file_and_come_back_byte_for_byte(buffer: int, monkey
         five.read(3, 5)  # (never bytes past the end, nor a short read)
     payloads.close()
     five.close()
+
+
+@pytest.mark.parametrize("buffer", [1, 1000])
+def test_payloads_read_by_one_thread_while_another_appends_come_back_whole(
+    buffer: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The KPI job's writer reads payloads while the job appends more (PostgreSQL: store.RunWriter)."""
+    monkeypatch.setattr(spillfile, "BUFFER", buffer)
+    payloads = SpilledBytes()
+    values = [f"payload {n} ".encode() * (n % 37) for n in range(20_000)]
+    places: queue.Queue[tuple[int, tuple[int, int]] | None] = queue.Queue()
+    wrong: list[int] = []
+
+    def read() -> None:
+        while (item := places.get()) is not None:
+            n, place = item
+            if payloads.read(*place) != values[n]:
+                wrong.append(n)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for n, value in enumerate(values):
+        places.put((n, payloads.append(value)))
+    places.put(None)
+    reader.join()
+    assert wrong == [] and len(payloads) == sum(map(len, values))
+    payloads.close()
 
 
 def test_the_job_reads_with_a_small_sqlite_page_cache_and_gives_the_pool_its_own_back(tmp_path: Any) -> None:

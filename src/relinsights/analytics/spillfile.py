@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 
 BUFFER = 1 << 20  # bytes appended before they are written to the file together
 
 
 class SpilledBytes:
-    """Byte strings appended to one file, each read back by the place `append` gave it."""
+    """Byte strings appended to one file, each read back by the place `append` gave it (by any thread: the KPI
+    job's writer reads the payloads while they are appended)."""
 
-    __slots__ = ("_file", "_pending", "_pending_size", "_size")
+    __slots__ = ("_file", "_lock", "_pending", "_pending_size", "_size")
 
     def __init__(self) -> None:
         self._file = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 (held open until `close`: the file goes with it)
@@ -27,14 +29,16 @@ class SpilledBytes:
         # run held 17 MiB more through its activity table step.)
         self._pending: list[bytes] = []
         self._pending_size = self._size = 0
+        self._lock = threading.Lock()
 
     def append(self, value: bytes) -> tuple[int, int]:
         """(where `value` starts, its length)."""
-        self._pending.append(value)
-        self._pending_size += len(value)
-        if self._pending_size >= BUFFER:
-            self._write()
-        at, self._size = self._size, self._size + len(value)
+        with self._lock:
+            self._pending.append(value)
+            self._pending_size += len(value)
+            if self._pending_size >= BUFFER:
+                self._write()
+            at, self._size = self._size, self._size + len(value)
         return at, len(value)
 
     def _write(self) -> None:
@@ -45,10 +49,11 @@ class SpilledBytes:
         self._pending_size = 0
 
     def read(self, at: int, length: int) -> bytes:
-        if at < 0 or length < 0 or at + length > self._size:
-            raise IndexError(f"bytes {at}..{at + length} of {self._size}")
-        if self._pending:
-            self._write()
+        with self._lock:
+            if at < 0 or length < 0 or at + length > self._size:
+                raise IndexError(f"bytes {at}..{at + length} of {self._size}")
+            if self._pending:
+                self._write()
         return os.pread(self._file.fileno(), length, at)
 
     def __len__(self) -> int:

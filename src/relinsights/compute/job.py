@@ -51,11 +51,11 @@ from relinsights.compute.report import ComputeReport
 from relinsights.compute.similar import compute_similar, similar_due, similar_json
 from relinsights.compute.store import (
     RunRecord,
+    RunWriter,
     SnapshotRow,
     last_similar_as_of,
     payloads_of,
     previous_snapshots,
-    write_run,
     write_similar,
 )
 from relinsights.config import TenantConfig
@@ -296,27 +296,29 @@ def compute_tenant(
             reused.append(prev.id)
             continue
         wanted.append((ref, fingerprint))
-    computed = list(p.snapshots(wanted))
-    report.computed, report.reused, report.recomputed = len(computed), len(reused), dict(sorted(why.items()))
-    run = RunRecord(
-        tenant_pk=p.tenant_pk,
-        as_of=as_of,
-        started_at=started_wall,
-        finished_at=datetime.now(UTC),
-        mode=report.mode,
-        tier=report.tier,
-        accuracy=report.accuracy,
-        activities=report.activities,
-        links=report.links,
-        records=report.records,
-        details={
-            "skipped_rows": report.skipped_rows,
-            "recomputed": report.recomputed,
-            "ambiguous_domains": report.ambiguous_domains,
-            "failed_mailboxes": report.failed_mailboxes,
-        },
-    )
-    report.run_id = write_run(engine, run, computed, reused)
+    with RunWriter(engine, p.tenant_pk, as_of, started_wall, report.accuracy) as writer:
+        for row in p.snapshots(wanted):
+            writer.add(row)
+        report.computed, report.reused, report.recomputed = writer.count, len(reused), dict(sorted(why.items()))
+        run = RunRecord(
+            tenant_pk=p.tenant_pk,
+            as_of=as_of,
+            started_at=started_wall,
+            finished_at=datetime.now(UTC),
+            mode=report.mode,
+            tier=report.tier,
+            accuracy=report.accuracy,
+            activities=report.activities,
+            links=report.links,
+            records=report.records,
+            details={
+                "skipped_rows": report.skipped_rows,
+                "recomputed": report.recomputed,
+                "ambiguous_domains": report.ambiguous_domains,
+                "failed_mailboxes": report.failed_mailboxes,
+            },
+        )
+        report.run_id = writer.finish(run, reused)
     if similar_due(last_similar_as_of(engine, p.tenant_pk), as_of):
         report.similar_won = _refresh_similar(engine, p)
     report.seconds = time.monotonic() - started

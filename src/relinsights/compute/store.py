@@ -1,20 +1,23 @@
 """KPI snapshots and runs in the database: write one run's rows, find the previous ones, read them back.
 
 A run writes one `kpi_snapshot` row per record with linked activity, dated by its `as_of`, in one
-transaction with its `kpi_run` row: a run is there whole or not at all. Rerunning the same as-of
+transaction with its `kpi_run` row (`RunWriter`): a run is there whole or not at all. Rerunning the same as-of
 replaces that as-of's rows. Reused rows are copied forward in SQL (INSERT ... SELECT), so their payload
 never travels through Python.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, delete, func, insert, literal, select
+from sqlalchemy import Engine, delete, func, insert, literal, select, update
 
 from relinsights.analytics.spillfile import SpilledBytes
 from relinsights.compute.dbcache import small_page_cache
@@ -31,8 +34,8 @@ class SnapshotRow:
 
     entity: str
     record_id: str
-    # The JSON payload: where it starts in `payloads`, its length. A run holds every record's until its one
-    # write, in a file: as orjson made them they were a third of the job's memory, and zlib-packed in memory
+    # The JSON payload: where it starts in `payloads`, its length. A run holds every record's until it is
+    # written (on SQLite, the run's one write at its end), in a file: as orjson made them they were a third of the job's memory, and zlib-packed in memory
     # packing and unpacking them took 1.6-1.9 s of CPU at 20,000 records (now 0.2 s).
     payload_at: tuple[int, int]
     fingerprint: str
@@ -92,22 +95,65 @@ class RunRecord:
     details: dict[str, Any]
 
 
-def write_run(
-    engine: Engine,
-    run: RunRecord,
-    computed: Sequence[SnapshotRow],
-    reused: Sequence[int],
-) -> int:
-    """Replace the tenant's snapshots as of `run.as_of` with these, in one transaction; the run's id."""
-    c = snapshot_t.c
-    with engine.begin() as conn, small_page_cache(conn):
-        conn.execute(delete(snapshot_t).where(c.tenant_pk == run.tenant_pk, c.as_of == run.as_of))
-        run_id = conn.execute(
-            insert(run_t)
+class RunWriter:
+    """Writes one run in one transaction (`finish`): its computed snapshots as they come (`add`), then the run
+    row and its reused rows. Closed before `finish` (a failed run), it writes nothing.
+
+    On PostgreSQL the transaction is open while the KPIs are computed: a thread of its own inserts each chunk
+    of rows as it fills, so the server stores them beside the run (at 20,000 records the write was the run's
+    last 1.7 s; beside the KPIs the run is 0.6 s shorter). On SQLite the rows wait for `finish`, their payloads
+    in a file: a transaction open through the KPIs would hold the database's one write lock, which every other
+    writer waits for."""
+
+    def __init__(self, engine: Engine, tenant_pk: int, as_of: datetime, started_at: datetime, accuracy: str) -> None:
+        self.engine, self.tenant_pk, self.as_of = engine, tenant_pk, as_of
+        self.started_at, self.accuracy = started_at, accuracy
+        self.count = 0
+        self._chunk: list[SnapshotRow] = []
+        self._held: list[SnapshotRow] = []  # (SQLite: every row, until `finish`)
+        self._conn: Any = None
+        self._open = ExitStack()  # (the connection, with a small page cache on SQLite)
+        self._run_id = 0
+        self._error: BaseException | None = None
+        self._chunks: queue.Queue[list[SnapshotRow] | None] | None = None
+        self._thread: threading.Thread | None = None
+        if engine.dialect.name != "sqlite":
+            self._chunks = queue.Queue(maxsize=2)  # (a chunk's payloads read while the next fills)
+            self._thread = threading.Thread(target=self._stream, name="snapshot-writer", daemon=True)
+            self._thread.start()
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, row: SnapshotRow) -> None:
+        if self._error is not None:
+            raise self._error
+        self.count += 1
+        if self._chunks is None:
+            self._held.append(row)
+            return
+        self._chunk.append(row)
+        if len(self._chunk) >= SNAPSHOT_CHUNK:
+            self._chunks.put(self._chunk)
+            self._chunk = []
+
+    def finish(self, run: RunRecord, reused: Sequence[int]) -> int:
+        """Write the run (its counts: `count` computed, `reused` copied forward) and commit; the run's id."""
+        if self._chunks is None:
+            self._begin()
+            for i in range(0, len(self._held), SNAPSHOT_CHUNK):
+                self._insert(self._held[i : i + SNAPSHOT_CHUNK])
+            self._held = []
+        else:
+            self._end_stream()
+        conn = self._conn
+        conn.execute(
+            update(run_t)
+            .where(run_t.c.id == self._run_id)
             .values(
-                tenant_pk=run.tenant_pk,
-                as_of=run.as_of,
-                started_at=run.started_at,
                 finished_at=run.finished_at,
                 mode=run.mode,
                 tier=run.tier,
@@ -115,39 +161,90 @@ def write_run(
                 activities=run.activities,
                 links=run.links,
                 records=run.records,
-                computed=len(computed),
+                computed=self.count,
                 reused=len(reused),
                 details=orjson.dumps(run.details).decode(),
             )
+        )
+        _copy_forward(conn, reused, self._run_id, run.as_of, run.accuracy)
+        conn.commit()
+        self.close()
+        return self._run_id
+
+    def close(self) -> None:
+        """End the writer; what `finish` did not commit is rolled back."""
+        if self._thread is not None:
+            self._end_stream(finishing=False)
+        self._open.close()  # (the connection closed rolls back what is not committed)
+        self._conn = None
+
+    def _begin(self) -> None:
+        """The transaction: the run's as-of rows gone, the run row made (its counts set by `finish`)."""
+        self._conn = self._open.enter_context(small_page_cache(self._open.enter_context(self.engine.connect())))
+        c = snapshot_t.c
+        self._conn.execute(delete(snapshot_t).where(c.tenant_pk == self.tenant_pk, c.as_of == self.as_of))
+        self._run_id = self._conn.execute(
+            insert(run_t)
+            .values(
+                tenant_pk=self.tenant_pk,
+                as_of=self.as_of,
+                started_at=self.started_at,
+                mode="",
+                tier="",
+                accuracy=self.accuracy,
+            )
             .returning(run_t.c.id)
         ).scalar_one()
-        # In chunks: the rows' parameter dicts (and their payloads as text) exist a chunk at a time.
-        for start in range(0, len(computed), SNAPSHOT_CHUNK):
-            conn.execute(
-                insert(snapshot_t),
-                [
-                    {
-                        "tenant_pk": run.tenant_pk,
-                        "run_id": run_id,
-                        "entity": s.entity,
-                        "record_id": s.record_id,
-                        "as_of": run.as_of,
-                        "computed_at": run.finished_at,
-                        "accuracy": run.accuracy,
-                        "activities": s.activities,
-                        "last_interaction_at": s.last_interaction_at,
-                        "health_score": s.health_score,
-                        "health_state": s.health_state,
-                        "health_trend": s.health_trend,
-                        "fingerprint": s.fingerprint,
-                        "stable_until": s.stable_until,
-                        "payload": s.payload.decode(),
-                    }
-                    for s in computed[start : start + SNAPSHOT_CHUNK]
-                ],
-            )
-        _copy_forward(conn, reused, run_id, run.as_of, run.accuracy)
-    return int(run_id)
+
+    def _insert(self, rows: Sequence[SnapshotRow]) -> None:
+        # (a chunk at a time: the rows' parameter dicts, and their payloads as text, exist a chunk at a time)
+        computed_at = datetime.now(UTC)
+        self._conn.execute(
+            insert(snapshot_t),
+            [
+                {
+                    "tenant_pk": self.tenant_pk,
+                    "run_id": self._run_id,
+                    "entity": s.entity,
+                    "record_id": s.record_id,
+                    "as_of": self.as_of,
+                    "computed_at": computed_at,
+                    "accuracy": self.accuracy,
+                    "activities": s.activities,
+                    "last_interaction_at": s.last_interaction_at,
+                    "health_score": s.health_score,
+                    "health_state": s.health_state,
+                    "health_trend": s.health_trend,
+                    "fingerprint": s.fingerprint,
+                    "stable_until": s.stable_until,
+                    "payload": s.payload.decode(),
+                }
+                for s in rows
+            ],
+        )
+
+    def _stream(self) -> None:
+        assert self._chunks is not None
+        try:
+            self._begin()
+            while (chunk := self._chunks.get()) is not None:
+                self._insert(chunk)
+        except BaseException as e:  # (handed to the computing thread: `add` and `finish` raise it)
+            self._error = e
+            while self._chunks.get() is not None:  # (the computing thread is never left waiting on a full queue)
+                pass
+
+    def _end_stream(self, finishing: bool = True) -> None:
+        """The thread ended: the last rows inserted when finishing (a failed run's are not), its error raised."""
+        assert self._chunks is not None and self._thread is not None
+        if self._thread.is_alive():
+            if finishing and self._chunk:
+                self._chunks.put(self._chunk)
+            self._chunk = []
+            self._chunks.put(None)
+            self._thread.join()
+        if finishing and self._error is not None:
+            raise self._error
 
 
 def _copy_forward(conn: Any, ids: Sequence[int], run_id: int, as_of: datetime, accuracy: str) -> None:
