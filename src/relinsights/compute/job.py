@@ -301,13 +301,9 @@ def compute_tenant(
             writer.add(row)
         report.computed, report.reused, report.recomputed = writer.count, len(reused), dict(sorted(why.items()))
         run = RunRecord(
-            tenant_pk=p.tenant_pk,
-            as_of=as_of,
-            started_at=started_wall,
             finished_at=datetime.now(UTC),
             mode=report.mode,
             tier=report.tier,
-            accuracy=report.accuracy,
             activities=report.activities,
             links=report.links,
             records=report.records,

@@ -1,8 +1,8 @@
 """KPI snapshots and runs in the database: write one run's rows, find the previous ones, read them back.
 
 A run writes one `kpi_snapshot` row per record with linked activity, dated by its `as_of`, in one
-transaction with its `kpi_run` row (`RunWriter`): a run is there whole or not at all. Rerunning the same as-of
-replaces that as-of's rows. Reused rows are copied forward in SQL (INSERT ... SELECT), so their payload
+transaction with its `kpi_run` row (`RunWriter`): a run is there whole or not at all. Rerunning the same
+as-of replaces that as-of's rows. Reused rows are copied forward in SQL (INSERT ... SELECT), so their payload
 never travels through Python.
 """
 
@@ -35,8 +35,9 @@ class SnapshotRow:
     entity: str
     record_id: str
     # The JSON payload: where it starts in `payloads`, its length. A run holds every record's until it is
-    # written (on SQLite, the run's one write at its end), in a file: as orjson made them they were a third of the job's memory, and zlib-packed in memory
-    # packing and unpacking them took 1.6-1.9 s of CPU at 20,000 records (now 0.2 s).
+    # written (on SQLite, by the run's one write at its end), in a file: as orjson made them they were a third
+    # of the job's memory, and zlib-packed in memory packing and unpacking them took 1.6-1.9 s of CPU at
+    # 20,000 records (now 0.2 s).
     payload_at: tuple[int, int]
     fingerprint: str
     stable_until: datetime | None
@@ -82,13 +83,11 @@ def previous_snapshots(engine: Engine, tenant_pk: int, before: datetime) -> dict
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
-    tenant_pk: int
-    as_of: datetime
-    started_at: datetime
+    """What a run's row holds besides what its writer was made with (tenant, as-of, start, accuracy) and counts."""
+
     finished_at: datetime
     mode: str
     tier: str
-    accuracy: str
     activities: int
     links: int
     records: int
@@ -157,7 +156,6 @@ class RunWriter:
                 finished_at=run.finished_at,
                 mode=run.mode,
                 tier=run.tier,
-                accuracy=run.accuracy,
                 activities=run.activities,
                 links=run.links,
                 records=run.records,
@@ -166,7 +164,7 @@ class RunWriter:
                 details=orjson.dumps(run.details).decode(),
             )
         )
-        _copy_forward(conn, reused, self._run_id, run.as_of, run.accuracy)
+        _copy_forward(conn, reused, self._run_id, self.as_of, self.accuracy)
         conn.commit()
         self.close()
         return self._run_id
