@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, delete, func, insert, literal, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, literal, select, update
 
 from relinsights.analytics.spillfile import SpilledBytes
 from relinsights.compute.dbcache import small_page_cache
@@ -110,7 +110,7 @@ class RunWriter:
         self.count = 0
         self._chunk: list[SnapshotRow] = []
         self._held: list[SnapshotRow] = []  # (SQLite: every row, until `finish`)
-        self._conn: Any = None
+        self._conn: Connection | None = None
         self._open = ExitStack()  # (the connection, with a small page cache on SQLite)
         self._run_id = 0
         self._error: BaseException | None = None
@@ -149,6 +149,7 @@ class RunWriter:
         else:
             self._end_stream()
         conn = self._conn
+        assert conn is not None
         conn.execute(
             update(run_t)
             .where(run_t.c.id == self._run_id)
@@ -178,10 +179,10 @@ class RunWriter:
 
     def _begin(self) -> None:
         """The transaction: the run's as-of rows gone, the run row made (its counts set by `finish`)."""
-        self._conn = self._open.enter_context(small_page_cache(self._open.enter_context(self.engine.connect())))
+        self._conn = conn = self._open.enter_context(small_page_cache(self._open.enter_context(self.engine.connect())))
         c = snapshot_t.c
-        self._conn.execute(delete(snapshot_t).where(c.tenant_pk == self.tenant_pk, c.as_of == self.as_of))
-        self._run_id = self._conn.execute(
+        conn.execute(delete(snapshot_t).where(c.tenant_pk == self.tenant_pk, c.as_of == self.as_of))
+        self._run_id = conn.execute(
             insert(run_t)
             .values(
                 tenant_pk=self.tenant_pk,
@@ -197,6 +198,7 @@ class RunWriter:
     def _insert(self, rows: Sequence[SnapshotRow]) -> None:
         # (a chunk at a time: the rows' parameter dicts, and their payloads as text, exist a chunk at a time)
         computed_at = datetime.now(UTC)
+        assert self._conn is not None
         self._conn.execute(
             insert(snapshot_t),
             [
