@@ -108,8 +108,7 @@ class RunWriter:
         self.engine, self.tenant_pk, self.as_of = engine, tenant_pk, as_of
         self.started_at, self.accuracy = started_at, accuracy
         self.count = 0
-        self._chunk: list[SnapshotRow] = []
-        self._held: list[SnapshotRow] = []  # (SQLite: every row, until `finish`)
+        self._rows: list[SnapshotRow] = []  # the rows not yet handed on: SQLite's all, until `finish`
         self._conn: Connection | None = None
         self._open = ExitStack()  # (the connection, with a small page cache on SQLite)
         self._run_id = 0
@@ -131,21 +130,18 @@ class RunWriter:
         if self._error is not None:
             raise self._error
         self.count += 1
-        if self._chunks is None:
-            self._held.append(row)
-            return
-        self._chunk.append(row)
-        if len(self._chunk) >= SNAPSHOT_CHUNK:
-            self._chunks.put(self._chunk)
-            self._chunk = []
+        self._rows.append(row)
+        if self._chunks is not None and len(self._rows) >= SNAPSHOT_CHUNK:
+            self._chunks.put(self._rows)
+            self._rows = []
 
     def finish(self, run: RunRecord, reused: Sequence[int]) -> int:
         """Write the run (its counts: `count` computed, `reused` copied forward) and commit; the run's id."""
         if self._chunks is None:
             self._begin()
-            for i in range(0, len(self._held), SNAPSHOT_CHUNK):
-                self._insert(self._held[i : i + SNAPSHOT_CHUNK])
-            self._held = []
+            for i in range(0, len(self._rows), SNAPSHOT_CHUNK):
+                self._insert(self._rows[i : i + SNAPSHOT_CHUNK])
+            self._rows = []
         else:
             self._end_stream()
         conn = self._conn
@@ -238,9 +234,9 @@ class RunWriter:
         """The thread ended: the last rows inserted when finishing (a failed run's are not), its error raised."""
         assert self._chunks is not None and self._thread is not None
         if self._thread.is_alive():
-            if finishing and self._chunk:
-                self._chunks.put(self._chunk)
-            self._chunk = []
+            if finishing and self._rows:
+                self._chunks.put(self._rows)
+            self._rows = []
             self._chunks.put(None)
             self._thread.join()
         if finishing and self._error is not None:
