@@ -25,6 +25,25 @@ from relinsights.db.models import KpiRun, KpiSnapshot, SimilarWonSnapshot, table
 
 snapshot_t, run_t, similar_t = table_of(KpiSnapshot), table_of(KpiRun), table_of(SimilarWonSnapshot)
 COPY_CHUNK = 500
+# A snapshot row's columns as a run writes them, in the order RunWriter._insert gives them (the id is the
+# database's).
+SNAPSHOT_COLUMNS = [
+    "tenant_pk",
+    "run_id",
+    "entity",
+    "record_id",
+    "as_of",
+    "computed_at",
+    "accuracy",
+    "activities",
+    "last_interaction_at",
+    "health_score",
+    "health_state",
+    "health_trend",
+    "fingerprint",
+    "stable_until",
+    "payload",
+]
 SNAPSHOT_CHUNK = 1000
 
 
@@ -112,6 +131,10 @@ class RunWriter:
         self._conn: Connection | None = None
         self._open = ExitStack()  # (the connection, with a small page cache on SQLite)
         self._run_id = 0
+        dialect = engine.dialect
+        marks = ", ".join(["?" if dialect.paramstyle == "qmark" else "%s"] * len(SNAPSHOT_COLUMNS))
+        self._sql = f"INSERT INTO {snapshot_t.name} ({', '.join(SNAPSHOT_COLUMNS)}) VALUES ({marks})"
+        self._at = snapshot_t.c.as_of.type.dialect_impl(dialect).bind_processor(dialect)
         self._error: BaseException | None = None
         self._chunks: queue.Queue[list[SnapshotRow] | None] | None = None
         self._thread: threading.Thread | None = None
@@ -192,29 +215,31 @@ class RunWriter:
         ).scalar_one()
 
     def _insert(self, rows: Sequence[SnapshotRow]) -> None:
-        # (a chunk at a time: the rows' parameter dicts, and their payloads as text, exist a chunk at a time)
-        computed_at = datetime.now(UTC)
+        # (a chunk at a time: the rows' parameters, and their payloads as text, exist a chunk at a time)
         assert self._conn is not None
-        self._conn.execute(
-            insert(snapshot_t),
+        at = self._at  # (SQLAlchemy's own conversion of a time for this database: None where the driver's)
+        computed_at = datetime.now(UTC)
+        run = (self.tenant_pk, self._run_id)
+        now = (at(self.as_of), at(computed_at), self.accuracy) if at else (self.as_of, computed_at, self.accuracy)
+        # Plain tuples through the driver's executemany: SQLAlchemy's processing of each row's parameters was
+        # 0.35 s of the 0.94 s that SQLite's write of 20,000 rows took.
+        self._conn.exec_driver_sql(
+            self._sql,
             [
-                {
-                    "tenant_pk": self.tenant_pk,
-                    "run_id": self._run_id,
-                    "entity": s.entity,
-                    "record_id": s.record_id,
-                    "as_of": self.as_of,
-                    "computed_at": computed_at,
-                    "accuracy": self.accuracy,
-                    "activities": s.activities,
-                    "last_interaction_at": s.last_interaction_at,
-                    "health_score": s.health_score,
-                    "health_state": s.health_state,
-                    "health_trend": s.health_trend,
-                    "fingerprint": s.fingerprint,
-                    "stable_until": s.stable_until,
-                    "payload": s.payload.decode(),
-                }
+                (
+                    *run,
+                    s.entity,
+                    s.record_id,
+                    *now,
+                    s.activities,
+                    at(s.last_interaction_at) if at else s.last_interaction_at,
+                    s.health_score,
+                    s.health_state,
+                    s.health_trend,
+                    s.fingerprint,
+                    at(s.stable_until) if at else s.stable_until,
+                    s.payload.decode(),
+                )
                 for s in rows
             ],
         )
@@ -245,23 +270,6 @@ class RunWriter:
 
 def _copy_forward(conn: Any, ids: Sequence[int], run_id: int, as_of: datetime, accuracy: str) -> None:
     c = snapshot_t.c
-    columns = [
-        "tenant_pk",
-        "run_id",
-        "entity",
-        "record_id",
-        "as_of",
-        "computed_at",
-        "accuracy",
-        "activities",
-        "last_interaction_at",
-        "health_score",
-        "health_state",
-        "health_trend",
-        "fingerprint",
-        "stable_until",
-        "payload",
-    ]
     for i in range(0, len(ids), COPY_CHUNK):
         chunk = list(ids[i : i + COPY_CHUNK])
         source = select(
@@ -281,7 +289,7 @@ def _copy_forward(conn: Any, ids: Sequence[int], run_id: int, as_of: datetime, a
             c.stable_until,
             c.payload,
         ).where(c.id.in_(chunk))
-        conn.execute(insert(snapshot_t).from_select(columns, source))
+        conn.execute(insert(snapshot_t).from_select(SNAPSHOT_COLUMNS, source))
 
 
 def payloads_of(
