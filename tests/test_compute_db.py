@@ -10,7 +10,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, closing
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -23,7 +23,7 @@ from sqlalchemy import Engine, func, insert, select, text
 from typer.testing import CliRunner
 
 from conftest import tenant_config
-from relinsights.analytics import Entity, RecordRef
+from relinsights.analytics import Entity, MailMessage, RecordRef, build_activities
 from relinsights.analytics.frames import us
 from relinsights.analytics.kpis import RecordKpis
 from relinsights.cli import app
@@ -907,106 +907,123 @@ def test_conversation_ids_are_read_as_tokens_that_group_the_messages_as_the_ids_
 
 
 @pytest.mark.parametrize("reader", ["small", "large"])
-def test_messages_are_read_with_their_graph_ids_ranked_and_the_ids_only_where_a_key_needs_them(
+def test_the_copies_one_owner_holds_of_a_message_are_ordered_by_their_graph_ids_as_the_object_builder_does(
     engine: Engine, tenant: TenantConfig, reader: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The read ranks the Graph ids in SQL in Python's (code point) order: upper case before lower, ASCII
-    before the rest, whatever the database's collation. It reads a Graph id only where the
-    internetMessageId has no letter or digit (none, or nothing but brackets and spaces): those copies are
-    keyed by their Graph id, the others by their message id."""
+    """Where one mailbox holds several copies of a message (ids that normalise alike), the build reads their
+    Graph ids, theirs alone, and they decide what the copies decide (the order of the recipients) exactly as
+    the object builder, given every Graph id, does: in Python's (code point) order, upper case before lower,
+    ASCII before the rest, whatever the database's collation. A Graph id is read with the message only where
+    the internetMessageId has no letter or digit (none, or nothing but brackets and spaces): those copies
+    are keyed by their Graph id, the others by their message id."""
     monkeypatch.setattr(bulk_read, "PROCESS_READ_ROWS", 0 if reader == "large" else 10**9)
+    monkeypatch.setattr(load, "GRAPH_ID_CHUNK", 2)  # (the ranks span reads)
+    asked: list[int] = []
+
+    def graph_ids(engine: Engine, ids: list[int]) -> list[tuple[int, str]]:
+        asked.extend(ids)
+        return real(engine, ids)
+
+    real = load.graph_ids
+    monkeypatch.setattr(load, "graph_ids", graph_ids)
     if engine.dialect.name == "postgresql":  # a collation that sorts otherwise (ICU's root: "alpha" < "Zeta")
         with engine.begin() as conn:
             conn.execute(text('ALTER TABLE message ALTER COLUMN graph_id TYPE varchar(255) COLLATE "und-x-icu"'))
     rows = Rows(engine, tenant)
     rows.mailboxes(BOB, CARL)
-    message_ids = {
-        "Zeta": "<Z@fabrikam.com>",
-        "alpha": "<a@fabrikam.com>",
-        "éclair": "<e@fabrikam.com>",
-        "Ωmega": None,
-        "beta": "<>",
-        "gamma": " < > ",
-        "Zeta2": "<7@fabrikam.com>",
-    }
+    copies = [  # one message, four copies: three in Bob's mailbox (its id spelt three ways), one in Carl's
+        (BOB, "éclair", " <SAME@fabrikam.com> ", (BOB, "x@fabrikam.com")),
+        (CARL, "aaa", "<same@fabrikam.com>", (CARL, "w@fabrikam.com")),
+        (BOB, "Zeta", "<Same@fabrikam.com>", (BOB, "z@fabrikam.com")),
+        (BOB, "alpha", "<same@FABRIKAM.com>", (BOB, "a@fabrikam.com")),
+    ]
+    others = [(BOB, g, message_id, (BOB,)) for g, message_id in [("Ωmega", None), ("beta", "<>"), ("gamma", " < > ")]]
     pks = {}
-    for i, (graph_id, message_id) in enumerate(message_ids.items()):
+    for box, graph_id, message_id, to in [*copies, *others, (BOB, "other", "<other@fabrikam.com>", (BOB,))]:
         pks[graph_id] = rows.insert(
             Message,
-            mailbox_pk=rows.mailbox[BOB],
+            mailbox_pk=rows.mailbox[box],
             graph_id=graph_id,
             internet_message_id=message_id,
             from_address=ANN,
             sender_address=ANN,
-            sent_at=at(f"2026-03-0{i + 1} 09:00"),
+            sent_at=at("2026-03-01 09:00"),
             is_draft=False,
             seen_round=1,
         )
-        rows.insert(MessageParticipant, message_id=pks[graph_id], role="to", address=BOB)
+        for address in to:
+            rows.insert(MessageParticipant, message_id=pks[graph_id], role="to", address=address)
     p = prepare(engine, tenant, T)
-    read = {m: (g, r) for m, g, r in p.inputs.messages.messages.select("m", "graph_id", "source").iter_rows()}
-    assert [g for g in sorted(message_ids, key=lambda g: read[pks[g]][1])] == sorted(message_ids)
-    assert {g: read[pks[g]][0] for g in message_ids} == {
-        g: g if g in ("Ωmega", "beta", "gamma") else None for g in message_ids
-    }
+    assert sorted(asked) == sorted(pks[g] for g in ("éclair", "Zeta", "alpha"))
+    read = dict(p.inputs.messages.messages.select("m", "graph_id").iter_rows())
+    assert {g: read[pk] for g, pk in pks.items()} == {g: g if g in ("Ωmega", "beta", "gamma") else None for g in pks}
     assert sorted(p.frames.acts.get_column("key").to_list()) == sorted(
         [f"email:graph:{g}" for g in ("Ωmega", "beta", "gamma")]
-        + ["email:<z@fabrikam.com>", "email:<a@fabrikam.com>", "email:<e@fabrikam.com>", "email:<7@fabrikam.com>"]
+        + ["email:<same@fabrikam.com>", "email:<other@fabrikam.com>"]
     )
+    # The recipients in the object builder's order, given the copies with their Graph ids.
+    objects = [
+        MailMessage(graph_id=g, mailbox=box, sent_at=at("2026-03-01 09:00"), from_address=ANN, to=to, internet_message_id=i)
+        for box, g, i, to in copies
+    ]
+    (want,) = build_activities(rules=p.inputs.rules, messages=objects).activities
+    a = p.frames.acts.get_column("key").to_list().index("email:<same@fabrikam.com>")
+    got = p.frames.parts.filter(pl.col("a") == a).get_column("address").to_list()
+    assert got == [x.address for x in want.participants]
+    assert got[2:5] == ["z@fabrikam.com", "a@fabrikam.com", "x@fabrikam.com"]  # (Bob's copies, then Carl's)
 
 
 @pytest.mark.parametrize("reader", ["small", "large"])
-def test_a_message_stored_while_the_readers_ran_waits_for_the_next_run_and_the_rest_are_read_whole(
+def test_a_copy_gone_before_its_graph_id_is_read_waits_for_the_next_run_and_the_rest_are_built_whole(
     engine: Engine, tenant: TenantConfig, reader: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The ranks of the Graph ids come from a query of their own: a message its reader did not see (stored
-    while the readers ran) is left for the next run; every other message keeps its place in the ranks' order,
-    its owner and columns."""
+    """A copy that went (deleted by the sync) between the read of the messages and that of the Graph ids
+    which order it among its mailbox's copies of its message is left for the next run; its message is built
+    from the other copies, every other message as it is."""
     monkeypatch.setattr(bulk_read, "PROCESS_READ_ROWS", 0 if reader == "large" else 10**9)
     rows = Rows(engine, tenant)
     rows.mailboxes(BOB, CARL)
-    pks = [
-        rows.insert(
-            Message,
-            mailbox_pk=rows.mailbox[box],
-            graph_id=f"g{i}",
-            internet_message_id=f"<m{i}@fabrikam.com>",
-            conversation_id=f"conv{i}",
-            from_address=ANN,
-            sender_address=ANN,
-            sent_at=at(f"2026-03-0{i + 1} 09:00"),
-            is_draft=False,
-            seen_round=1,
+    copies = [
+        (BOB, "<m@fabrikam.com>", "x@fabrikam.com"),
+        (CARL, "<n@fabrikam.com>", "w@fabrikam.com"),
+        (BOB, "<m@fabrikam.com>", "y@fabrikam.com"),
+        (BOB, "<m@fabrikam.com>", "z@fabrikam.com"),
+    ]
+    pks = []
+    for i, (box, message_id, to) in enumerate(copies):
+        pks.append(
+            rows.insert(
+                Message,
+                mailbox_pk=rows.mailbox[box],
+                graph_id=f"g{i}",
+                internet_message_id=message_id,
+                from_address=ANN,
+                sender_address=ANN,
+                sent_at=at("2026-03-01 09:00"),
+                is_draft=False,
+                seen_round=1,
+            )
         )
-        for i, box in enumerate((BOB, CARL, BOB))
-    ]
-    late = pks[1]
-    real = load.bulk_reader
+        for address in (BOB, to):
+            rows.insert(MessageParticipant, message_id=pks[-1], role="to", address=address)
+    real = load.graph_ids
 
-    @contextmanager
-    def rank_reader_missed_one(conn: Any, rows_hint: int) -> Iterator[Any]:
-        with real(conn, rows_hint) as start:
+    def deleted_first(engine: Engine, ids: list[int]) -> list[tuple[int, str]]:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM message WHERE id = :id"), {"id": pks[2]})
+        return real(engine, ids)
 
-            def starting(queries: list[Any]) -> Any:
-                started = start(queries)
-
-                def rows() -> list[Any]:
-                    out = started()
-                    if len(out) == 3:  # the mail read: messages, their ranks, recipients
-                        out[1] = out[1].filter(out[1].get_column("m").cast(int) != late)
-                    return out
-
-                return rows
-
-            yield starting
-
-    monkeypatch.setattr(load, "bulk_reader", rank_reader_missed_one)
-    got = prepare(engine, tenant, T).inputs.messages.messages
-    assert got.select("m", "source", "mailbox", "internet_message_id").rows() == [
-        (pks[0], 1, BOB, "<m0@fabrikam.com>"),
-        (pks[2], 2, BOB, "<m2@fabrikam.com>"),  # (the ranks numbered as read: those it saw, in order)
-    ]
-    assert got.get_column("conversation_id").n_unique() == 2  # (conv0 and conv2, as tokens of their own)
+    monkeypatch.setattr(load, "graph_ids", deleted_first)
+    p = prepare(engine, tenant, T)
+    keys = p.frames.acts.get_column("key").to_list()
+    addresses = {
+        key: p.frames.parts.filter(pl.col("a") == keys.index(key)).get_column("address").to_list()
+        for key in ("email:<m@fabrikam.com>", "email:<n@fabrikam.com>")
+    }
+    assert addresses == {
+        "email:<m@fabrikam.com>": [ANN, BOB, "x@fabrikam.com", "z@fabrikam.com"],
+        "email:<n@fabrikam.com>": [ANN, BOB, "w@fabrikam.com"],
+    }
 
 
 def test_id_ranges_split_the_ids_up_to_the_last_and_leave_the_last_part_open(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,7 @@ from relinsights.analytics.frames import (
     frames_of,
     people_of,
 )
-from relinsights.analytics.mail_frames import build_mail_frames, mail_rows
+from relinsights.analytics.mail_frames import MailRows, build_mail_frames, mail_rows
 from relinsights.analytics.parties import InternalUser, PartyKind, PartyRules
 from relinsights.analytics.sources import CrmParty
 from relinsights.config import KpiConfig
@@ -106,6 +106,43 @@ def test_a_key_whose_hash_repeats_alone_makes_the_same_activity(messages: list[M
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(mail_frames, "_maybe_shared", lambda keys: pl.Series([True] * keys.len()))
         assert_same(messages, tenant_rules())
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mailboxes_of_mail(), st.randoms(use_true_random=False))
+def test_copies_read_without_sources_make_what_the_object_builder_makes(messages: list[MailMessage], rnd: object) -> None:
+    """The database read leaves `source` unknown (mail_frames.with_sources): the build reads the Graph ids of
+    the copies of messages one owner holds several of, and only of copies of messages with several copies,
+    and makes the object builder's activities and participants. (The lists of conversation and reply ids,
+    which only ever join emails into threads, are compared as sets: their order follows the row ids.)"""
+    rnd.shuffle(messages)  # type: ignore[attr-defined]
+    rows = mail_rows(messages)
+    by_row = dict(rows.messages.select("m", "graph_id").iter_rows())
+    asked: list[int] = []
+
+    def graph_ids(ids: list[int]) -> list[tuple[int, str]]:
+        asked.extend(ids)
+        return [(m, by_row[m]) for m in ids]
+
+    unknown = MailRows(rows.messages.with_columns(source=pl.lit(None, pl.Int64)), rows.recipients)
+    built, objects = build_mail_frames(unknown, set(), tenant_rules(), Counter(), graph_ids)
+    frames = ActivityFrames.combine([built])
+    want = frames_of(build_activities(rules=tenant_rules(), messages=messages, keep_sources=False).activities)
+    assert objects == []
+    assert frames.parts.equals(want.parts)
+    lists = ["conversations", "reply_to"]
+    assert frames.acts.drop(lists).equals(want.acts.drop(lists))
+    for column in lists:
+        assert [set(x) for x in frames.acts.get_column(column)] == [set(x) for x in want.acts.get_column(column)]
+    copies = Counter(normalise_message_id(m.internet_message_id) or m.graph_id for m in messages)
+    assert all(copies[normalise_message_id(messages[m].internet_message_id) or messages[m].graph_id] > 1 for m in asked)
+
+
+def test_copies_without_sources_and_no_way_to_read_their_graph_ids_are_an_error() -> None:
+    rows = mail_rows([mail("bob@contoso.com", ["ann@fabrikam.com"], "2026-03-01 09:00")])
+    unknown = MailRows(rows.messages.with_columns(source=pl.lit(None, pl.Int64)), rows.recipients)
+    with pytest.raises(ValueError, match="graph_ids"):
+        build_mail_frames(unknown, set(), tenant_rules(), Counter())
 
 
 def test_copies_aliases_and_replies() -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from relinsights.analytics.activities import Tier, build_activities, crm_email_key, crm_meeting_key
 from relinsights.analytics.activity_table import settled_acts
 from relinsights.analytics.frames import ActivityFrames, frames_of
-from relinsights.analytics.mail_frames import MailRows, build_mail_frames
+from relinsights.analytics.mail_frames import GraphIds, MailRows, build_mail_frames
 from relinsights.analytics.meeting_frames import EventRows, build_meeting_frames
 from relinsights.analytics.parties import PartyRules
 from relinsights.analytics.sources import CalendarEvent, CrmAppointment, CrmEmail, MailMessage, PhoneCall
@@ -33,10 +33,12 @@ def build_activity_frames(
     phone_calls: Iterable[PhoneCall] = (),
     settle: bool = False,
     spill_keys: bool = False,
+    graph_ids: GraphIds | None = None,
 ) -> tuple[ActivityFrames, dict[str, int]]:
     """(the activities, the rows skipped by reason): what `build_activities` gives for the same rows,
     `mail` being the Graph messages and recipients as mail_frames.py reads them, `meetings` the Graph
     events and attendees as meeting_frames.py reads them; both builders take the rows out of those holders.
+    `graph_ids` reads the Graph ids of mail copies read without them (mail_frames.with_sources).
     settle=True: with each email's thread ids settled (activity_table.settle_threads), before the sort;
     spill_keys=True: with the activity keys kept in a file (ActivityFrames.combine)."""
     skipped: Counter[str] = Counter()
@@ -49,7 +51,7 @@ def build_activity_frames(
         pieces.append(built)
         del built  # (only the list holds a piece: combine lets each go as soon as it can)
     if tier is Tier.ENHANCED and mail is not None:
-        built, tracked = build_mail_frames(mail, {crm_email_key(e) for e in crm_emails}, rules, skipped)
+        built, tracked = build_mail_frames(mail, {crm_email_key(e) for e in crm_emails}, rules, skipped, graph_ids)
         pieces.append(built)
         del built
     objects = build_activities(

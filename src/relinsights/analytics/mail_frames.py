@@ -15,7 +15,7 @@ Keys that a CRM-tracked copy also has are left to the object builder, which merg
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -49,7 +49,10 @@ MAIL_SCHEMA = pl.Schema(
     {
         "m": pl.Int64(),  # the copy's row id (any unique number)
         # The Graph id: needed only where the internetMessageId cannot key the copy (the database read leaves
-        # it out elsewhere); `source` is its rank among the copies (code point order), which orders them.
+        # it out elsewhere). `source`: distinct numbers that order the copies of a message held by one owner
+        # as their Graph ids do (code point order), which decides between them (its sender, the order of its
+        # recipients); a rank of every Graph id does. Null where unknown (the database read's): the build
+        # finds it, reading the Graph ids of those copies alone (`with_sources`).
         "graph_id": pl.String(),
         "source": pl.Int64(),
         "mailbox": pl.String(),  # the mailbox owner's address
@@ -210,13 +213,72 @@ def with_keys(messages: pl.DataFrame, keep: Collection[str] = ()) -> tuple[pl.Da
     return messages.with_columns(mid=pl.concat(mids), gid=pl.concat(gids), replies=replies), pl.concat(kept)
 
 
+def owner_ranks(mailboxes: pl.Series, who: pl.DataFrame) -> pl.DataFrame:
+    """(mailbox, box): each distinct mailbox with its owner's rank, the owner being the person its address
+    resolves to in `who` (people_of's rows), else the address itself: the object builder's order of copies
+    by mailbox (activities._Resolver.mailbox)."""
+    boxes = mailboxes.unique().to_frame("mailbox").join(
+        who.select(mailbox="raw", owner="person"), on="mailbox", how="left"
+    )
+    return boxes.select("mailbox", box=pl.coalesce("owner", "mailbox").rank("dense"))
+
+
+# (row id, Graph id) of the message copies of these row ids that are still stored.
+GraphIds = Callable[[list[int]], Iterable[tuple[int, str]]]
+_SOURCE_SEED = 0x50C7  # (any: the hashes are compared within one build)
+
+
+def with_sources(keyed: pl.DataFrame, rules: PartyRules, graph_ids: GraphIds | None) -> pl.DataFrame:
+    """`keyed` (with_keys' copies) with every `source` known. Where one is not (the database read's), each
+    copy's is its row id, or, where one owner holds several copies of one message (a message sent to
+    oneself: in Sent Items and in the Inbox), their Graph ids' rank in code point order, above every row id:
+    only those copies' Graph ids are read (`graph_ids`). Ranking a year's Graph ids in SQL was a sort of
+    152-character ids, the read's costliest query (3.2 s of SQLite's time at 2,000,000 activities). A copy
+    gone before its Graph id is read is left out (the next run reads it as it is then).
+
+    The copies are found by a hash of their owner and key: one that only shares the hash is ranked with
+    them, which keeps its own message's copies in their order."""
+    if not keyed.get_column("source").has_nulls():
+        return keyed
+    if graph_ids is None:
+        raise ValueError("mail copies without a source need a way to read their Graph ids (graph_ids)")
+    mailboxes = keyed.get_column("mailbox").unique()  # (a few: resolved once each)
+    owners = owner_ranks(mailboxes, people_of(rules, mailboxes))
+    box = keyed.get_column("mailbox").replace_strict(owners.get_column("mailbox"), owners.get_column("box"), default=None)
+    hashes = keyed.get_column("gid").hash(_SOURCE_SEED) ^ box.hash(_SOURCE_SEED)
+    in_order = hashes.sort()  # (the repeated hashes found in order: a quarter of the time of is_duplicated)
+    several = hashes.is_in(in_order.filter(in_order == in_order.shift(1)).implode())
+    ids = keyed.get_column("m")
+    if not several.any():
+        return keyed.with_columns(source=ids)
+    wanted = pl.DataFrame({"i": several.arg_true(), "m": ids.filter(several)})
+    read = list(graph_ids(wanted.get_column("m").to_list()))
+    last = ids.max()
+    assert isinstance(last, int)
+    ranked = (
+        pl.DataFrame(read, schema={"m": ids.dtype, "graph_id": pl.String}, orient="row")
+        .sort("graph_id", "m")  # (polars orders strings by their bytes: UTF-8's is code point order)
+        .select("m", rank=pl.int_range(pl.len(), dtype=pl.Int64) + last + 1)
+    )
+    wanted = wanted.join(ranked, on="m", how="left")
+    keyed = keyed.with_columns(source=ids.scatter(wanted.get_column("i"), wanted.get_column("rank")))
+    # (a filter copies every column: only when a copy went)
+    return keyed.filter(pl.col("source").is_not_null()) if len(read) < wanted.height else keyed
+
+
 def split_mail(
-    messages: pl.DataFrame, recipients: pl.DataFrame, crm_keys: Collection[str]
+    messages: pl.DataFrame,
+    recipients: pl.DataFrame,
+    crm_keys: Collection[str],
+    rules: PartyRules,
+    graph_ids: GraphIds | None = None,
 ) -> tuple[pl.DataFrame, list[MailMessage]]:
-    """(the copies the frame builder takes, as `with_keys` gives them; the copies of keys a CRM copy also
-    has, as `MailMessage` objects for the object builder). The raw message ids are taken out of `messages`."""
+    """(the copies the frame builder takes, as `with_keys` gives them, with their sources (`with_sources`);
+    the copies of keys a CRM copy also has, as `MailMessage` objects for the object builder). The raw
+    message ids are taken out of `messages`."""
     keys = [k.removeprefix(_KEYED) for k in crm_keys]
     keyed, raw_ids = with_keys(messages, keys)
+    keyed = with_sources(keyed, rules, graph_ids)
     keyed, shared = split_keys(keyed, keys, "gid")
     keyed = keyed.drop("in_reply_to", "references")  # (the frame builder reads the normalised ids)
     if not shared.height:
@@ -236,7 +298,7 @@ def mail_objects(messages: pl.DataFrame, recipients: pl.DataFrame) -> list[MailM
         out.append(
             MailMessage(
                 # (a copy read without its Graph id: a stand-in that sorts as it does among the copies read)
-                graph_id=row["graph_id"] if row["graph_id"] is not None else f"~{row['source']:019d}",
+                graph_id=row["graph_id"] if row["graph_id"] is not None else f"~{row['source'] or row['m']:019d}",
                 mailbox=row["mailbox"],
                 sent_at=at_us(row["sent"]) if row["sent"] is not None else None,
                 from_address=row["from_address"],
@@ -332,18 +394,23 @@ def _merged(copies: pl.DataFrame) -> pl.DataFrame:
 
 
 def build_mail_frames(
-    mail: MailRows, crm_keys: Collection[str], rules: PartyRules, skipped: Counter[str]
+    mail: MailRows,
+    crm_keys: Collection[str],
+    rules: PartyRules,
+    skipped: Counter[str],
+    graph_ids: GraphIds | None = None,
 ) -> tuple[ActivityFrames, list[MailMessage]]:
     """(the email activities of the copies whose keys no CRM copy has, merged by key; those other copies as
     `MailMessage` objects, for the object builder): `split_mail` and the build. Skipped rows counted.
-    The rows are taken out of `mail`. The activities are a piece for `ActivityFrames.combine`: their
-    participants are not yet grouped by activity (combine groups them)."""
+    The rows are taken out of `mail`; `graph_ids` reads the Graph ids its copies are read without (`source`
+    unknown). The activities are a piece for `ActivityFrames.combine`: their participants are not yet grouped
+    by activity (combine groups them)."""
     messages, recipients = mail.take()
     # (a frame of its own, which split_mail takes the raw message ids out of: a caller may still hold the one
     # it read, and its ids)
     copies = messages.clone()
     del messages
-    keyed, tracked = split_mail(copies, recipients, crm_keys)
+    keyed, tracked = split_mail(copies, recipients, crm_keys, rules, graph_ids)
     rows = MailRows(keyed, recipients)  # the messages with their keys
     del copies, keyed, recipients
     return _build(rows, rules, skipped), tracked
@@ -416,10 +483,7 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
 
     # A mailbox is ordered by its owner (the person it resolves to, else its own string): ranked once per
     # mailbox, not once per copy.
-    boxes = copies.select(pl.col("mailbox").unique()).join(
-        who.select(mailbox="raw", owner="person"), on="mailbox", how="left"
-    )
-    boxes = boxes.select("mailbox", box=pl.coalesce("owner", "mailbox").rank("dense"))
+    boxes = owner_ranks(copies.get_column("mailbox"), who)
 
     # A copy's sender: its from address when that resolves, else its sender address.
     # Copies in source order ("graph:" and the Graph id: the ids' own order, `source`) give the conversations

@@ -234,6 +234,7 @@ def prepare(
         phone_calls=inputs.phone_calls,
         settle=True,  # the ids that only made threads, no longer held
         spill_keys=not keep_rows,
+        graph_ids=inputs.graph_ids,
     )
     if not keep_rows:
         inputs.release_rows()

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ from relinsights.analytics import (
 )
 from relinsights.analytics.activities import DECIDED
 from relinsights.analytics.health import TREND_DAYS
-from relinsights.analytics.mail_frames import MAIL_SCHEMA, RECIPIENT_SCHEMA, MailRows
+from relinsights.analytics.mail_frames import MAIL_SCHEMA, RECIPIENT_SCHEMA, GraphIds, MailRows
 from relinsights.analytics.meeting_frames import ATTENDEE_SCHEMA, EVENT_SCHEMA, EventRows
 from relinsights.analytics.parties import canonical_address
 from relinsights.compute.bulk_read import (
@@ -122,6 +123,7 @@ class TenantInputs:
     crm_emails: list[CrmEmail] = field(default_factory=list)
     crm_appointments: list[CrmAppointment] = field(default_factory=list)
     phone_calls: list[PhoneCall] = field(default_factory=list)
+    graph_ids: GraphIds | None = None  # the Graph ids of `messages`' copies, read when the build asks
     failed_mailboxes: tuple[str, ...] = ()  # in scope, in error or throttled: the computation is Partial
     source_rows: int = 0  # the activity rows read (counted once read: the builders take them out)
 
@@ -156,6 +158,7 @@ def load_inputs(
                 reading_events(conn, tenant_pk, since, scoped) as events,
             ):
                 inputs.messages, inputs.events = mail(), events()
+            inputs.graph_ids = partial(graph_ids, engine)
             inputs.failed_mailboxes = tuple(
                 sorted(m.address for m in scoped.values() if m.status in FAILED_MAILBOX_STATUSES)
             )
@@ -284,14 +287,12 @@ def reading_mail(
     else:  # (SQLite has no hash function: hashed by this process as each part comes, `_mail_part`)
         conversation, conversation_names = "COALESCE(m.conversation_id, '')", ["conversation_id"]
     hint = conn.execute(select(func.max(_msg.c.id))).scalar() or 0  # ids only grow: an upper bound of the rows
-    # The Graph id (152 characters in Exchange Online, 40% of a message row) orders a message's copies and
-    # keys one without an internetMessageId: it is read only where the internetMessageId has no letter or
-    # digit (an id that has one keeps it when normalised, activities.normalise_message_id), and ranked: the
-    # ids come from SQL in code point order (SQLite's BINARY, PostgreSQL's "C"; ties by row id, the order rows
-    # are read in), numbered here.
+    # The Graph id (152 characters in Exchange Online, 40% of a message row) keys a copy without an
+    # internetMessageId: it is read only where the internetMessageId has no letter or digit (an id that has
+    # one keeps it when normalised, activities.normalise_message_id). The few copies it orders are read
+    # again with theirs (`graph_ids`, when the build asks).
     alnum = "GLOB '*[0-9A-Za-z]*'" if dialect == "sqlite" else "~ '[0-9A-Za-z]'"
     graph_id = f"CASE WHEN m.internet_message_id {alnum} THEN NULL ELSE m.graph_id END"
-    binary = "BINARY" if dialect == "sqlite" else '"C"'
     sent = epoch_micros(dialect, "m.sent_at")  # (the window leaves no NULL)
     if _recipients_alone(conn, since, scoped, hint):
         recipients, recipient_parts = "message_participant p WHERE", id_ranges(hint, "p.message_id")
@@ -309,10 +310,6 @@ def reading_mail(
                     ],
                     ["m", "graph_id", "box", "sent", *_MAIL_TEXTS, *conversation_names],
                     ready=_mail_part,
-                ),
-                Query(  # (numbered here: a row_number over them took SQLite 1.4 s more of 4.5)
-                    f"SELECT m.id FROM message m WHERE {window} ORDER BY m.graph_id COLLATE {binary}, m.id",
-                    ["m"],
                 ),
                 Query(
                     [
@@ -356,45 +353,43 @@ def _mail_part(part: pl.DataFrame) -> pl.DataFrame:
 
 
 def _mail_rows(read: list[pl.DataFrame], scoped: dict[int, MailboxInfo]) -> MailRows:
-    """The mail read's rows (messages made ready as they came, their ranks, recipients) as MailRows."""
-    messages, ranks, recipients = read
-    # The rank and the owner joined to the ids alone, then set beside the rows: joining the rows themselves
-    # gathered every column of a year of mail again (0.25 GB more at 2,000,000 activities). (The ids taken
-    # as columns: a select on the read's frame first joined every column's parts into one, 0.1 GB more.)
-    ids = messages.get_column("m").cast(pl.Int64)
-    keys = pl.DataFrame([ids, messages.get_column("box").cast(pl.Int64), _ranked(ranks, ids)]).join(
+    """The mail read's rows (messages made ready as they came, recipients) as MailRows."""
+    messages, recipients = read
+    # The owner joined to the ids alone, then set beside the rows: joining the rows themselves gathered every
+    # column of a year of mail again (0.25 GB more at 2,000,000 activities). (The ids taken as columns: a
+    # select on the read's frame first joined every column's parts into one, 0.1 GB more.)
+    keys = pl.DataFrame([messages.get_column("m").cast(pl.Int64), messages.get_column("box").cast(pl.Int64)]).join(
         _owners(scoped), on="box", how="left", maintain_order="left"
     )
-    del ids, ranks
     messages = messages.with_columns(
         keys.get_column("m"),
-        keys.get_column("source"),
         keys.get_column("mailbox"),
         is_draft=pl.lit(False),
         references=pl.lit([], dtype=pl.List(pl.String)),
     )
     del keys
-    # (then the conversation codes: the ids, ranks and owners above let go first, the read's peak is lower)
-    messages = messages.with_columns(_conversation_codes(messages)).select(list(MAIL_SCHEMA))
-    unranked = messages.get_column("source").is_null()
-    if unranked.any():  # it came or went while the readers ran: the next run reads it as it is then
-        messages = messages.filter(~unranked)
-    messages = messages.cast(MAIL_SCHEMA)
+    # (then the conversation codes: the ids and owners above let go first, the read's peak is lower; `source`
+    # unknown: the build asks for the Graph ids of the few copies they decide between, `graph_ids`)
+    messages = messages.with_columns(_conversation_codes(messages), source=pl.lit(None, pl.Int64))
+    messages = messages.select(list(MAIL_SCHEMA)).cast(MAIL_SCHEMA)
     recipients = recipients.cast(RECIPIENT_SCHEMA)
     return MailRows(messages, recipients)
 
 
-def _ranked(ranked: pl.DataFrame, ids: pl.Series) -> pl.Series:
-    """Each message's rank (`source`: its place, from 1, in the rank query's ids `ranked`, which come in rank
-    order) by its id, null where the rank query did not see it: looked up in the ranks sorted by id (a join on
-    the ids held a hash table and the rows' order besides: the read's peak, 0.04 GB more at 2,000,000
-    activities)."""
-    ranks = ranked.with_row_index("source", offset=1).cast(pl.Int64).sort("m")
-    known = ranks.get_column("m")
-    if known.is_empty():
-        return pl.repeat(None, ids.len(), dtype=pl.Int64, eager=True).alias("source")
-    at = known.search_sorted(ids).clip(upper_bound=known.len() - 1)
-    return pl.select(source=pl.when(known.gather(at) == ids).then(ranks.get_column("source").gather(at))).to_series()
+GRAPH_ID_CHUNK = 5000  # Graph ids read at a time, by row id
+
+
+def graph_ids(engine: Engine, ids: list[int]) -> list[tuple[int, str]]:
+    """(row id, Graph id) of these message copies, those still stored (mail_frames.GraphIds: the few copies
+    whose Graph ids order them, read after the rest)."""
+    with engine.connect() as conn:
+        return [
+            (m, g)
+            for start in range(0, len(ids), GRAPH_ID_CHUNK)
+            for m, g in conn.execute(
+                select(_msg.c.id, _msg.c.graph_id).where(_msg.c.id.in_(ids[start : start + GRAPH_ID_CHUNK]))
+            )
+        ]
 
 
 # Two independent 64-bit hashes of a conversation id: two distinct ids of a run share both with a chance
