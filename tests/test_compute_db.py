@@ -1026,6 +1026,34 @@ def test_a_copy_gone_before_its_graph_id_is_read_waits_for_the_next_run_and_the_
     }
 
 
+def test_the_mail_rows_are_made_of_the_parts_read_without_copying_them_whole() -> None:
+    """The read's parts (bulk_read.joined) become MailRows without their columns copied into one: with the
+    first column in the read's parts, a select made every column one part, a copy of the year of mail (0.2
+    GB more at 2,000,000 activities)."""
+    parts = [
+        pl.DataFrame(
+            {
+                "m": [10 * p + i for i in range(10)],
+                "graph_id": [""] * 10,
+                "box": [1] * 10,
+                "sent": [us(T)] * 10,
+                "from_address": [ANN] * 10,
+                "sender_address": [ANN] * 10,
+                "internet_message_id": [f"<{p}.{i}@fabrikam.com>" for i in range(10)],
+                "in_reply_to": [""] * 10,
+                "conversation_id": [f"conv{i % 3}" for i in range(10)],
+            }
+        )
+        for p in range(4)
+    ]
+    read = bulk_read.joined(parts, parts[0].columns, load._mail_part)
+    scoped = {1: load.MailboxInfo(1, BOB, (), True, "ok", False, None)}
+    rows = load._mail_rows([read, pl.DataFrame(schema={"m": pl.Int64, "role": pl.String, "address": pl.String})], scoped)
+    assert rows.messages.height == 40
+    assert rows.messages.get_column("internet_message_id").n_chunks() == 4
+    assert rows.messages.get_column("mailbox").to_list() == [BOB] * 40
+
+
 def test_id_ranges_split_the_ids_up_to_the_last_and_leave_the_last_part_open(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bulk_read, "RANGE_IDS", 4)
     assert bulk_read.id_ranges(3, "m.id") == ["1 = 1"]
