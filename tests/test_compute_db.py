@@ -906,6 +906,24 @@ def test_conversation_ids_are_read_as_tokens_that_group_the_messages_as_the_ids_
     assert len({t for _, t in pairs}) == 4  # AAQk-1, AAQk-2, aaqk-1 and "AAQk-1 " are four conversations
 
 
+def sent_copy(rows: Rows, box: str, graph_id: str, message_id: str | None, to: tuple[str, ...]) -> int:
+    """A copy of a message from Ann in `box`, sent 2026-03-01 09:00 to `to`: its row id."""
+    pk = rows.insert(
+        Message,
+        mailbox_pk=rows.mailbox[box],
+        graph_id=graph_id,
+        internet_message_id=message_id,
+        from_address=ANN,
+        sender_address=ANN,
+        sent_at=at("2026-03-01 09:00"),
+        is_draft=False,
+        seen_round=1,
+    )
+    for address in to:
+        rows.insert(MessageParticipant, message_id=pk, role="to", address=address)
+    return pk
+
+
 @pytest.mark.parametrize("reader", ["small", "large"])
 def test_the_copies_one_owner_holds_of_a_message_are_ordered_by_their_graph_ids_as_the_object_builder_does(
     engine: Engine, tenant: TenantConfig, reader: str, monkeypatch: pytest.MonkeyPatch
@@ -938,21 +956,10 @@ def test_the_copies_one_owner_holds_of_a_message_are_ordered_by_their_graph_ids_
         (BOB, "alpha", "<same@FABRIKAM.com>", (BOB, "a@fabrikam.com")),
     ]
     others = [(BOB, g, message_id, (BOB,)) for g, message_id in [("Ωmega", None), ("beta", "<>"), ("gamma", " < > ")]]
-    pks = {}
-    for box, graph_id, message_id, to in [*copies, *others, (BOB, "other", "<other@fabrikam.com>", (BOB,))]:
-        pks[graph_id] = rows.insert(
-            Message,
-            mailbox_pk=rows.mailbox[box],
-            graph_id=graph_id,
-            internet_message_id=message_id,
-            from_address=ANN,
-            sender_address=ANN,
-            sent_at=at("2026-03-01 09:00"),
-            is_draft=False,
-            seen_round=1,
-        )
-        for address in to:
-            rows.insert(MessageParticipant, message_id=pks[graph_id], role="to", address=address)
+    pks = {
+        graph_id: sent_copy(rows, box, graph_id, message_id, to)
+        for box, graph_id, message_id, to in [*copies, *others, (BOB, "other", "<other@fabrikam.com>", (BOB,))]
+    }
     p = prepare(engine, tenant, T)
     assert sorted(asked) == sorted(pks[g] for g in ("éclair", "Zeta", "alpha"))
     read = dict(p.inputs.messages.messages.select("m", "graph_id").iter_rows())
@@ -989,23 +996,7 @@ def test_a_copy_gone_before_its_graph_id_is_read_waits_for_the_next_run_and_the_
         (BOB, "<m@fabrikam.com>", "y@fabrikam.com"),
         (BOB, "<m@fabrikam.com>", "z@fabrikam.com"),
     ]
-    pks = []
-    for i, (box, message_id, to) in enumerate(copies):
-        pks.append(
-            rows.insert(
-                Message,
-                mailbox_pk=rows.mailbox[box],
-                graph_id=f"g{i}",
-                internet_message_id=message_id,
-                from_address=ANN,
-                sender_address=ANN,
-                sent_at=at("2026-03-01 09:00"),
-                is_draft=False,
-                seen_round=1,
-            )
-        )
-        for address in (BOB, to):
-            rows.insert(MessageParticipant, message_id=pks[-1], role="to", address=address)
+    pks = [sent_copy(rows, box, f"g{i}", message_id, (BOB, to)) for i, (box, message_id, to) in enumerate(copies)]
     real = load.graph_ids
 
     def deleted_first(engine: Engine, ids: list[int]) -> list[tuple[int, str]]:

@@ -297,7 +297,8 @@ def mail_objects(messages: pl.DataFrame, recipients: pl.DataFrame) -> list[MailM
         r = by_message.get(row["m"], {})
         out.append(
             MailMessage(
-                # (a copy read without its Graph id: a stand-in that sorts as it does among the copies read)
+                # (a copy read without its Graph id: a stand-in that sorts as it does among the copies read, by
+                # its source, or its row id before the build has found its source)
                 graph_id=row["graph_id"] if row["graph_id"] is not None else f"~{row['source'] or row['m']:019d}",
                 mailbox=row["mailbox"],
                 sent_at=at_us(row["sent"]) if row["sent"] is not None else None,
@@ -486,8 +487,8 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
     boxes = owner_ranks(copies.get_column("mailbox"), who)
 
     # A copy's sender: its from address when that resolves, else its sender address.
-    # Copies in source order ("graph:" and the Graph id: the ids' own order, `source`) give the conversations
-    # and replies; in (mailbox, source) order ("primary", `prank`) the sender, message id and recipients.
+    # Copies in source order (MAIL_SCHEMA's `source`) give the conversations and replies (an order only
+    # threads read); in (mailbox, source) order ("primary", `prank`) the sender, message id and recipients.
     # Ranks and sorts within each message, not sorts of the whole year of copies.
     # (The Graph ids and the raw addresses are not kept: nothing else holds the read's copies.)
     # The senders and mailboxes resolved by joins of the three address columns alone, set beside the copies:

@@ -221,8 +221,8 @@ class RunWriter:
         computed_at = datetime.now(UTC)
         run = (self.tenant_pk, self._run_id)
         now = (at(self.as_of), at(computed_at), self.accuracy) if at else (self.as_of, computed_at, self.accuracy)
-        # Plain tuples through the driver's executemany: SQLAlchemy's processing of each row's parameters was
-        # 0.35 s of the 0.94 s that SQLite's write of 20,000 rows took.
+        # Plain tuples through the driver's executemany, not SQLAlchemy's processing of each row's parameters:
+        # SQLite's write of 20,000 rows 0.94 -> 0.85-0.88 s.
         self._conn.exec_driver_sql(
             self._sql,
             [
