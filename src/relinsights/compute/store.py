@@ -134,11 +134,12 @@ class RunWriter:
         dialect = engine.dialect
         marks = ", ".join(["?" if dialect.paramstyle == "qmark" else "%s"] * len(SNAPSHOT_COLUMNS))
         self._sql = f"INSERT INTO {snapshot_t.name} ({', '.join(SNAPSHOT_COLUMNS)}) VALUES ({marks})"
-        self._at = snapshot_t.c.as_of.type.dialect_impl(dialect).bind_processor(dialect)
+        # SQLAlchemy's own conversion of a time for this database (none where the driver converts them)
+        self._at = snapshot_t.c.as_of.type.dialect_impl(dialect).bind_processor(dialect) or (lambda t: t)
         self._error: BaseException | None = None
         self._chunks: queue.Queue[list[SnapshotRow] | None] | None = None
         self._thread: threading.Thread | None = None
-        if engine.dialect.name != "sqlite":
+        if dialect.name != "sqlite":
             self._chunks = queue.Queue(maxsize=2)  # (a chunk's payloads read while the next fills)
             self._thread = threading.Thread(target=self._stream, name="snapshot-writer", daemon=True)
             self._thread.start()
@@ -217,10 +218,9 @@ class RunWriter:
     def _insert(self, rows: Sequence[SnapshotRow]) -> None:
         # (a chunk at a time: the rows' parameters, and their payloads as text, exist a chunk at a time)
         assert self._conn is not None
-        at = self._at  # (SQLAlchemy's own conversion of a time for this database: None where the driver's)
-        computed_at = datetime.now(UTC)
+        at = self._at
         run = (self.tenant_pk, self._run_id)
-        now = (at(self.as_of), at(computed_at), self.accuracy) if at else (self.as_of, computed_at, self.accuracy)
+        now = (at(self.as_of), at(datetime.now(UTC)), self.accuracy)
         # Plain tuples through the driver's executemany, not SQLAlchemy's processing of each row's parameters:
         # SQLite's write of 20,000 rows 0.94 -> 0.85-0.88 s.
         self._conn.exec_driver_sql(
@@ -232,12 +232,12 @@ class RunWriter:
                     s.record_id,
                     *now,
                     s.activities,
-                    at(s.last_interaction_at) if at else s.last_interaction_at,
+                    at(s.last_interaction_at),
                     s.health_score,
                     s.health_state,
                     s.health_trend,
                     s.fingerprint,
-                    at(s.stable_until) if at else s.stable_until,
+                    at(s.stable_until),
                     s.payload.decode(),
                 )
                 for s in rows
