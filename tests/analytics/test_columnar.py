@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -38,7 +39,7 @@ from relinsights.analytics import (
     compute_record_kpis,
 )
 from relinsights.analytics.activity_table import ActivityTable
-from relinsights.analytics.columnar import compute_kpis
+from relinsights.analytics.columnar import _distinct_rows, compute_kpis
 from relinsights.analytics.matching import LinkTable
 from relinsights.compute.fingerprint import settings_key
 from relinsights.config import HealthConfig, KpiConfig
@@ -379,3 +380,17 @@ def test_polars_returns_freed_memory_at_once_unless_the_admin_says_otherwise() -
         env={"_RJEM_MALLOC_CONF": "narenas:2"},
     )
     assert theirs.stdout.strip() == "narenas:2"
+
+
+@given(
+    st.lists(st.lists(st.integers(0, 3), min_size=7, max_size=7), max_size=30),
+    st.sampled_from([1, 2**40]),
+)
+def test_distinct_rows_are_numpys_unique_rows_packed_or_not(rows: list[list[int]], scale: int) -> None:
+    # Small counts are packed into one integer; counts of 2**40 do not fit and take numpy's unique by rows.
+    matrix = np.array(rows, dtype=np.int64).reshape(-1, 7) * scale
+    distinct, which = _distinct_rows(matrix)
+    expected, _ = np.unique(matrix, axis=0, return_inverse=True)
+    assert sorted(map(tuple, distinct.tolist())) == sorted(map(tuple, expected.tolist()))
+    assert len({tuple(r) for r in distinct.tolist()}) == len(distinct)
+    assert (distinct[which] == matrix).all()

@@ -218,6 +218,7 @@ class ActivityTable:
         self.acts = acts if acts is not None else FrameActivities(frames)
         self.identities = identities
         self._members: tuple[LinkTable, pl.DataFrame] | None = None
+        self._reasons: tuple[LinkTable, ReasonTuples] | None = None
         self._parts_released = False
         self._columns(frames, threads, release_parts)
 
@@ -328,8 +329,9 @@ class ActivityTable:
                 acts.with_columns(frames.key_column())
                 .join(named, on="key", how="left", maintain_order="left")
                 .with_columns(
-                    group=pl.when(pl.col("kind") == EMAIL)
-                    .then(pl.coalesce("tname", "key").rank("dense").cast(pl.Int64))
+                    group=pl.when(pl.col("kind") == EMAIL).then(
+                        pl.coalesce("tname", "key").rank("dense").cast(pl.Int64)
+                    )
                 )
                 .drop("key", "tname")
             )
@@ -337,7 +339,9 @@ class ActivityTable:
         at = bounds.search_sorted(acts.get_column("t"), side="right").cast(pl.Int32)
         # Keys are only ever compared and fingerprinted: the activity's place in (time, key) order and the key's
         # hash stand in; the keys themselves are read for the interactions shown (`interaction`).
-        self.keys: pl.Series | SpilledStrings = frames.keys if frames.keys is not None else frames.acts.get_column("key")
+        self.keys: pl.Series | SpilledStrings = (
+            frames.keys if frames.keys is not None else frames.acts.get_column("key")
+        )
         order = frames.key_order()
         key_h = order.get_column("key_h")
         # Set beside the activities, not joined to them: each join gathered every column again.
@@ -437,6 +441,7 @@ class ActivityTable:
         ):
             assert view is not None
         self.members_of(links)
+        self.reasons_of(links)
         if release_parts:
             self.parts, self._parts_released = self.parts.clear(), True
 
@@ -523,6 +528,23 @@ class ActivityTable:
             )
             self._members = (links, frame)
         return self._members[1]
+
+    def reasons_of(self, links: LinkTable) -> ReasonTuples:
+        """The link table's shapes' reasons as `reason_tuples` numbers them: made once per run."""
+        if self._reasons is None or self._reasons[0] is not links:
+            self._reasons = (links, reason_tuples([reasons for reasons, _ in links.shapes]))
+        return self._reasons[1]
+
+
+# Each shape's tuple of reasons as a number (an array by shape), and the distinct tuples by number.
+ReasonTuples = tuple[np.ndarray, list[tuple[str, ...]]]
+
+
+def reason_tuples(reasons: Sequence[tuple[str, ...]]) -> ReasonTuples:
+    """Links' reasons, numbered by tuple: hundreds of thousands of shapes share a few tuples of reasons."""
+    numbers: dict[tuple[str, ...], int] = {}
+    of = np.fromiter((numbers.setdefault(x, len(numbers)) for x in reasons), np.int64, len(reasons))
+    return of, list(numbers)
 
 
 class _ByActivity:
