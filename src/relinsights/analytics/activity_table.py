@@ -411,9 +411,13 @@ class ActivityTable:
         return _ByActivity(self.parts.filter(pl.col("internal") & pl.col("attended")), ["person", "addr"], self.size)
 
     @cached_property
-    def _internal_roles(self) -> _ByActivity:
-        """The role of each of our people on an activity (an email's writers and readers)."""
-        return _ByActivity(self.parts.filter(pl.col("internal")), ["role"], self.size)
+    def _internal_roles(self) -> tuple[np.ndarray, np.ndarray]:
+        """How many of our people wrote each activity, and how many were on it otherwise (an email's time
+        spent by the team): counts by activity, not each person's row."""
+        internal = self.parts.filter(pl.col("internal"))
+        a = internal.get_column("a").to_numpy()
+        wrote = (internal.get_column("role") == ROLE[Role.FROM]).to_numpy()
+        return np.bincount(a[wrote], minlength=self.size), np.bincount(a[~wrote], minlength=self.size)
 
     @cached_property
     def _people_index(self) -> _ByKey:
@@ -457,9 +461,11 @@ class ActivityTable:
         """How many of our people took part in each activity (a meeting's time spent by the team)."""
         return self._internal_attending.counts(a)
 
-    def internal_roles(self, rows: pl.DataFrame) -> pl.DataFrame:
-        """`rows` once per our person on the activity, with their role."""
-        return self._internal_roles.expand(rows)
+    def internal_writers_readers(self, a: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        """For each activity `a`: how many of our people wrote it, how many were on it otherwise."""
+        idx = a.to_numpy()
+        wrote, other = self._internal_roles
+        return wrote[idx], other[idx]
 
     def participants(self, rows: pl.DataFrame) -> pl.DataFrame:
         """`rows` (with `a`, `person`) that name a participant of the activity, with its role, attendance,

@@ -223,10 +223,16 @@ class _Frames:
     ) -> tuple[dict[int, tuple[int, int, list[float]]], ...]:
         """Per record: (emails written, emails read, meeting and call minutes) for the team and the customer."""
         timed = pl.col("kind").eq(CALL) | (pl.col("kind").eq(MEETING) & ~pl.col("all_day"))
+        n = len(self.refs)
+        # Emails written and read, counted by activity once and added up by record (a row per participant
+        # of each link, grouped by record: 0.55 s of the KPIs at 2,000,000 activities; this, 0.2).
+        emails = counted.select("r", "a").filter(counted.get_column("kind") == EMAIL)
+        rec = emails.get_column("r").to_numpy()
+        wrote, other = self.table.internal_writers_readers(emails.get_column("a"))
+        # (by weights, as floats: exact, for whole numbers below 2**53)
         team_mail = (
-            self.table.internal_roles(counted.filter(pl.col("kind") == EMAIL).select("r", "a"))
-            .group_by("r")
-            .agg(w=(pl.col("role") == _FROM).sum(), rd=(pl.col("role") != _FROM).sum())
+            np.bincount(rec, weights=wrote, minlength=n).astype(np.int64),
+            np.bincount(rec, weights=other, minlength=n).astype(np.int64),
         )
         timed_rows = counted.filter(timed)
         team_terms = (
@@ -238,11 +244,9 @@ class _Frames:
             .group_by("r")
             .agg(pl.col("term"))
         )
-        cust_mail = (
-            members.filter(pl.col("kind") == EMAIL)
-            .group_by("r")
-            .agg(w=(pl.col("role") == _FROM).sum(), rd=(pl.col("role") != _FROM).sum())
-        )
+        theirs = members.select("r", "role").filter(members.get_column("kind") == EMAIL)
+        rec, wrote = theirs.get_column("r").to_numpy(), (theirs.get_column("role") == _FROM).to_numpy()
+        cust_mail = (np.bincount(rec[wrote], minlength=n), np.bincount(rec[~wrote], minlength=n))
         meeting_members = (
             members.filter((pl.col("kind") == MEETING) & ~pl.col("all_day") & pl.col("attended"))
             .group_by("r", "a", "mid")
@@ -514,9 +518,12 @@ def _tallies(links: pl.DataFrame, records: int) -> list[list[int]]:
     return np.bincount(r * _SLOTS + _slot(links), minlength=records * _SLOTS).reshape(-1, _SLOTS).tolist()
 
 
-def _spent(mail: pl.DataFrame, terms: pl.DataFrame) -> dict[int, tuple[int, int, list[float]]]:
-    out: dict[int, tuple[int, int, list[float]]] = {r: (w, rd, []) for r, w, rd in mail.iter_rows()}
+def _spent(mail: tuple[np.ndarray, np.ndarray], terms: pl.DataFrame) -> dict[int, tuple[int, int, list[float]]]:
+    """Per record (by number): (emails written, emails read, the minutes' terms), where any is not nothing."""
+    written, read = (x.tolist() for x in mail)
+    out: dict[int, tuple[int, int, list[float]]] = {
+        r: (written[r], read[r], []) for r in np.flatnonzero(mail[0] + mail[1]).tolist()
+    }
     for r, values in terms.iter_rows():
-        w, rd, _ = out.get(r, (0, 0, []))
-        out[r] = (w, rd, values)
+        out[r] = (written[r], read[r], values)
     return out
