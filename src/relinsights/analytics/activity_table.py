@@ -329,9 +329,8 @@ class ActivityTable:
                 acts.with_columns(frames.key_column())
                 .join(named, on="key", how="left", maintain_order="left")
                 .with_columns(
-                    group=pl.when(pl.col("kind") == EMAIL).then(
-                        pl.coalesce("tname", "key").rank("dense").cast(pl.Int64)
-                    )
+                    group=pl.when(pl.col("kind") == EMAIL)
+                    .then(pl.coalesce("tname", "key").rank("dense").cast(pl.Int64))
                 )
                 .drop("key", "tname")
             )
@@ -339,9 +338,7 @@ class ActivityTable:
         at = bounds.search_sorted(acts.get_column("t"), side="right").cast(pl.Int32)
         # Keys are only ever compared and fingerprinted: the activity's place in (time, key) order and the key's
         # hash stand in; the keys themselves are read for the interactions shown (`interaction`).
-        self.keys: pl.Series | SpilledStrings = (
-            frames.keys if frames.keys is not None else frames.acts.get_column("key")
-        )
+        self.keys: pl.Series | SpilledStrings = frames.keys if frames.keys is not None else frames.acts.get_column("key")
         order = frames.key_order()
         key_h = order.get_column("key_h")
         # Set beside the activities, not joined to them: each join gathered every column again.
@@ -547,7 +544,7 @@ ReasonTuples = tuple[np.ndarray, list[tuple[str, ...]]]
 
 
 def reason_tuples(reasons: Sequence[tuple[str, ...]]) -> ReasonTuples:
-    """Links' reasons, numbered by tuple: hundreds of thousands of shapes share a few tuples of reasons."""
+    """Links' reasons, numbered by tuple: the shapes (one per distinct reasons and members) share a few."""
     numbers: dict[tuple[str, ...], int] = {}
     of = np.fromiter((numbers.setdefault(x, len(numbers)) for x in reasons), np.int64, len(reasons))
     return of, list(numbers)
