@@ -6,7 +6,6 @@ import gc
 import queue
 import threading
 import weakref
-from datetime import date, timedelta
 from typing import Any
 
 import orjson
@@ -15,12 +14,10 @@ import pytest
 from analytics.factory import at, rules
 from relinsights.analytics import spillfile
 from relinsights.analytics.activity_frames import build_activity_frames
-from relinsights.analytics.kpis import SERIES_DAYS
 from relinsights.analytics.mail_frames import mail_rows
 from relinsights.analytics.meeting_frames import event_rows
 from relinsights.analytics.sources import Attendee, CalendarEvent, MailMessage
 from relinsights.analytics.spillfile import SpilledBytes
-from relinsights.compute.payload import _DAY_KEYS
 from relinsights.compute.store import SnapshotRow
 
 
@@ -115,13 +112,3 @@ def test_the_builders_take_the_rows_out_of_their_holders_and_keep_none() -> None
     gc.collect()
     assert len(frames) == 2 and len(mail) == 0 and len(meetings) == 0
     assert [r() is None for r in read] == [True] * 4
-
-
-def test_series_day_keys_are_made_once_and_stay_right_run_after_run() -> None:
-    """A daemon computes day after day: the days' keys are made once each, the store of them stays small."""
-    first = date(2025, 1, 1)
-    for run in range(400):  # a run's 60 days, one day later each time
-        days = [first + timedelta(days=run + i) for i in range(SERIES_DAYS)]
-        assert [_DAY_KEYS[d] for d in days] == [d.isoformat() for d in days]
-        assert _DAY_KEYS[days[0]] is _DAY_KEYS[days[0]]
-        assert len(_DAY_KEYS) <= 4 * SERIES_DAYS + 1
