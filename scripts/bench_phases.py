@@ -3,7 +3,8 @@
 The steps of `compute_tenant` one after the other, in one fresh process, over a tenant of
 `bench_compute.py` (a new SQLite one of -n activities, or an existing database with --url): the read
 (`load_inputs`), the activity build, the thread settling, matching, the activity table, the record
-fingerprints and the KPIs with their payloads (not written). Per step: wall seconds, CPU seconds, resident
+fingerprints and the KPIs with their payloads (not written). Per step: wall seconds, CPU seconds (of them
+in the kernel, and the page faults it served: memory handed back and over again, README round 20), resident
 memory after it, and its peak (the process's peak is reset before each step, /proc/self/clear_refs), MiB;
 with readers: the peak of its memory plus that of the processes reading mail and calendars, when higher.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -34,7 +36,7 @@ from relinsights.db import make_engine
 class Steps:
     def __init__(self) -> None:
         self._reset()
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.wall, self.cpu, self.faults = time.perf_counter(), os.times(), _faults()
 
     def _reset(self) -> None:
         with open("/proc/self/clear_refs", "w") as f:
@@ -42,15 +44,22 @@ class Steps:
         self.tree = TreePeak()
 
     def done(self, step: str) -> None:
-        now, cpu, mem, tree = time.perf_counter(), time.process_time(), status_mib(), self.tree.stop()
+        now, cpu, faults, mem, tree = time.perf_counter(), os.times(), _faults(), status_mib(), self.tree.stop()
+        kernel = cpu.system - self.cpu.system
         print(
-            f"{step:12} {now - self.wall:7.2f} s  cpu {cpu - self.cpu:7.2f} s"
+            f"{step:12} {now - self.wall:7.2f} s  cpu {cpu.user + kernel - self.cpu.user:7.2f} s"
+            f" (kernel {kernel:5.2f} s, {(faults - self.faults) / 1e6:4.2f} M page faults)"
             f"  resident {mem['VmRSS']:6,.0f} MiB  peak {mem['VmHWM']:6,.0f} MiB"
             + (f"  with readers {tree:6,.0f} MiB" if tree > mem["VmHWM"] else ""),
             flush=True,
         )
         self._reset()
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.wall, self.cpu, self.faults = time.perf_counter(), os.times(), _faults()
+
+
+def _faults() -> int:
+    """This process's page faults so far that needed no disk read (memory handed over by the kernel)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 class Where:
