@@ -45,9 +45,9 @@ class Steps:
 
     def done(self, step: str) -> None:
         now, cpu, faults, mem, tree = time.perf_counter(), os.times(), _faults(), status_mib(), self.tree.stop()
-        kernel = cpu.system - self.cpu.system
+        user, kernel = cpu.user - self.cpu.user, cpu.system - self.cpu.system
         print(
-            f"{step:12} {now - self.wall:7.2f} s  cpu {cpu.user + kernel - self.cpu.user:7.2f} s"
+            f"{step:12} {now - self.wall:7.2f} s  cpu {user + kernel:7.2f} s"
             f" (kernel {kernel:5.2f} s, {(faults - self.faults) / 1e6:4.2f} M page faults)"
             f"  resident {mem['VmRSS']:6,.0f} MiB  peak {mem['VmHWM']:6,.0f} MiB"
             + (f"  with readers {tree:6,.0f} MiB" if tree > mem["VmHWM"] else ""),
