@@ -217,8 +217,7 @@ class ActivityTable:
         self.before = self.as_of - timedelta(days=TREND_DAYS)
         self.acts = acts if acts is not None else FrameActivities(frames)
         self.identities = identities
-        self._members: tuple[LinkTable, pl.DataFrame] | None = None
-        self._reasons: tuple[LinkTable, ReasonTuples] | None = None
+        self._shapes: tuple[LinkTable, pl.DataFrame, ReasonTuples] | None = None
         self._parts_released = False
         self._columns(frames, threads, release_parts)
 
@@ -441,8 +440,7 @@ class ActivityTable:
             self._recipients,
         ):
             assert view is not None
-        self.members_of(links)
-        self.reasons_of(links)
+        self.shapes_of(links)
         if release_parts:
             self.parts, self._parts_released = self.parts.clear(), True
 
@@ -520,23 +518,22 @@ class ActivityTable:
             for r, ref in enumerate(refs)
         ]
 
-    def members_of(self, links: LinkTable) -> pl.DataFrame:
-        """(shape index, member person) of every shape of the link table: made once per run."""
-        if self._members is None or self._members[0] is not links:
-            code = self.code
-            pairs = [(i, code[x]) for i, (_, members) in enumerate(links.shapes) for x in members if x in code]
-            frame = pl.DataFrame(
-                {"mid": [i for i, _ in pairs], "person": [c for _, c in pairs]},
-                schema={"mid": pl.Int32, "person": pl.Int32},
-            )
-            self._members = (links, frame)
-        return self._members[1]
+    def shapes_of(self, links: LinkTable) -> tuple[pl.DataFrame, ReasonTuples]:
+        """The link table's shapes as the KPIs read them, made once per run: (shape index, member person) rows
+        (`member_rows`), and the shapes' reasons as `reason_tuples` numbers them."""
+        if self._shapes is None or self._shapes[0] is not links:
+            members = member_rows(self.code, [m for _, m in links.shapes])
+            self._shapes = (links, members, reason_tuples([reasons for reasons, _ in links.shapes]))
+        return self._shapes[1], self._shapes[2]
 
-    def reasons_of(self, links: LinkTable) -> ReasonTuples:
-        """The link table's shapes' reasons as `reason_tuples` numbers them: made once per run."""
-        if self._reasons is None or self._reasons[0] is not links:
-            self._reasons = (links, reason_tuples([reasons for reasons, _ in links.shapes]))
-        return self._reasons[1]
+
+def member_rows(code: Mapping[str, int], member_sets: Sequence[Collection[str]]) -> pl.DataFrame:
+    """(`mid`: the set's index, `person`: a member's code) of each set of members. Members are people of the
+    activity, so each has a code; one that had none could match no one."""
+    pairs = [(m, code[x]) for m, members in enumerate(member_sets) for x in members if x in code]
+    return pl.DataFrame(
+        {"mid": [m for m, _ in pairs], "person": [c for _, c in pairs]}, schema={"mid": pl.Int32, "person": pl.Int32}
+    )
 
 
 # Each shape's tuple of reasons as a number (an array by shape), and the distinct tuples by number.

@@ -25,7 +25,15 @@ import numpy as np
 import polars as pl
 
 from relinsights.analytics.activities import Activity, Direction, Role
-from relinsights.analytics.activity_table import OURS, THEIRS, ActivityTable, ReasonTuples, link_rows, reason_tuples
+from relinsights.analytics.activity_table import (
+    OURS,
+    THEIRS,
+    ActivityTable,
+    ReasonTuples,
+    link_rows,
+    member_rows,
+    reason_tuples,
+)
 from relinsights.analytics.frames import DIRECTION, ROLE, at_us, us, us_delta
 from relinsights.analytics.health import (
     HealthSnapshot,
@@ -123,8 +131,7 @@ class _Frames:
         """Links as stored: (activity position, shape) pairs; a shape's members and reasons by its index."""
         rec, act, shape = link_rows(links, refs)
         self.links = pl.DataFrame({"r": rec, "a": act, "mid": shape, "rid": shape})
-        self.reasons = self.table.reasons_of(links)
-        self.members = self.table.members_of(links)
+        self.members, self.reasons = self.table.shapes_of(links)
 
     def _read_links(self, links: Mapping[RecordRef, Sequence[Link]], refs: Sequence[RecordRef]) -> None:
         """Links as Link objects, which share their members and reasons: numbered by identity."""
@@ -152,12 +159,7 @@ class _Frames:
                 l_mem.append(mid)
                 l_rsn.append(rid)
         self.reasons = reason_tuples(reasons)
-        # Members are people of the activity, so each has a code; one that had none could match no one.
-        pairs = [(m, code[x]) for m, s in enumerate(member_sets) for x in s if x in code]
-        self.members = pl.DataFrame(
-            {"mid": [m for m, _ in pairs], "person": [c for _, c in pairs]},
-            schema={"mid": pl.Int32, "person": pl.Int32},
-        )
+        self.members = member_rows(code, member_sets)
         self.links = pl.DataFrame(
             {"r": l_rec, "a": l_act, "mid": l_mem, "rid": l_rsn},
             schema={"r": pl.Int32, "a": pl.Int32, "mid": pl.Int32, "rid": pl.Int32},
