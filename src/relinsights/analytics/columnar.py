@@ -45,6 +45,7 @@ from relinsights.analytics.kpis import (
     TOP_CONTACTS,
     Counts,
     DailyCounts,
+    DailySeries,
     RecordKpis,
     TopContact,
     empty_day,
@@ -188,7 +189,7 @@ class _Frames:
         wanted = [r for r, ref in enumerate(self.refs) if ref in health_for]
         health_now = self._health_measures(as_of, wanted, counted, turns)
         health_before = self._health_measures(self.before, wanted)
-        empty = tuple(empty_day(d) for d in days)  # a record's series is mostly these shared empty days
+        empty = DailySeries(empty_day(d) for d in days)  # a record's series is mostly these shared empty days
         for r, ref in enumerate(self.refs):
             c = Counts(*counts[r])
             t_team, t_cust = team.get(r, (0, 0, [])), customer.get(r, (0, 0, []))
@@ -503,13 +504,14 @@ def _pick(links: pl.LazyFrame | pl.DataFrame, *, descending: bool) -> dict[int, 
     return dict(best.iter_rows())
 
 
-def _series(empty: tuple[DailyCounts, ...], active: Sequence[tuple[int, DailyCounts]]) -> tuple[DailyCounts, ...]:
+def _series(empty: DailySeries, active: Sequence[tuple[int, DailyCounts]]) -> DailySeries:
+    """A record's series: the empty days with its active ones (their places in it, and their counts) set in."""
     if not active:
         return empty
     days = list(empty)
     for i, day in active:
         days[i] = day
-    return tuple(days)
+    return DailySeries(days, [day for _, day in active])
 
 
 def _slot(links: pl.DataFrame) -> np.ndarray:
