@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -11,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relinsights.analytics import Counts, DailyCounts
-from relinsights.analytics.kpis import NO_COUNTS
+from relinsights.analytics.kpis import NO_COUNTS, DailySeries
 from relinsights.analytics.timeutil import as_utc
 from relinsights.compute.payload import _DAY_MEMBERS, _series, utc_time
 
@@ -43,6 +44,12 @@ def test_the_series_is_written_as_the_dict_of_its_active_days(counts: list[Count
     for daily in (one, other):
         plain = {d.day.isoformat(): d.counts for d in daily if d.counts.total}
         assert orjson.dumps({"s": _series(daily)}) == orjson.dumps({"s": plain})
+        # the engines' series, which hold their active days: written from those alone, the same
+        series = DailySeries(daily)
+        assert series == tuple(daily) and series.active == tuple(d for d in daily if d.counts.total)
+        assert orjson.dumps({"s": _series(series)}) == orjson.dumps({"s": plain})
+        copied = pickle.loads(pickle.dumps(series))
+        assert copied == series and copied.active == series.active
 
 
 def test_the_days_json_is_made_once_per_object_and_the_store_stays_small() -> None:

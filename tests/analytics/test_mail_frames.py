@@ -292,3 +292,29 @@ def test_a_copys_primary_place_is_its_place_in_mailbox_and_source_order(copies_:
         source = pl.Series([s for _, s in pairs], dtype=pl.Int64)
         in_order = sorted(range(len(pairs)), key=lambda i: pairs[i])
         assert mail_frames._places(box, source).to_list() == [in_order.index(i) for i in range(len(pairs))]
+
+
+ADDRESS_OR_NONE = st.one_of(st.none(), st.sampled_from([*SPELLINGS, "not an address", ""]))
+
+
+@given(st.lists(st.lists(ADDRESS_OR_NONE, max_size=12), min_size=1, max_size=4))
+def test_each_address_is_its_row_among_the_distinct_addresses_of_every_column(columns: list[list[str | None]]) -> None:
+    """The build's columns of addresses, coded by one mapping: each value's row holds that very value (and so
+    its person), the same value has the same row in every column, a null has none."""
+    party_rules = rules(users=SPELLING_USERS)
+    who, rows = mail_frames._resolved(party_rules, [pl.Series(c, dtype=pl.String) for c in columns])
+    assert who.get_column("raw").n_unique() == who.height  # (each distinct value once)
+    assert set(who.get_column("raw")) == {v for c in columns for v in c if v is not None}
+    raw = who.get_column("raw").to_list()
+    for column, row in zip(columns, rows, strict=True):
+        assert [raw[w] if w is not None else None for w in row.to_list()] == column
+
+
+def test_mailboxes_rank_by_their_owners_and_a_mailbox_that_is_no_address_by_itself() -> None:
+    party_rules = rules(users=SPELLING_USERS)
+    boxes = pl.Series(["Robert@Contoso.com", "carl@contoso.com", "bob@contoso.com", "shared box"])
+    who = people_of(party_rules, boxes)
+    ranks = mail_frames.owner_ranks(who, pl.Series([0, 1, 2, 3], dtype=pl.UInt32)).to_list()
+    # bob's two spellings are one owner; "shared box" is its own
+    assert ranks[0] == ranks[2] and len({ranks[0], ranks[1], ranks[3]}) == 3
+    assert sorted({ranks[0], ranks[1], ranks[3]}) == [1, 2, 3]
