@@ -1039,10 +1039,44 @@ def test_the_mail_rows_are_made_of_the_parts_read_without_copying_them_whole() -
     ]
     read = bulk_read.joined(parts, parts[0].columns, load._mail_part)
     scoped = {1: load.MailboxInfo(1, BOB, (), True, "ok", False, None)}
-    rows = load._mail_rows([read, pl.DataFrame(schema={"m": pl.Int64, "role": pl.String, "address": pl.String})], scoped)
+    no_recipients = pl.DataFrame(schema={"m": pl.Int64, "role": pl.String, "address": pl.String})
+    rows = load._mail_rows([read, no_recipients], scoped, lambda ids: pytest.fail(f"no Graph id to read: {ids}"))
     assert rows.messages.height == 40
     assert rows.messages.get_column("internet_message_id").n_chunks() == 4
     assert rows.messages.get_column("mailbox").to_list() == [BOB] * 40
+
+
+def test_copies_whose_message_ids_have_no_letter_or_digit_get_their_graph_ids_read_after_and_go_if_gone() -> None:
+    """The read leaves the Graph id out wherever there is an internetMessageId; one that would normalise to
+    nothing ("<>", "< >") keys its copy by the Graph id, read afterwards for those alone. A copy whose Graph
+    id is no longer there (deleted since) is left out, as the next run would not see it either."""
+    ids = ["<a@x>", "", "<>", "< >", "<1>", "<>"]
+    part = pl.DataFrame(
+        {
+            "m": list(range(1, 7)),
+            "graph_id": ["", "g2", "", "", "", ""],  # (read only where there is no message id)
+            "box": [1] * 6,
+            "sent": [us(T)] * 6,
+            "from_address": [ANN] * 6,
+            "sender_address": [ANN] * 6,
+            "internet_message_id": ids,
+            "in_reply_to": [""] * 6,
+            "conversation_id": [""] * 6,
+        }
+    )
+    read = bulk_read.joined([part], part.columns, load._mail_part)
+    scoped = {1: load.MailboxInfo(1, BOB, (), True, "ok", False, None)}
+    asked: list[list[int]] = []
+
+    def graph_ids(wanted: list[int]) -> list[tuple[int, str]]:
+        asked.append(wanted)
+        return [(3, "g3"), (4, "g4")]  # (6 went)
+
+    no_recipients = pl.DataFrame(schema={"m": pl.Int64, "role": pl.String, "address": pl.String})
+    rows = load._mail_rows([read, no_recipients], scoped, graph_ids)
+    assert asked == [[3, 4, 6]]
+    got = dict(rows.messages.select("m", "graph_id").iter_rows())
+    assert got == {1: None, 2: "g2", 3: "g3", 4: "g4", 5: None}
 
 
 def test_id_ranges_split_the_ids_up_to_the_last_and_leave_the_last_part_open(monkeypatch: pytest.MonkeyPatch) -> None:
