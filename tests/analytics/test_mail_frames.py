@@ -252,6 +252,7 @@ def test_addresses_resolve_as_columns_exactly_as_the_object_builder_resolves_the
         *SPELLINGS,
         *("mailto:ann@fabrikam.com", "MAILTO:Bob@Contoso.com", "mailto:mailto:ann@fabrikam.com"),
         "mailto:mailto:@contoso.com",
+        *("mailto:>@contoso.com", "mailto:>x@contoso.com", "mailto:<x@contoso.com"),  # (">" found by hypothesis)
         *("x y@contoso.com", "a\x1c@fabrikam.com", "< <bob@contoso.com", "Ann@Sub.Bad.com."),
         *("no-reply+x@fabrikam.com", "noreply+tag@contoso.com", "ann+tag@fabrikam.com"),
     ]

@@ -207,8 +207,9 @@ def _ascii_people(rules: PartyRules, values: pl.Series) -> pl.DataFrame:
     frame = frame.with_columns(
         valid=valid.fill_null(False), address=pl.concat_str(pl.col("local"), pl.lit("@"), pl.col("domain"))
     )
-    # canonical_address of an address it made is that address again, unless a "<" or "mailto:" led it.
-    again = pl.col("address").str.starts_with("<") | pl.col("address").str.starts_with("mailto:")
+    # canonical_address of an address it made is that address again, unless a "<", ">" or "mailto:" led it
+    # (it strips both brackets from both ends, and "mailto:" once: "mailto:>x@y.com" makes ">x@y.com").
+    again = pl.col("address").str.contains("^(?:[<>]|mailto:)")
     frame = frame.join(known, on="address", how="left", maintain_order="left")
     excluded = pl.Series([], dtype=pl.String)
     if rules.excluded_domains:  # (a domain and every parent of it: each distinct domain once)
