@@ -228,7 +228,8 @@ def _resolved(rules: PartyRules, columns: list[pl.Series]) -> tuple[pl.DataFrame
     The columns are coded first by one mapping (a categorical's, each column on a thread of polars' own):
     their distinct values are then found among their codes, and each row's row in `who` is gathered by its
     code. A join of each column on the strings hashed every row again, and the distinct values took a
-    unique of all four columns' strings at once (0.6 s more at 2,000,000 activities)."""
+    unique of all four columns' strings at once (0.83-0.87 s for this, against 0.65-0.66, at 2,000,000
+    activities; 8% fewer page faults in the build)."""
     mapping = pl.Categorical(pl.Categories.random())
     coded = [
         frame.to_series()

@@ -353,10 +353,10 @@ def _mail_part(part: pl.DataFrame) -> pl.DataFrame:
 
 
 def _keyless(part: pl.DataFrame) -> pl.Series:
-    """Which copies have an internetMessageId without a letter or digit, which normalises to nothing
-    (activities.normalise_message_id keeps any letter or digit): they are keyed by their Graph id, which the
-    read left out. Found here rather than in SQL, where the test of every id took 27% of PostgreSQL's time
-    for the message rows (a regular expression; SQLite's GLOB, 5%)."""
+    """Which copies have an internetMessageId without a letter or digit: it may normalise to nothing
+    (activities.normalise_message_id keeps any letter or digit), and the copy is then keyed by its Graph id,
+    which the read left out. Found here rather than in SQL, where the test of every id took 27% of
+    PostgreSQL's time for the message rows (a regular expression; SQLite's GLOB, 5%)."""
     ids = part.get_column("internet_message_id")
     return (ids.is_not_null() & ~ids.str.contains("[0-9A-Za-z]")).fill_null(False).alias("keyless")
 
@@ -408,6 +408,7 @@ def graph_ids(engine: Engine, ids: list[int]) -> list[tuple[int, str]]:
 
 
 def _graph_ids(conn: Connection, ids: list[int]) -> list[tuple[int, str]]:
+    """`graph_ids` on an open connection."""
     return [
         (m, g)
         for start in range(0, len(ids), GRAPH_ID_CHUNK)
