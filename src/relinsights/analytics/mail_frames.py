@@ -239,10 +239,10 @@ def _resolved(rules: PartyRules, columns: list[pl.Series]) -> tuple[pl.DataFrame
     who = people_of(rules, distinct.cast(pl.String))
     # (people_of keeps every distinct value, in order: row i is distinct[i])
     assert who.height == distinct.len()
-    codes = distinct.to_physical().to_numpy()
-    row_of = np.zeros(int(codes.max()) + 1 if len(codes) else 0, np.uint32)  # (each code is a distinct one's)
-    row_of[codes] = np.arange(len(codes), dtype=np.uint32)
-    return who, [pl.Series(row_of).gather(c.to_physical()) for c in coded]
+    codes = distinct.to_physical()
+    size = int(codes.to_numpy().max(initial=0)) + 1
+    row_of = _by_row(codes, pl.int_range(codes.len(), dtype=pl.UInt32, eager=True), size)
+    return who, [row_of.gather(c.to_physical()) for c in coded]
 
 
 def _by_row(at: pl.Series, values: pl.Series, size: int) -> pl.Series:
