@@ -43,11 +43,13 @@ def test_the_series_is_written_as_the_dict_of_its_active_days(counts: list[Count
     other = [d if share else DailyCounts(d.day, d.counts) for d, share in zip(one, shared, strict=False)]
     for daily in (one, other):
         plain = {d.day.isoformat(): d.counts for d in daily if d.counts.total}
-        assert orjson.dumps({"s": _series(daily)}) == orjson.dumps({"s": plain})
-        # the engines' series, which hold their active days: written from those alone, the same
+        # a series holds its active days: written from those alone
         series = DailySeries(daily)
         assert series == tuple(daily) and series.active == tuple(d for d in daily if d.counts.total)
         assert orjson.dumps({"s": _series(series)}) == orjson.dumps({"s": plain})
+        # the column engine's, its active days given: the same
+        given = DailySeries(daily, [d for d in daily if d.counts.total])
+        assert orjson.dumps({"s": _series(given)}) == orjson.dumps({"s": plain})
         copied = pickle.loads(pickle.dumps(series))
         assert copied == series and copied.active == series.active
 

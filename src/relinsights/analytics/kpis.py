@@ -106,7 +106,9 @@ class DailySeries(tuple[DailyCounts, ...]):
 
     def __new__(cls, days: Iterable[DailyCounts], active: Iterable[DailyCounts] | None = None) -> DailySeries:
         series = super().__new__(cls, days)
-        series.active = tuple(d for d in series if d.counts.total) if active is None else tuple(active)
+        if active is None:  # (most days share the one empty Counts: skipped by identity before adding up)
+            active = (d for d in series if d.counts is not NO_COUNTS and d.counts.total)
+        series.active = tuple(active)
         return series
 
 
@@ -147,7 +149,7 @@ class RecordKpis:
     next_interaction: Interaction | None
     top_contacts_ours: tuple[TopContact, ...]
     top_contacts_theirs: tuple[TopContact, ...]
-    daily: tuple[DailyCounts, ...]  # SERIES_DAYS entries, oldest first (a DailySeries, from the engines)
+    daily: DailySeries  # SERIES_DAYS entries, oldest first
     health: Health | None = None
     reasons: Mapping[str, int] = field(default_factory=dict)  # link reasons over the counted activities
 

@@ -14,14 +14,13 @@ decimals (as the core rounds them); empty values are null.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 import orjson
 
 from relinsights.analytics import Counts, DailyCounts, Health, Interaction, RecordKpis, SideResponse, TopContact
-from relinsights.analytics.kpis import NO_COUNTS, SERIES_DAYS, DailySeries
+from relinsights.analytics.kpis import SERIES_DAYS, DailySeries
 from relinsights.analytics.timeutil import as_utc, local_date
 
 PAYLOAD_VERSION = 1
@@ -58,14 +57,9 @@ class _DayMembers(dict[int, tuple[DailyCounts, bytes]]):
 _DAY_MEMBERS = _DayMembers()
 
 
-def _series(daily: Sequence[DailyCounts]) -> orjson.Fragment:
-    """The days with activity, as a JSON object of day -> counts: a DailySeries' own, else those of the days
-    whose counts are not the one empty Counts (skipped by identity before adding anything up) nor zero."""
-    if isinstance(daily, DailySeries):
-        active: Iterable[DailyCounts] = daily.active
-    else:
-        active = (d for d in daily if d.counts is not NO_COUNTS and d.counts.total)
-    members = [_DAY_MEMBERS.member(d) for d in active]
+def _series(daily: DailySeries) -> orjson.Fragment:
+    """The days with activity (the series' `active`), as a JSON object of day -> counts."""
+    members = [_DAY_MEMBERS.member(d) for d in daily.active]
     return orjson.Fragment(b"{" + b",".join(members) + b"}")
 
 
