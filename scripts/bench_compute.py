@@ -34,6 +34,9 @@ before each run (2 cores: anything above ~0.5 means someone else was busy and th
     .venv/bin/python scripts/bench_compute.py                    # 2,000,000 activities, SQLite
     .venv/bin/python scripts/bench_compute.py -n 200000 --db both
     .venv/bin/python scripts/bench_compute.py -n 200000 --profile  # pyinstrument of the full run, if installed
+    .venv/bin/python scripts/bench_compute.py --keep-freed-below-mib 0  # freed memory returned at once
+
+The runs keep the memory they free while under service.compute_keep_freed_below_mib (compute/freed_memory.py).
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, insert, text
 
-from relinsights.config import TenantConfig, parse_config
+from relinsights.config import ServiceConfig, TenantConfig, parse_config
 from relinsights.db import make_engine, migrate
 from relinsights.db.models import (
     CrmRecord,
@@ -358,7 +361,9 @@ def worker(args: argparse.Namespace) -> None:
     else:
         from relinsights.compute import compute_tenant
 
-        run = lambda: compute_tenant(engine, tenant_config(), as_of=as_of, full=args.worker == "full")  # noqa: E731
+        run = lambda: compute_tenant(  # noqa: E731
+            engine, tenant_config(), as_of=as_of, full=args.worker == "full", keep_freed_below_mib=args.keep_freed
+        )
         if args.profile:
             from pyinstrument import Profiler
 
@@ -376,9 +381,10 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
-def measure(kind: str, url: str, as_of: datetime, profile: str | None = None) -> dict[str, Any]:
+def measure(kind: str, url: str, as_of: datetime, keep_freed: int, profile: str | None = None) -> dict[str, Any]:
     load = os.getloadavg()[0]
     cmd = [sys.executable, __file__, "--worker", kind, "--url", url, "--as-of", as_of.isoformat()]
+    cmd += ["--keep-freed-below-mib", str(keep_freed)]
     if profile:
         cmd += ["--profile-out", profile]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
@@ -408,14 +414,14 @@ def bench(db: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     built = time.perf_counter() - started
     settle(db, url)
     print(f"[{db}] built {args.activities:,} activities in {built:.1f} s", file=sys.stderr)
-    full = measure("full", url, T, str(work / f"profile-{db}.txt") if args.profile else None)
-    floor = measure("floor", url, T)
+    full = measure("full", url, T, args.keep_freed, str(work / f"profile-{db}.txt") if args.profile else None)
+    floor = measure("floor", url, T, args.keep_freed)
     engine = make_engine(url)
     b.engine = engine
     b.add(max(1, args.activities // 365), T + timedelta(seconds=1), T + DAY)
     engine.dispose()
     settle(db, url)
-    incr = measure("incremental", url, T + DAY)
+    incr = measure("incremental", url, T + DAY, args.keep_freed)
     if args.profile:
         print((work / f"profile-{db}.txt").read_text(), file=sys.stderr)
     return {"db": db, "built_s": built, "full": full, "incremental": incr, "floor": floor}
@@ -472,6 +478,13 @@ def main() -> None:
         help="short made-up ids (the earlier rounds') instead of ids as long as Exchange's",
     )
     p.add_argument("--profile", action="store_true", help="pyinstrument the full run and print its profile")
+    p.add_argument(
+        "--keep-freed-below-mib",
+        dest="keep_freed",
+        type=int,
+        default=ServiceConfig().compute_keep_freed_below_mib,
+        help="service.compute_keep_freed_below_mib of the runs (0: freed memory returned at once)",
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)

@@ -4,7 +4,7 @@ The steps of `compute_tenant` one after the other, in one fresh process, over a 
 `bench_compute.py` (a new SQLite one of -n activities, or an existing database with --url): the read
 (`load_inputs`), the activity build, the thread settling, matching, the activity table, the record
 fingerprints and the KPIs with their payloads (not written). Per step: wall seconds, CPU seconds (of them
-in the kernel, and the page faults it served: memory handed back and over again, README round 20), resident
+in the kernel, and the page faults it served: memory handed back and over again, docs/benchmark-history.md, round 20), resident
 memory after it, and its peak (the process's peak is reset before each step, /proc/self/clear_refs), MiB;
 with readers: the peak of its memory plus that of the processes reading mail and calendars, when higher.
 
@@ -26,10 +26,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench_compute import T, TreePeak, build_tenant, status_mib, tenant_config
 from relinsights.collector import collector_paused
+from relinsights.compute.freed_memory import FreedMemory
+from relinsights.compute.job import KEEP_FREED_BELOW_MIB, prepare
 from relinsights.db import make_engine
 
 
@@ -98,12 +101,20 @@ class Where:
 
 
 @collector_paused()
-def measure(url: str, where: bool = False) -> None:
-    from relinsights.compute.job import prepare
+def measure(url: str, where: bool = False, keep_freed_below_mib: int = KEEP_FREED_BELOW_MIB) -> None:
+    with FreedMemory(keep_freed_below_mib) as freed:  # as compute_tenant keeps freed memory
+        _measure(url, where, freed.keep_after("read"))
 
+
+def _measure(url: str, where: bool, keep: Callable[[str], None]) -> None:
     sampler = Where() if where else None
     steps = Steps()
-    p = prepare(make_engine(url), tenant_config(), T, keep_rows=False, step=steps.done)
+
+    def step(name: str) -> None:
+        steps.done(name)
+        keep(name)
+
+    p = prepare(make_engine(url), tenant_config(), T, keep_rows=False, step=step)
     activities = len(p.frames)
     p.release_frames()  # the table built, the frames let go: as compute_tenant does
     steps.done("table")
@@ -125,15 +136,23 @@ def main() -> None:
     p.add_argument("--short-ids", action="store_true", help="bench_compute.py's short made-up ids")
     p.add_argument("--url", help="an existing database holding bench_compute.py's tenant")
     p.add_argument("--where", action="store_true", help="also the lines of the run where its memory was highest")
+    p.add_argument(
+        "--keep-freed-below-mib",
+        type=int,
+        default=KEEP_FREED_BELOW_MIB,
+        help=f"service.compute_keep_freed_below_mib (default {KEEP_FREED_BELOW_MIB}; 0: freed memory returned at once)",
+    )
     args = p.parse_args()
     if args.url:
-        measure(args.url, args.where)
+        measure(args.url, args.where, args.keep_freed_below_mib)
         return
     with tempfile.TemporaryDirectory() as work:
         url = f"sqlite:///{Path(work) / 'bench.db'}"
         build_tenant(make_engine(url), args)  # the same tenant as bench_compute.py's, sizes and all
         # Measured in a process of its own: the build's rows are not in its memory.
-        subprocess.run([sys.executable, __file__, "--url", url, *(["--where"] if args.where else [])], check=True)
+        where = ["--where"] if args.where else []
+        keep = ["--keep-freed-below-mib", str(args.keep_freed_below_mib)]
+        subprocess.run([sys.executable, __file__, "--url", url, *where, *keep], check=True)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from relinsights.compute.child import ComputeFailed, compute_in_child, run_in_ch
 from relinsights.compute.report import ComputeReport
 from relinsights.compute.schedule import compute_due, daily_slot
 from relinsights.compute.store import payloads_of
-from relinsights.config import LoggingConfig, TenantConfig
+from relinsights.config import LoggingConfig, ServiceConfig, TenantConfig
 from relinsights.daemon import Daemon
 from relinsights.db import make_engine
 from relinsights.db.models import (
@@ -446,7 +446,7 @@ def test_the_daemon_schedules_the_computation_and_runs_it_once_when_due(
 
 def test_the_daemon_computes_in_a_process_of_its_own(sqlite_engine: Engine, tenant: TenantConfig) -> None:
     worked_example(sqlite_engine, tenant)
-    report = asyncio.run(compute_in_child(sqlite_engine, tenant, LoggingConfig(level="warning")))
+    report = asyncio.run(compute_in_child(sqlite_engine, tenant, ServiceConfig(), LoggingConfig(level="warning")))
     assert (report.computed, report.recomputed) == (1, {"new": 1})
     full = compute_payloads(sqlite_engine, tenant, report.as_of)
     assert {(str(r.entity), r.id): p for r, p in full.items()} == stored(sqlite_engine, report.as_of)
@@ -485,7 +485,7 @@ def sleeps(_out: Connection, pid_file: str) -> None:
 def test_a_computation_process_that_fails_or_dies_says_so(tmp_path: Path, tenant: TenantConfig) -> None:
     never_migrated = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
     with pytest.raises(ComputeFailed, match=r"KPI computation of contoso failed: .*no such table"):
-        asyncio.run(compute_in_child(never_migrated, tenant, LoggingConfig(level="warning")))
+        asyncio.run(compute_in_child(never_migrated, tenant, ServiceConfig(), LoggingConfig(level="warning")))
     never_migrated.dispose()
     with pytest.raises(ComputeFailed, match=r"dying ended without a result: its process exited with code 3 ") as died:
         asyncio.run(run_in_child("dying", dies, 3))
@@ -560,7 +560,9 @@ def test_the_daemon_computes_one_tenant_at_a_time(daemon: Daemon, monkeypatch: p
     running: list[str] = []
     overlaps: list[list[str]] = []
 
-    async def compute(_engine: Engine, tenant: TenantConfig, _logging: LoggingConfig) -> ComputeReport:
+    async def compute(
+        _engine: Engine, tenant: TenantConfig, _service: ServiceConfig, _logging: LoggingConfig
+    ) -> ComputeReport:
         running.append(tenant.name)
         overlaps.append(list(running))
         await asyncio.sleep(0.2)
@@ -1124,3 +1126,20 @@ def test_sqlite_times_are_read_as_the_microseconds_their_text_spells(
         cursor.execute(sql)
         assert pl.DataFrame(cursor.fetch_arrow()).to_series().to_list() == expected
     assert bulk_read.epoch_micros("postgresql", "m.sent_at") == "m.sent_at"  # (typed: read as it is)
+
+
+def test_compute_command_passes_the_freed_memory_limit(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = write_config(tmp_path, engine)
+    cfg.write_text("[service]\ncompute_keep_freed_below_mib = 123\n" + cfg.read_text())
+    limits: list[int] = []
+
+    def compute_tenant(_engine: Engine, tenant: TenantConfig, **kwargs: Any) -> ComputeReport:
+        limits.append(kwargs["keep_freed_below_mib"])
+        return ComputeReport(tenant=tenant.name, as_of=T, mode="full", tier="enhanced", accuracy="Complete")
+
+    monkeypatch.setattr("relinsights.compute.compute_tenant", compute_tenant)
+    res = runner.invoke(app, ["compute", "--once", "--full", "--json", "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert limits == [123]

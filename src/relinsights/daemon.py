@@ -203,7 +203,7 @@ class Daemon:
                 # Checked again under the lease: another replica may have computed since the check above.
                 if await asyncio.to_thread(self._compute_due, tenant):
                     try:
-                        report = await compute_in_child(self.engine, tenant, self.cfg.logging)
+                        report = await compute_in_child(self.engine, tenant, self.cfg.service, self.cfg.logging)
                     except ComputeFailed as exc:
                         # Stopped with the daemon (systemd's SIGTERM reaches both, in either order): no failure.
                         if self.stopping.is_set() or exc.exitcode == -signal.SIGTERM:

@@ -8,7 +8,7 @@ A run holds a tenant's year of activities (about 2 GiB at 2,000,000: README, Siz
 - stopping the daemon stops the run at once (a run is written in one transaction: whole or not at all).
 
 The child is spawned (not forked from a process with threads and an event loop) and gets the database URL,
-the tenant's settings and the logging settings over multiprocessing's pipe, never on its command line.
+the tenant's, the service's and the logging settings over multiprocessing's pipe, never on its command line.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from relinsights.compute.report import ComputeReport
-from relinsights.config import LoggingConfig, TenantConfig
+from relinsights.config import LoggingConfig, ServiceConfig, TenantConfig
 
 
 class ComputeFailed(RuntimeError):
@@ -35,7 +35,7 @@ class ComputeFailed(RuntimeError):
         self.exitcode = exitcode
 
 
-def _child(out: Connection, url: str, tenant: TenantConfig, logging: LoggingConfig) -> None:
+def _child(out: Connection, url: str, tenant: TenantConfig, service: ServiceConfig, logging: LoggingConfig) -> None:
     from relinsights.compute.job import compute_tenant
     from relinsights.db import make_engine
     from relinsights.log import setup_logging
@@ -44,7 +44,7 @@ def _child(out: Connection, url: str, tenant: TenantConfig, logging: LoggingConf
     try:
         engine = make_engine(url)
         try:
-            reply: tuple[str, Any] = ("ok", compute_tenant(engine, tenant))
+            reply: tuple[str, Any] = ("ok", compute_tenant(engine, tenant, keep_freed_below_mib=service.compute_keep_freed_below_mib))
         finally:
             engine.dispose()
     except BaseException as exc:  # (sent back whole: the daemon logs it and the lease backs off)
@@ -86,9 +86,11 @@ async def run_in_child(name: str, target: Callable[..., None], *args: Any) -> An
         raise
 
 
-async def compute_in_child(engine: Engine, tenant: TenantConfig, logging: LoggingConfig) -> ComputeReport:
+async def compute_in_child(
+    engine: Engine, tenant: TenantConfig, service: ServiceConfig, logging: LoggingConfig
+) -> ComputeReport:
     """`compute_tenant(engine, tenant)` (as of now, incremental) in a new process; cancelling stops it."""
     url = engine.url.render_as_string(hide_password=False)
-    report = await run_in_child(f"KPI computation of {tenant.name}", _child, url, tenant, logging)
+    report = await run_in_child(f"KPI computation of {tenant.name}", _child, url, tenant, service, logging)
     assert isinstance(report, ComputeReport)
     return report

@@ -45,6 +45,7 @@ from relinsights.analytics.spillfile import SpilledBytes
 from relinsights.analytics.timeutil import as_utc
 from relinsights.collector import collector_paused
 from relinsights.compute.fingerprint import settings_key, stable_until
+from relinsights.compute.freed_memory import FreedMemory
 from relinsights.compute.load import TenantInputs, load_inputs
 from relinsights.compute.payload import kpi_payload
 from relinsights.compute.report import ComputeReport
@@ -58,7 +59,7 @@ from relinsights.compute.store import (
     previous_snapshots,
     write_similar,
 )
-from relinsights.config import TenantConfig
+from relinsights.config import ServiceConfig, TenantConfig
 from relinsights.db.tenants import ensure_tenant, tenant_enabled
 
 log = structlog.get_logger(__name__)
@@ -67,6 +68,7 @@ log = structlog.get_logger(__name__)
 # holds in objects.
 RECORD_BATCH, LINK_BATCH = 2000, 250_000
 KPI_THREADS = 2
+KEEP_FREED_BELOW_MIB = ServiceConfig().compute_keep_freed_below_mib
 COMPLETE, PARTIAL = "Complete", "Partial"
 
 
@@ -257,12 +259,26 @@ def compute_payloads(engine: Engine, tenant: TenantConfig, as_of: datetime) -> d
 # only walked them again and again (a quarter of a run's time in scripts/bench_compute.py).
 @collector_paused()
 def compute_tenant(
-    engine: Engine, tenant: TenantConfig, as_of: datetime | None = None, full: bool = False
+    engine: Engine,
+    tenant: TenantConfig,
+    as_of: datetime | None = None,
+    full: bool = False,
+    keep_freed_below_mib: int = KEEP_FREED_BELOW_MIB,
 ) -> ComputeReport:
-    """Compute and store the KPI snapshots of every linked record of `tenant` as of `as_of` (default now)."""
+    """Compute and store the KPI snapshots of every linked record of `tenant` as of `as_of` (default now).
+
+    From the read on, memory the run frees is kept for reuse while its resident size is under
+    `keep_freed_below_mib` (compute/freed_memory.py; the readers' processes run during the read)."""
+    with FreedMemory(keep_freed_below_mib) as freed:
+        return _compute_tenant(engine, tenant, as_of, full, freed.keep_after("read"))
+
+
+def _compute_tenant(
+    engine: Engine, tenant: TenantConfig, as_of: datetime | None, full: bool, step: Callable[[str], object]
+) -> ComputeReport:
     started_wall, started = datetime.now(UTC), time.monotonic()
     as_of = normalise_as_of(as_of)
-    p = prepare(engine, tenant, as_of, keep_rows=False)
+    p = prepare(engine, tenant, as_of, keep_rows=False, step=step)
     report = ComputeReport(
         tenant=tenant.name,
         as_of=as_of,

@@ -1,0 +1,170 @@
+"""polars' jemalloc reached at run time (compute/jemalloc.py) and the run's freed memory kept under a limit
+(compute/freed_memory.py): found and checked, its settings read back, and the resident size it leads to."""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from relinsights.compute import freed_memory
+from relinsights.compute.freed_memory import FreedMemory
+from relinsights.compute.jemalloc import SYMBOL, Jemalloc, _polars_libraries, find_symbol, polars_jemalloc
+
+MIB = 2**20
+BLOCK = 256 * MIB  # what each test allocates through polars (twice) and frees
+
+
+def resident() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def allocate_and_free() -> int:
+    """The resident size while polars holds two BLOCKs of its own (every page written), then frees them."""
+    first = pl.int_range(0, BLOCK // 8, eager=True)
+    second = first * 3
+    held = resident()
+    del first, second
+    return held
+
+
+def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Whether `condition` holds within `seconds` (the sampler acts within milliseconds on an idle machine)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(freed_memory.SAMPLE_SECONDS)
+    return True
+
+
+def a_few_rounds() -> int:
+    time.sleep(25 * freed_memory.SAMPLE_SECONDS)
+    return resident()
+
+
+def sampler_running() -> bool:
+    return any(t.name == "freed-memory" for t in threading.enumerate())
+
+
+@pytest.fixture
+def jemalloc() -> Iterator[Jemalloc]:
+    found = polars_jemalloc()
+    assert found is not None, "polars' jemalloc was not found in this process (Linux, polars' own build)"
+    before = found.decay_ms(), found.decay_ms(kind="muzzy")
+    found.set_decay_ms(0)  # as the product's start-up setting (this process may have loaded polars without it)
+    found.set_decay_ms(0, kind="muzzy")
+    gc.collect()  # earlier tests' garbage freed now, not while a test measures
+    found.purge()
+    yield found
+    assert not sampler_running()
+    assert (found.decay_ms(), found.decay_ms(kind="muzzy")) == (0, 0)
+    found.set_decay_ms(before[0])
+    found.set_decay_ms(before[1], kind="muzzy")
+
+
+def test_polars_jemalloc_is_found_and_checked() -> None:
+    [library] = _polars_libraries()
+    symbol = find_symbol(Path(library), SYMBOL)
+    assert symbol is not None and symbol.file_offset > 0
+    jemalloc = polars_jemalloc()
+    assert jemalloc is not None and jemalloc.version().startswith("5.") and jemalloc.arenas() >= 1
+
+
+def test_symbols_not_there_are_none(tmp_path: Path) -> None:
+    [library] = _polars_libraries()
+    assert find_symbol(Path(library), b"_rjem_no_such_function") is None
+    assert find_symbol(Path(library), SYMBOL[1:]) is None  # a suffix of the name is not the name
+    assert find_symbol(Path(sys.executable), SYMBOL) is None  # an ELF file without it
+    (text := tmp_path / "not-elf.so").write_bytes(b"#!/bin/sh\n" * 10)
+    assert find_symbol(text, SYMBOL) is None
+
+
+def test_decay_is_set_for_every_arena_and_read_back(jemalloc: Jemalloc) -> None:
+    jemalloc.set_decay_ms(freed_memory.KEEP)
+    try:
+        assert jemalloc.decay_ms() == -1 and jemalloc.decay_ms(0) == -1
+    finally:
+        jemalloc.set_decay_ms(freed_memory.RETURN)
+    assert jemalloc.decay_ms() == 0 and jemalloc.decay_ms(0) == 0
+
+
+def test_freed_memory_is_kept_under_the_limit_and_returned_when_the_hold_ends(jemalloc: Jemalloc) -> None:
+    before = resident()
+    assert allocate_and_free() > before + BLOCK + BLOCK // 2
+    assert eventually(lambda: resident() < before + BLOCK // 4)  # the default: returned at once
+
+    with FreedMemory((before + 4 * BLOCK) // MIB) as freed:
+        freed.keep()
+        assert sampler_running()
+        assert eventually(lambda: jemalloc.decay_ms() == freed_memory.KEEP)
+        allocate_and_free()
+        assert a_few_rounds() > before + BLOCK // 2  # kept for the next allocation
+        again = allocate_and_free()
+        assert again < before + 2 * BLOCK + BLOCK // 2  # which reuses it (two blocks at once, no more)
+    assert resident() < before + BLOCK // 4  # the hold ended: what was kept went back
+
+
+def test_over_the_limit_freed_memory_goes_back_at_once(jemalloc: Jemalloc) -> None:
+    before = resident()
+    with FreedMemory((before + BLOCK) // MIB) as freed:
+        freed.keep()
+        assert eventually(lambda: jemalloc.decay_ms() == freed_memory.KEEP)
+        held = allocate_and_free()  # two blocks at once: over the limit while they are held
+        assert held > before + BLOCK + BLOCK // 2
+        assert eventually(lambda: resident() < before + BLOCK // 4)  # returned, not kept
+        assert freed_memory._sampler is not None and freed_memory._sampler.returns >= 1
+        # and kept again, back under the limit less the margin
+        assert eventually(lambda: jemalloc.decay_ms() == freed_memory.KEEP)
+
+
+def test_a_hold_returns_pages_without_a_muzzy_stage_and_restores_the_settings_before(jemalloc: Jemalloc) -> None:
+    jemalloc.set_decay_ms(500)  # an admin's _RJEM_MALLOC_CONF, say: polars' own defaults
+    jemalloc.set_decay_ms(1000, kind="muzzy")
+    with FreedMemory(100_000) as freed:
+        freed.keep()
+        assert jemalloc.decay_ms(0, kind="muzzy") == 0 and jemalloc.decay_ms(kind="muzzy") == 0
+        assert eventually(lambda: jemalloc.decay_ms() == freed_memory.KEEP)
+    assert (jemalloc.decay_ms(), jemalloc.decay_ms(0), jemalloc.decay_ms(kind="muzzy")) == (500, 500, 1000)
+    jemalloc.set_decay_ms(0)
+    jemalloc.set_decay_ms(0, kind="muzzy")
+
+
+def test_holds_nest_and_the_last_one_ends_the_sampler(jemalloc: Jemalloc) -> None:
+    with FreedMemory(100_000) as outer:
+        outer.keep()
+        with FreedMemory(50_000) as inner:
+            inner.keep()
+            inner.keep()  # a second call changes nothing
+            assert freed_memory._limit_bytes() == 50_000 * MIB  # the lowest applies
+        assert sampler_running() and freed_memory._limit_bytes() == 100_000 * MIB
+    assert not sampler_running()
+
+
+def test_nothing_is_kept_with_limit_zero_or_without_the_allocator(
+    jemalloc: Jemalloc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FreedMemory(0) as freed:
+        freed.keep_after("read")("read")
+        assert not sampler_running()
+    monkeypatch.setattr(freed_memory, "polars_jemalloc", lambda: None)
+    with FreedMemory(900) as freed:
+        freed.keep()
+        assert not sampler_running()
+
+
+def test_keep_after_waits_for_its_step(jemalloc: Jemalloc) -> None:
+    with FreedMemory(100_000) as freed:
+        step = freed.keep_after("read")
+        step("load")
+        assert not sampler_running()
+        step("read")
+        assert sampler_running()
