@@ -23,6 +23,8 @@ def test_doctor_passes_against_a_healthy_sandbox(tmp_path: Path) -> None:
     failed = [c for c in checks if c["level"] == "fail"]
     assert code == 0 and not failed, failed
     names = {c["name"] for c in checks}
+    [memory] = [c for c in checks if c["name"] == "KPI runs keep freed memory"]
+    assert memory["level"] == "ok" and memory["detail"].startswith("under 900 MiB resident (polars' jemalloc 5.")
     assert {"database and migrations", "certificate", "token for Graph", "clock skew",
             "Graph permission User.Read.All", "mailbox scope", "Exchange scoping"} <= names
     assert any(n.startswith("Graph permission Mail.ReadBasic.All") for n in names)

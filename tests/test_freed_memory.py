@@ -17,6 +17,8 @@ import pytest
 from relinsights.compute import freed_memory
 from relinsights.compute.freed_memory import FreedMemory
 from relinsights.compute.jemalloc import SYMBOL, Jemalloc, _polars_libraries, find_symbol, polars_jemalloc
+from relinsights.config import ServiceConfig
+from relinsights.doctor import check_compute_memory
 
 MIB = 2**20
 BLOCK = 256 * MIB  # what each test allocates through polars (twice) and frees
@@ -168,3 +170,10 @@ def test_keep_after_waits_for_its_step(jemalloc: Jemalloc) -> None:
         assert not sampler_running()
         step("read")
         assert sampler_running()
+
+
+def test_doctor_says_whether_freed_memory_can_be_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert check_compute_memory(ServiceConfig(compute_keep_freed_below_mib=0)).detail.startswith("no: returned")
+    monkeypatch.setattr("relinsights.compute.jemalloc.polars_jemalloc", lambda: None)
+    check = check_compute_memory(ServiceConfig())
+    assert check.level == "warn" and "has no effect" in check.detail

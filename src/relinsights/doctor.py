@@ -17,7 +17,7 @@ from kiota_abstractions.base_request_configuration import RequestConfiguration
 from sqlalchemy import Engine
 
 from relinsights.auth import CredentialError, TokenSource, load_client_credential
-from relinsights.config import Config, TenantConfig
+from relinsights.config import Config, ServiceConfig, TenantConfig
 from relinsights.crm.client import DataverseClient, DataverseError
 from relinsights.crm.writeback_rows import mapped_columns
 from relinsights.db.engine import schema_status
@@ -51,6 +51,21 @@ def check_database(engine: Engine) -> list[Check]:
     if current != head:
         return [Check("", "database and migrations", "warn", f"schema {current}, newest {head}; migrated on start")]
     return [Check("", "database and migrations", "ok", f"schema {current}")]
+
+
+def check_compute_memory(service: ServiceConfig) -> Check:
+    """Whether service.compute_keep_freed_below_mib can take effect (polars' allocator reached, README Sizing)."""
+    name, limit = "KPI runs keep freed memory", service.compute_keep_freed_below_mib
+    if limit == 0:
+        return Check("", name, "ok", "no: returned at once (service.compute_keep_freed_below_mib = 0)")
+    from relinsights.compute.jemalloc import polars_jemalloc
+
+    if (jemalloc := polars_jemalloc()) is None:
+        return Check(
+            "", name, "warn", "polars' allocator cannot be reached in this build: freed memory is returned at once"
+            " (slower runs; service.compute_keep_freed_below_mib has no effect)"
+        )
+    return Check("", name, "ok", f"under {limit} MiB resident (polars' jemalloc {jemalloc.version().split('-')[0]})")
 
 
 async def check_tenant(tenant: TenantConfig) -> list[Check]:
@@ -247,7 +262,7 @@ async def _writeback_mapping(tenant: TenantConfig, dv: DataverseClient) -> list[
 
 
 def run_doctor(cfg: Config, engine: Engine, tenant: str | None = None) -> list[Check]:
-    checks = [Check("", "configuration", "ok", cfg.source), *check_database(engine)]
+    checks = [Check("", "configuration", "ok", cfg.source), *check_database(engine), check_compute_memory(cfg.service)]
     tenants = [cfg.tenant(tenant)] if tenant else list(cfg.tenants)
 
     async def all_tenants() -> list[list[Check]]:
