@@ -15,8 +15,9 @@ import polars as pl
 import pytest
 
 from relinsights.compute import freed_memory
+from relinsights.compute import jemalloc as jemalloc_module
 from relinsights.compute.freed_memory import FreedMemory
-from relinsights.compute.jemalloc import SYMBOL, Jemalloc, _polars_libraries, find_symbol, polars_jemalloc
+from relinsights.compute.jemalloc import SYMBOL, Jemalloc, Mapping, _polars_libraries, find_symbol, polars_jemalloc
 from relinsights.config import ServiceConfig
 from relinsights.doctor import check_compute_memory
 
@@ -79,6 +80,17 @@ def test_polars_jemalloc_is_found_and_checked() -> None:
     assert symbol is not None and symbol.file_offset > 0
     jemalloc = polars_jemalloc()
     assert jemalloc is not None and jemalloc.version().startswith("5.") and jemalloc.arenas() >= 1
+
+
+def test_the_function_is_called_only_where_the_library_maps_its_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    piece = Mapping(start=0x7F0000001000, end=0x7F0000003000, offset=0x5000, executable=True)
+    assert [piece.address_of(o) for o in (0x4FFF, 0x5000, 0x6FFF, 0x7000)] == [None, 0x7F0000001000, 0x7F0000002FFF, None]
+    found = _polars_libraries()
+    not_code = {lib: [Mapping(m.start, m.end, m.offset, False) for m in ms] for lib, ms in found.items()}
+    monkeypatch.setattr(jemalloc_module, "_polars_libraries", lambda: not_code)
+    assert polars_jemalloc.__wrapped__() is None  # (not even read: the address would be outside its code)
+    monkeypatch.setattr(jemalloc_module, "_polars_libraries", lambda: found)
+    assert polars_jemalloc.__wrapped__() is not None
 
 
 def test_symbols_not_there_are_none(tmp_path: Path) -> None:
@@ -177,3 +189,15 @@ def test_doctor_says_whether_freed_memory_can_be_kept(monkeypatch: pytest.Monkey
     monkeypatch.setattr("relinsights.compute.jemalloc.polars_jemalloc", lambda: None)
     check = check_compute_memory(ServiceConfig())
     assert check.level == "warn" and "has no effect" in check.detail
+
+
+def test_a_failing_sampler_leaves_the_settings_as_they_were(jemalloc: Jemalloc, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: object) -> None:
+        jemalloc.set_decay_ms(freed_memory.KEEP)  # (as if it had started keeping)
+        raise OSError(14, "mallctl failed")
+
+    monkeypatch.setattr(freed_memory._Sampler, "_sample", broken)
+    with FreedMemory(100_000) as freed:
+        freed.keep()
+        assert eventually(lambda: not sampler_running())
+        assert jemalloc.decay_ms() == 0  # not left keeping everything for the rest of the run

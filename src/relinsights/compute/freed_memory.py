@@ -28,7 +28,7 @@ from relinsights.compute.jemalloc import Jemalloc, polars_jemalloc
 log = structlog.get_logger(__name__)
 
 SAMPLE_SECONDS = 0.002
-MARGIN_MIB = 32  # held again once this far under the limit: not switched back and forth at every sample
+MARGIN_MIB = 32  # kept again once this far under the limit: not switched back and forth at every sample
 KEEP, RETURN = -1, 0  # jemalloc's dirty_decay_ms: kept until purged; returned at once
 
 _lock = threading.Lock()
@@ -47,6 +47,17 @@ class _Sampler(threading.Thread):
         self._page = os.sysconf("SC_PAGE_SIZE")
 
     def run(self) -> None:
+        try:
+            self._sample()
+        except Exception:  # (never left keeping everything: the settings from before are restored below)
+            log.exception("compute.freed_memory_failed", fix="set service.compute_keep_freed_below_mib = 0")
+        finally:
+            self.jemalloc.purge()
+            dirty, muzzy = self.before
+            self.jemalloc.set_decay_ms(dirty)
+            self.jemalloc.set_decay_ms(muzzy, kind="muzzy")
+
+    def _sample(self) -> None:
         keeping = False
         with open("/proc/self/statm", "rb") as statm:
             while not self.stopped.wait(SAMPLE_SECONDS):
@@ -59,10 +70,6 @@ class _Sampler(threading.Thread):
                 elif not keeping and resident < limit - MARGIN_MIB * 2**20:
                     self.jemalloc.set_decay_ms(KEEP)
                     keeping = True
-        self.jemalloc.purge()
-        dirty, muzzy = self.before
-        self.jemalloc.set_decay_ms(dirty)
-        self.jemalloc.set_decay_ms(muzzy, kind="muzzy")
 
 
 def _limit_bytes() -> int:

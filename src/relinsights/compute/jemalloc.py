@@ -15,7 +15,7 @@ import ctypes
 import mmap
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -39,7 +39,7 @@ _MALLCTL = ctypes.CFUNCTYPE(
 
 @dataclass(frozen=True)
 class Symbol:
-    address: int  # its virtual address in the file (st_value)
+    address: int  # its virtual address in the library (st_value)
     file_offset: int  # where its code lies in the file
 
 
@@ -57,7 +57,7 @@ def find_symbol(path: Path, name: bytes) -> Symbol | None:
             strings = sections[link]
             table = elf[strings[4] : strings[4] + strings[5]]
             starts, at = [], table.find(name + b"\0")
-            while at >= 0:  # each place the name's bytes end a string: a symbol may point at any of them
+            while at >= 0:  # each place the name stands before a NUL: a symbol of exactly that name names one
                 starts.append(at)
                 at = table.find(name + b"\0", at + 1)
             symbols = np.frombuffer(elf, _SYM, size // entsize, offset)
@@ -73,24 +73,33 @@ def find_symbol(path: Path, name: bytes) -> Symbol | None:
         return None
 
 
-def _mappings() -> Iterator[tuple[str, int, int]]:
-    """This process's file mappings: (file, offset in it, start address)."""
+@dataclass(frozen=True)
+class Mapping:
+    """A piece of a file mapped into this process (a line of /proc/self/maps)."""
+
+    start: int
+    end: int
+    offset: int  # of its first byte in the file
+    executable: bool
+
+    def address_of(self, file_offset: int) -> int | None:
+        inside = self.offset <= file_offset < self.offset + self.end - self.start
+        return self.start + file_offset - self.offset if inside else None
+
+
+def _polars_libraries() -> dict[str, list[Mapping]]:
+    """polars' libraries mapped in this process, with their mappings."""
+    import polars  # noqa: F401  (maps its library into this process)
+
+    found: dict[str, list[Mapping]] = {}
     with open("/proc/self/maps") as maps:
         for line in maps:
             fields = line.split(maxsplit=5)
-            if len(fields) == 6:
-                yield fields[5].rstrip("\n"), int(fields[2], 16), int(fields[0].split("-")[0], 16)
-
-
-def _polars_libraries() -> dict[str, int]:
-    """polars' libraries in this process, with where each one's first segment (file offset 0) is mapped."""
-    import polars  # noqa: F401  (maps its library into this process)
-
-    return {
-        file: start
-        for file, offset, start in _mappings()
-        if offset == 0 and "polars" in file.rsplit("/", 1)[-1] and file.endswith(".so")
-    }
+            file = fields[5].rstrip("\n") if len(fields) == 6 else ""
+            if "polars" in file.rsplit("/", 1)[-1] and file.endswith(".so"):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                found.setdefault(file, []).append(Mapping(start, end, int(fields[2], 16), "x" in fields[1]))
+    return found
 
 
 class Jemalloc:
@@ -141,13 +150,17 @@ def polars_jemalloc() -> Jemalloc | None:
     """The controls of the jemalloc inside polars' library in this process, or None where it cannot be found."""
     if not Path("/proc/self/maps").exists():
         return None
-    for library, base in _polars_libraries().items():
+    for library, mappings in _polars_libraries().items():
         if (symbol := find_symbol(Path(library), SYMBOL)) is None:
             continue
-        address = base + symbol.address
+        # (where its code is mapped: never an address outside the library's executable mappings)
+        found = [a for m in mappings if m.executable and (a := m.address_of(symbol.file_offset)) is not None]
+        if len(found) != 1:
+            continue
+        address = found[0]
         with open(library, "rb") as f:
             f.seek(symbol.file_offset)
-            if ctypes.string_at(address, 32) != f.read(32):  # the code there is not the file's: wrong address
+            if ctypes.string_at(address, 32) != f.read(32):  # the code there is not the file's
                 continue
         jemalloc = Jemalloc(_MALLCTL(address))
         if jemalloc.version().startswith("5."):
