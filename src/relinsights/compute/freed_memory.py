@@ -3,7 +3,7 @@
 The run's process returns freed memory at once by default (`_RJEM_MALLOC_CONF` in `relinsights/__init__.py`),
 which keeps its peak at what it holds, but the kernel then hands the same memory over again page by page:
 at 2,000,000 activities, 5 million page faults, a third of the run's CPU (docs/benchmark-history.md, round 20).
-Keeping it instead, everywhere, made runs 20-25% faster and their peak 15-20% higher.
+Keeping it instead, everywhere, made runs 15-24% faster and their peak 14-21% higher.
 
 So it is kept under a limit: while the process's resident size is below `limit_mib`, polars' allocator keeps
 what it frees (and reuses it); once above, it returns it at once again, as by default, until the resident size
