@@ -4,9 +4,11 @@ The steps of `compute_tenant` one after the other, in one fresh process, over a 
 `bench_compute.py` (a new SQLite one of -n activities, or an existing database with --url): the read
 (`load_inputs`), the activity build, the thread settling, matching, the activity table, the record
 fingerprints and the KPIs with their payloads (not written). Per step: wall seconds, CPU seconds (of them
-in the kernel, and the page faults it served: memory handed back and over again, docs/benchmark-history.md, round 20), resident
-memory after it, and its peak (the process's peak is reset before each step, /proc/self/clear_refs), MiB;
-with readers: the peak of its memory plus that of the processes reading mail and calendars, when higher.
+in the kernel, and the page faults it served: memory handed back and over again, docs/benchmark-history.md,
+round 20), resident memory after it, and its peak (the process's peak is reset before each step,
+/proc/self/clear_refs), MiB; with readers: the peak of its memory plus that of the processes reading mail and
+calendars, when higher. Freed memory is kept from the end of the read on, as compute_tenant keeps it
+(--keep-freed-below-mib, default service.compute_keep_freed_below_mib's; 0: returned at once).
 
     .venv/bin/python scripts/bench_phases.py -n 200000
     .venv/bin/python scripts/bench_phases.py --url sqlite:////tmp/bench.db    # a database built before

@@ -84,7 +84,8 @@ def test_polars_jemalloc_is_found_and_checked() -> None:
 
 def test_the_function_is_called_only_where_the_library_maps_its_code(monkeypatch: pytest.MonkeyPatch) -> None:
     piece = Mapping(start=0x7F0000001000, end=0x7F0000003000, offset=0x5000, executable=True)
-    assert [piece.address_of(o) for o in (0x4FFF, 0x5000, 0x6FFF, 0x7000)] == [None, 0x7F0000001000, 0x7F0000002FFF, None]
+    addresses = [piece.address_of(o) for o in (0x4FFF, 0x5000, 0x6FFF, 0x7000)]
+    assert addresses == [None, 0x7F0000001000, 0x7F0000002FFF, None]
     found = _polars_libraries()
     not_code = {lib: [Mapping(m.start, m.end, m.offset, False) for m in ms] for lib, ms in found.items()}
     monkeypatch.setattr(jemalloc_module, "_polars_libraries", lambda: not_code)
@@ -191,7 +192,9 @@ def test_doctor_says_whether_freed_memory_can_be_kept(monkeypatch: pytest.Monkey
     assert check.level == "warn" and "has no effect" in check.detail
 
 
-def test_a_failing_sampler_leaves_the_settings_as_they_were(jemalloc: Jemalloc, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_sampler_leaves_the_settings_as_they_were(
+    jemalloc: Jemalloc, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(self: object) -> None:
         jemalloc.set_decay_ms(freed_memory.KEEP)  # (as if it had started keeping)
         raise OSError(14, "mallctl failed")

@@ -414,9 +414,8 @@ def compute(
     rows: list[dict[str, Any]] = []
     for t in [cfg.tenant(tenant)] if tenant else cfg.tenants:
         try:
-            rows.append(compute_tenant(
-                    engine, t, as_of=when, full=full, keep_freed_below_mib=cfg.service.compute_keep_freed_below_mib
-                ).to_json())
+            keep = cfg.service.compute_keep_freed_below_mib
+            rows.append(compute_tenant(engine, t, as_of=when, full=full, keep_freed_below_mib=keep).to_json())
         except Exception as exc:  # one tenant failing must not hide the others' results
             failed = True
             log.exception("compute.failed", tenant=t.name)

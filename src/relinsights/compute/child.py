@@ -44,7 +44,8 @@ def _child(out: Connection, url: str, tenant: TenantConfig, service: ServiceConf
     try:
         engine = make_engine(url)
         try:
-            reply: tuple[str, Any] = ("ok", compute_tenant(engine, tenant, keep_freed_below_mib=service.compute_keep_freed_below_mib))
+            keep = service.compute_keep_freed_below_mib
+            reply: tuple[str, Any] = ("ok", compute_tenant(engine, tenant, keep_freed_below_mib=keep))
         finally:
             engine.dispose()
     except BaseException as exc:  # (sent back whole: the daemon logs it and the lease backs off)
