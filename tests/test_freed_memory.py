@@ -17,7 +17,7 @@ import pytest
 from relinsights.compute import freed_memory
 from relinsights.compute import jemalloc as jemalloc_module
 from relinsights.compute.freed_memory import FreedMemory
-from relinsights.compute.jemalloc import SYMBOL, Jemalloc, Mapping, _polars_libraries, find_symbol, polars_jemalloc
+from relinsights.compute.jemalloc import SYMBOL, Jemalloc, Mapping, _polars_libraries, polars_jemalloc, symbol_offset
 from relinsights.config import ServiceConfig
 from relinsights.doctor import check_compute_memory
 
@@ -76,8 +76,8 @@ def jemalloc() -> Iterator[Jemalloc]:
 
 def test_polars_jemalloc_is_found_and_checked() -> None:
     [library] = _polars_libraries()
-    symbol = find_symbol(Path(library), SYMBOL)
-    assert symbol is not None and symbol.file_offset > 0
+    offset = symbol_offset(Path(library), SYMBOL)
+    assert offset is not None and offset > 0
     jemalloc = polars_jemalloc()
     assert jemalloc is not None and jemalloc.version().startswith("5.") and jemalloc.arenas() >= 1
 
@@ -96,11 +96,11 @@ def test_the_function_is_called_only_where_the_library_maps_its_code(monkeypatch
 
 def test_symbols_not_there_are_none(tmp_path: Path) -> None:
     [library] = _polars_libraries()
-    assert find_symbol(Path(library), b"_rjem_no_such_function") is None
-    assert find_symbol(Path(library), SYMBOL[1:]) is None  # a suffix of the name is not the name
-    assert find_symbol(Path(sys.executable), SYMBOL) is None  # an ELF file without it
+    assert symbol_offset(Path(library), b"_rjem_no_such_function") is None
+    assert symbol_offset(Path(library), SYMBOL[1:]) is None  # a suffix of the name is not the name
+    assert symbol_offset(Path(sys.executable), SYMBOL) is None  # an ELF file without it
     (text := tmp_path / "not-elf.so").write_bytes(b"#!/bin/sh\n" * 10)
-    assert find_symbol(text, SYMBOL) is None
+    assert symbol_offset(text, SYMBOL) is None
 
 
 def test_decay_is_set_for_every_arena_and_read_back(jemalloc: Jemalloc) -> None:

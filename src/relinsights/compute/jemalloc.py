@@ -2,8 +2,9 @@
 
 polars allocates every column with a jemalloc of its own, which it neither exports nor lets Python configure
 after start-up (only `_RJEM_MALLOC_CONF`, read once at load). Its control function, `mallctl`, is in the
-library's symbol table as a local symbol (`_rjem_mallctl`): found there, and checked twice (the mapped code
-at that address is the file's, and it answers "version" with jemalloc 5's), it is called through ctypes.
+library's symbol table as a local symbol (`_rjem_mallctl`): found there and checked (its code is mapped
+executable in this process and is the file's, and it answers "version" with jemalloc 5's), it is called
+through ctypes.
 
 Anything unexpected (another platform, a polars built with another allocator, a stripped library) gives
 `None`, and the caller runs as if it had never looked: with the start-up setting alone.
@@ -37,14 +38,9 @@ _MALLCTL = ctypes.CFUNCTYPE(
 )
 
 
-@dataclass(frozen=True)
-class Symbol:
-    address: int  # its virtual address in the library (st_value)
-    file_offset: int  # where its code lies in the file
-
-
-def find_symbol(path: Path, name: bytes) -> Symbol | None:
-    """A function symbol of a 64-bit little-endian ELF file's full symbol table (.symtab), or None."""
+def symbol_offset(path: Path, name: bytes) -> int | None:
+    """Where the code of a function of a 64-bit little-endian ELF file's full symbol table (.symtab) lies in the
+    file, or None."""
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as elf:
         if elf[:6] != b"\x7fELF\x02\x01":
             return None
@@ -69,7 +65,7 @@ def find_symbol(path: Path, name: bytes) -> Symbol | None:
             for i in range(phnum):
                 kind, _, p_offset, p_vaddr, _, p_filesz = struct.unpack_from("<IIQQQQ", elf, phoff + i * phentsize)
                 if kind == _PT_LOAD and p_vaddr <= value < p_vaddr + p_filesz:
-                    return Symbol(value, value - p_vaddr + p_offset)
+                    return value - p_vaddr + p_offset
         return None
 
 
@@ -151,15 +147,15 @@ def polars_jemalloc() -> Jemalloc | None:
     if not Path("/proc/self/maps").exists():
         return None
     for library, mappings in _polars_libraries().items():
-        if (symbol := find_symbol(Path(library), SYMBOL)) is None:
+        if (offset := symbol_offset(Path(library), SYMBOL)) is None:
             continue
         # (where its code is mapped: never an address outside the library's executable mappings)
-        found = [a for m in mappings if m.executable and (a := m.address_of(symbol.file_offset)) is not None]
+        found = [a for m in mappings if m.executable and (a := m.address_of(offset)) is not None]
         if len(found) != 1:
             continue
         address = found[0]
         with open(library, "rb") as f:
-            f.seek(symbol.file_offset)
+            f.seek(offset)
             if ctypes.string_at(address, 32) != f.read(32):  # the code there is not the file's
                 continue
         jemalloc = Jemalloc(_MALLCTL(address))
