@@ -364,6 +364,17 @@ def test_fingerprints_hash_the_participants_some_rows_at_a_time_alike(
     assert _fingerprints(msgs, Settings(), RECORDS.health_refs()) == whole
 
 
+@pytest.mark.parametrize("records", [1, 2])
+def test_fingerprints_hash_the_links_some_records_at_a_time_alike(
+    records: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    msgs = _emails_from_bob()
+    whole = _fingerprints(msgs, Settings(), RECORDS.health_refs())
+    assert len(whole) > 2
+    monkeypatch.setattr(activity_table, "FINGERPRINT_RECORDS", records)
+    assert _fingerprints(msgs, Settings(), RECORDS.health_refs()) == whole
+
+
 def test_polars_returns_freed_memory_at_once_unless_the_admin_says_otherwise() -> None:
     import subprocess
     import sys

@@ -108,6 +108,22 @@ def test_a_key_whose_hash_repeats_alone_makes_the_same_activity(messages: list[M
         assert_same(messages, tenant_rules())
 
 
+@pytest.mark.parametrize("chunk", [1, 2])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=mailboxes_of_mail())
+def test_recipients_put_in_order_some_activities_at_a_time_make_the_same_activities(
+    chunk: int, messages: list[MailMessage]
+) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mail_frames, "RECIPIENTS_CHUNK", chunk)
+        assert_same(messages, tenant_rules())
+
+
+def test_an_email_keys_message_id_is_a_view_of_its_bytes_and_none_for_a_graph_id() -> None:
+    keys = pl.Series(["email:<a@x>", "email:graph:AAMk=", "email:<a-much-longer-id-than-twelve-bytes@x>"])
+    assert mail_frames.message_id(keys).to_list() == ["<a@x>", None, "<a-much-longer-id-than-twelve-bytes@x>"]
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mailboxes_of_mail(), st.randoms(use_true_random=False))
 def test_copies_read_without_sources_make_what_the_object_builder_makes(messages: list[MailMessage], rnd: object) -> None:

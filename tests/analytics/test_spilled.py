@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from relinsights.analytics import spilled
 from relinsights.analytics.activities import Activity, Direction, Kind, Participant, Role
-from relinsights.analytics.frames import KEY_SEED, ActivityFrames, FrameActivities, frames_of
+from relinsights.analytics.frames import KEY_SEED, ActivityFrames, FrameActivities, frames_of, gathered
 from relinsights.analytics.spilled import SpilledStrings
 
 T = datetime(2026, 3, 2, 12, tzinfo=UTC)
@@ -91,6 +91,14 @@ def test_combining_with_the_keys_spilled_gives_the_frames_combined_in_memory() -
     assert kept.parts.equals(whole.parts)
     assert list(FrameActivities(kept)) == list(FrameActivities(whole))
     assert kept.compacted().keys is kept.keys
+
+
+def test_a_frame_gathered_a_column_at_a_time_is_the_frame_gathered_and_lets_the_columns_go() -> None:
+    frame = pl.DataFrame({"t": [3, 1, 2], "key": ["c", "a", "b"], "ids": [["z"], [], ["x", "y"]]})
+    rows = pl.Series([1, 2, 0], dtype=pl.UInt32)
+    expected = frame.select(pl.all().gather(rows))
+    assert gathered(frame, rows).equals(expected)
+    assert frame.width == 0  # (the caller's frame gave up every column)
 
 
 def test_combining_no_activities_with_the_keys_spilled() -> None:
