@@ -28,7 +28,8 @@ PostgreSQL, not included); act/s is activities in the window per wall second, ac
 (steadier when the machine is shared); peak MiB is the
 worker process's peak RSS (VmHWM: imports and the engine included), "with readers" the peak of its RSS plus
 that of the processes that read its mail and calendars (sampled every 100 ms), on which the memory target
-is judged. load is the 1-minute load average
+is judged: under 1 GB read as 10^9 bytes (953.7 MiB), the stricter reading (1 GiB until 2026-12-07). load is
+the 1-minute load average
 before each run (2 cores: anything above ~0.5 means someone else was busy and the numbers are noisy).
 
     .venv/bin/python scripts/bench_compute.py                    # 2,000,000 activities, SQLite
@@ -78,6 +79,7 @@ CHUNK = 20_000
 # internetMessageId about 80, an iCalUId 112): polars keeps a string of up to 12 bytes inside its 16-byte
 # view and longer ones out of line, so short ids would understate a real tenant's memory.
 GRAPH_ID, CONVERSATION_ID = 152, 80
+MEMORY_TARGET_MIB = 10**9 / 2**20  # the "peak memory under 1 GB", read as 10^9 bytes
 ICAL_PREFIX = "040000008200E00074C5B7101A82E008"
 TENANT = "bench"
 
@@ -456,7 +458,7 @@ def rows(results: list[dict[str, Any]], n: int) -> Iterator[str]:
             f" {full_rate / floor_rate:.3f} of the GROUP BY floor ({floor_rate:,.0f} act/s);"
             f" incremental {speedup:.1f}x faster by wall time, {cpu_speedup:.1f}x by CPU"
             f" (target 10x: {'PASS' if min(speedup, cpu_speedup) >= 10 else 'FAIL'});"
-            f" peak {peak:.0f} MiB (target < 1024: {'PASS' if peak < 1024 else 'FAIL'})"
+            f" peak {peak:.0f} MiB (target < 1 GB, {MEMORY_TARGET_MIB:.0f} MiB: {'PASS' if peak < MEMORY_TARGET_MIB else 'FAIL'})"
         )
 
 
