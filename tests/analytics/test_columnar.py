@@ -354,24 +354,17 @@ def test_fingerprints_are_the_same_in_every_process() -> None:
     assert outs[0] == outs[1] and "contact" in outs[0]
 
 
-@pytest.mark.parametrize("rows", [1, 3])
-def test_fingerprints_hash_the_participants_some_rows_at_a_time_alike(
-    rows: int, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("at_a_time", "n"), [("HASH_ROWS", 1), ("HASH_ROWS", 3), ("FINGERPRINT_RECORDS", 1), ("FINGERPRINT_RECORDS", 2)]
+)
+def test_fingerprints_hash_participants_and_links_some_at_a_time_alike(
+    at_a_time: str, n: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    msgs = _emails_from_bob()
-    whole = _fingerprints(msgs, Settings(), RECORDS.health_refs())
-    monkeypatch.setattr(activity_table, "HASH_ROWS", rows)
-    assert _fingerprints(msgs, Settings(), RECORDS.health_refs()) == whole
-
-
-@pytest.mark.parametrize("records", [1, 2])
-def test_fingerprints_hash_the_links_some_records_at_a_time_alike(
-    records: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    """Participant rows (HASH_ROWS) and records' links (FINGERPRINT_RECORDS) hashed a few at a time."""
     msgs = _emails_from_bob()
     whole = _fingerprints(msgs, Settings(), RECORDS.health_refs())
     assert len(whole) > 2
-    monkeypatch.setattr(activity_table, "FINGERPRINT_RECORDS", records)
+    monkeypatch.setattr(activity_table, at_a_time, n)
     assert _fingerprints(msgs, Settings(), RECORDS.health_refs()) == whole
 
 
