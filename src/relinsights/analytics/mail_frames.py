@@ -308,10 +308,9 @@ def split_mail(
     """(the copies the frame builder takes, as `with_keys` gives them, with their sources (`with_sources`);
     the copies of keys a CRM copy also has, as `MailMessage` objects for the object builder). The raw
     message ids are taken out of `messages`."""
-    keys = list(crm_keys)
-    keyed, raw_ids = with_keys(messages, keys)
+    keyed, raw_ids = with_keys(messages, crm_keys)
     keyed = with_sources(keyed, rules, graph_ids)
-    keyed, shared = split_keys(keyed, keys, "gid")
+    keyed, shared = split_keys(keyed, crm_keys, "gid")
     keyed = keyed.drop("in_reply_to", "references")  # (the frame builder reads the normalised ids)
     if not shared.height:
         return keyed, []
@@ -424,7 +423,7 @@ def _merged(copies: pl.DataFrame) -> pl.DataFrame:
     # A copy's message id is its key's (all of a message's copies have it), as a view of the key's bytes: kept
     # as a column of its own through the build, it held them twice.
     merged = pl.concat([one.collect(), several.collect()])
-    return merged.insert_column(1, message_id(merged.get_column("gid")))
+    return merged.with_columns(message_id(merged.get_column("gid")))
 
 
 def message_id(keys: pl.Series) -> pl.Series:
@@ -543,20 +542,20 @@ def _build(rows: MailRows, rules: PartyRules, skipped: Counter[str]) -> Activity
     # Recipients in primary order, To before Cc, list order; each person once, the sender not again. Made for
     # a range of activities at a time, in order (`a` is the row): the joins' tables and the sort of all at
     # once were the build's peak (2,000,000 activities: 0.27 GB over what came before; by halves 0.19).
-    senders = acts.select("a", "s_pid", m="ms")
+    copies_of = acts.select("a", "s_pid", m="ms")
     recips = pl.concat(
         [
             recips.lazy()
-            .join(copies.lazy().join(senders.slice(start, RECIPIENTS_CHUNK).lazy().explode("m"), on="m"), on="m")
+            .join(copies.lazy().join(copies_of.slice(start, RECIPIENTS_CHUNK).lazy().explode("m"), on="m"), on="m")
             .filter(pl.col("pid") != pl.col("s_pid"))
             .sort("a", "prank", "role", "seq")
             .filter(pair_key(pl.col("a"), pl.col("pid")).is_first_distinct())  # (half a unique's time on two columns)
             .select("a", "w", internal=pl.col("kind") == SIDE_INTERNAL, role="role")
             .collect()
-            for start in range(0, max(senders.height, 1), RECIPIENTS_CHUNK)
+            for start in range(0, max(copies_of.height, 1), RECIPIENTS_CHUNK)
         ]
     )
-    del senders
+    del copies_of
     # People and addresses gathered as categoricals (frames.PERSON): as strings, each row held a copy.
     person, address = (who.get_column(c).cast(PERSON) for c in ("person", "address"))
     recips = recips.select(
