@@ -640,6 +640,28 @@ def test_a_large_read_gives_its_children_the_database_on_stdin_and_never_shows_a
     assert secret not in str(failed.value)
 
 
+def test_the_readers_keep_the_memory_a_part_frees_for_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader processes run with polars' allocator keeping freed memory (one arena, no decay), not with the
+    run's own setting (returned at once, which the children would inherit), and otherwise the run's environment."""
+    monkeypatch.setenv("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
+    monkeypatch.setenv("RELINSIGHTS_TEST_MARK", "kept")
+    envs: list[dict[str, str]] = []
+    popen = bulk_read.subprocess.Popen
+
+    def spy(args: list[str], **kwargs: Any) -> Any:
+        envs.append(kwargs["env"])
+        return popen(args, **kwargs)
+
+    monkeypatch.setattr(bulk_read.subprocess, "Popen", spy)
+    db = _numbers_db(tmp_path / "read.db", 10)
+    with ExitStack() as started:
+        rows = bulk_read._start_in_processes(started, str(db), str(db), [Query("SELECT x FROM t", ["x"])])()
+    assert rows[0].get_column("x").to_list() == list(range(10))
+    assert envs and all(env["_RJEM_MALLOC_CONF"] == "narenas:1,dirty_decay_ms:-1,muzzy_decay_ms:0" for env in envs)
+    assert all(env["RELINSIGHTS_TEST_MARK"] == "kept" and env["PATH"] == os.environ["PATH"] for env in envs)
+    assert os.environ["_RJEM_MALLOC_CONF"] == "dirty_decay_ms:0,muzzy_decay_ms:0"  # (this process's unchanged)
+
+
 def _numbers_db(path: Path, n: int) -> Path:
     import sqlite3
 

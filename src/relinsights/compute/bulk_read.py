@@ -60,10 +60,19 @@ _BATCH = 100_000
 # Rows from which a read goes through child processes: starting one costs about 0.2 s; on SQLite the
 # driver's columns save about 5 s per million rows, on PostgreSQL the file about 130 MiB per million.
 PROCESS_READ_ROWS = 100_000
-RANGE_IDS = 250_000  # the ids in one part of a query read by parts (`id_ranges`)
+# The ids in one part of a query read by parts (`id_ranges`). A reader keeps the memory of its largest part
+# (READER_MALLOC_CONF): with 250,000 the read's peak with its readers went from 853-889 to 965-995 MiB at
+# 2,000,000 activities, with 125,000 it stays at 864-872.
+RANGE_IDS = 125_000
 # The child processes of a large read: two, on two cores, with this process making their parts ready (three
 # were no faster at 2,000,000 activities), each holding a part's rows at a time.
 READERS = 2
+# polars' allocator in a reader (`_RJEM_MALLOC_CONF`, read when polars loads): it keeps what a part frees for the
+# next, in one arena (whichever of polars' threads frees it). Inherited, the run's own setting returns freed
+# memory at once (relinsights/__init__.py), and every part had its pages handed over again: at 2,000,000
+# activities 0.8 million page faults, 1.0 s of the readers' 7.7 s of CPU, 0.3-0.5 s of the read's 5.2 s (SQLite;
+# PostgreSQL: 0.7 of 5.5 s of CPU, 0.3-1 s of the read's 5.7-6.7 s).
+READER_MALLOC_CONF = "narenas:1,dirty_decay_ms:-1,muzzy_decay_ms:0"
 # The reader runs as a file (-P: its own directory not on the path), not as a module of this package: that
 # would import the package first (relinsights.compute and the whole KPI job: over a second a child).
 _READER = str(Path(__file__).with_name("read_process.py"))
@@ -180,7 +189,11 @@ class _Readers:
             errors = self.tmp / f"errors-{i}"
             with errors.open("wb") as err:  # (a file, not a pipe: a child never waits for this process to read)
                 child = subprocess.Popen(
-                    [sys.executable, "-P", _READER, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
+                    [sys.executable, "-P", _READER, *args],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    env={**os.environ, "_RJEM_MALLOC_CONF": READER_MALLOC_CONF},
                 )
             self.children.append((child, errors))
         for child, _errors in self.children:  # every child its location first: a child waits for it to read
