@@ -387,6 +387,20 @@ def test_polars_returns_freed_memory_at_once_from_one_arena_unless_the_admin_say
     assert allocator({"_RJEM_MALLOC_CONF": "narenas:2"}) == [3, 500, 1000]  # (polars' own decay defaults)
 
 
+def test_polars_collects_in_memory_unless_the_admin_says_otherwise() -> None:
+    import subprocess
+    import sys
+
+    probe = "import relinsights, polars; print(polars.Config.state(if_set=True).get('POLARS_ENGINE_AFFINITY'))"
+
+    def affinity(env: dict[str, str]) -> str:
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
+        return done.stdout.strip()
+
+    assert affinity({}) == "in-memory"
+    assert affinity({"POLARS_ENGINE_AFFINITY": "streaming"}) == "streaming"
+
+
 @given(
     st.lists(st.lists(st.integers(0, 3), min_size=7, max_size=7), max_size=30),
     st.sampled_from([1, 2**40]),
