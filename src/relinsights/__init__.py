@@ -15,6 +15,6 @@ os.environ.setdefault("_RJEM_MALLOC_CONF", "narenas:1,dirty_decay_ms:0,muzzy_dec
 
 # polars' in-memory engine for a query collected without saying which: "auto" took its streaming engine for
 # some of them, and a KPI run at 2,000,000 activities then took 0.2-1.1 s longer, with 1 s more CPU (the
-# queries are on frames already in memory). The few whose peak is lower streamed say so. Also read when
-# polars loads; an admin's own setting wins.
+# queries are on frames already in memory). A query that holds less streamed says so where it is collected.
+# Also read when polars loads; an admin's own setting wins.
 os.environ.setdefault("POLARS_ENGINE_AFFINITY", "in-memory")

@@ -368,37 +368,30 @@ def test_fingerprints_hash_participants_and_links_some_at_a_time_alike(
     assert _fingerprints(msgs, Settings(), RECORDS.health_refs()) == whole
 
 
-def test_polars_returns_freed_memory_at_once_from_one_arena_unless_the_admin_says_otherwise() -> None:
+def _in_a_new_process(probe: str, env: dict[str, str]) -> str:
+    """What `probe` prints, run by a new interpreter with only `env` (what polars finds when it loads)."""
     import subprocess
     import sys
 
-    # What polars' allocator was set up with when it loaded: arenas (one more for very large allocations) and
-    # how long freed pages stay, dirty and muzzy (ms).
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env).stdout
+
+
+def test_polars_returns_freed_memory_at_once_from_one_arena_unless_the_admin_says_otherwise() -> None:
+    # polars' allocator as it was set up: arenas (one more for very large allocations) and how long freed pages
+    # stay, dirty and muzzy (ms).
     probe = (
         "import relinsights, polars; from relinsights.compute.jemalloc import polars_jemalloc;"
         "j = polars_jemalloc(); print(j.arenas(), j.decay_ms(), j.decay_ms(kind='muzzy'))"
     )
-
-    def allocator(env: dict[str, str]) -> list[int]:
-        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
-        return [int(x) for x in done.stdout.split()]
-
-    assert allocator({}) == [2, 0, 0]
-    assert allocator({"_RJEM_MALLOC_CONF": "narenas:2"}) == [3, 500, 1000]  # (polars' own decay defaults)
+    assert _in_a_new_process(probe, {}).split() == ["2", "0", "0"]
+    theirs = _in_a_new_process(probe, {"_RJEM_MALLOC_CONF": "narenas:2"})
+    assert theirs.split() == ["3", "500", "1000"]  # (polars' own decay defaults)
 
 
 def test_polars_collects_in_memory_unless_the_admin_says_otherwise() -> None:
-    import subprocess
-    import sys
-
     probe = "import relinsights, polars; print(polars.Config.state(if_set=True).get('POLARS_ENGINE_AFFINITY'))"
-
-    def affinity(env: dict[str, str]) -> str:
-        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
-        return done.stdout.strip()
-
-    assert affinity({}) == "in-memory"
-    assert affinity({"POLARS_ENGINE_AFFINITY": "streaming"}) == "streaming"
+    assert _in_a_new_process(probe, {}).strip() == "in-memory"
+    assert _in_a_new_process(probe, {"POLARS_ENGINE_AFFINITY": "streaming"}).strip() == "streaming"
 
 
 @given(

@@ -69,9 +69,9 @@ RANGE_IDS = 125_000
 READERS = 2
 # polars' allocator in a reader (`_RJEM_MALLOC_CONF`, read when polars loads): it keeps what a part frees for the
 # next, in one arena (whichever of polars' threads frees it). Inherited, the run's own setting returns freed
-# memory at once (relinsights/__init__.py), and every part had its pages handed over again: at 2,000,000
-# activities 0.8 million page faults, 1.0 s of the readers' 7.7 s of CPU, 0.3-0.5 s of the read's 5.2 s (SQLite;
-# PostgreSQL: 0.7 of 5.5 s of CPU, 0.3-1 s of the read's 5.7-6.7 s).
+# memory at once (relinsights/__init__.py), and every part had its pages handed over again. At 2,000,000
+# activities, SQLite: 0.82 million page faults, now 0.12; the readers' CPU 7.5-8.7 s, now 6.7-6.9; the read
+# 5.0-6.0 s, now 4.7-4.9. PostgreSQL: 0.67 million, now 0.17-0.25; 5.0-6.0 s, now 4.2-4.5; 5.7-6.7 s, now 5.4-5.6.
 READER_MALLOC_CONF = "narenas:1,dirty_decay_ms:-1,muzzy_decay_ms:0"
 # The reader runs as a file (-P: its own directory not on the path), not as a module of this package: that
 # would import the package first (relinsights.compute and the whole KPI job: over a second a child).
