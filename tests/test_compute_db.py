@@ -662,6 +662,18 @@ def test_the_readers_keep_the_memory_a_part_frees_for_the_next(tmp_path: Path, m
     assert os.environ["_RJEM_MALLOC_CONF"] == "dirty_decay_ms:0,muzzy_decay_ms:0"  # (this process's unchanged)
 
 
+def test_an_admins_allocator_setting_reaches_the_readers_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service's environment set `_RJEM_MALLOC_CONF` before relinsights loaded: the readers run with it, as
+    the run does, not with their own."""
+    import relinsights
+
+    monkeypatch.setenv("_RJEM_MALLOC_CONF", "dirty_decay_ms:500,muzzy_decay_ms:1000,narenas:2")  # (as polars left it)
+    monkeypatch.setattr(relinsights, "ADMIN_MALLOC_CONF", "narenas:2")
+    assert bulk_read.reader_env()["_RJEM_MALLOC_CONF"] == "narenas:2"
+    monkeypatch.setattr(relinsights, "ADMIN_MALLOC_CONF", None)
+    assert bulk_read.reader_env()["_RJEM_MALLOC_CONF"] == bulk_read.READER_MALLOC_CONF
+
+
 def _numbers_db(path: Path, n: int) -> Path:
     import sqlite3
 

@@ -10,7 +10,9 @@ __version__ = "0.1.0"
 # default is eight on two cores): what one thread frees another reuses, not pages handed over again (a
 # KPI run at 2,000,000 activities took 0.2-1.0 s less, with half the page faults of its KPI step). Read when
 # polars loads (after its own defaults, so this wins), hence set here, before anything imports it. An admin's
-# own setting wins over ours.
+# own setting wins over ours, here and in the reader processes of compute/bulk_read.py (which have their own
+# otherwise): kept as it was, since polars puts its defaults in front of the variable when it loads.
+ADMIN_MALLOC_CONF = os.environ.get("_RJEM_MALLOC_CONF")
 os.environ.setdefault("_RJEM_MALLOC_CONF", "narenas:1,dirty_decay_ms:0,muzzy_decay_ms:0")
 
 # polars' in-memory engine for a query collected without saying which: "auto" took its streaming engine for

@@ -38,6 +38,8 @@ from typing import IO, NamedTuple
 import polars as pl
 from sqlalchemy import Connection
 
+import relinsights
+
 Ready = Callable[[pl.DataFrame], pl.DataFrame]
 
 
@@ -72,6 +74,7 @@ READERS = 2
 # memory at once (relinsights/__init__.py), and every part had its pages handed over again. At 2,000,000
 # activities, SQLite: 0.82 million page faults, now 0.12; the readers' CPU 7.5-8.7 s, now 6.7-6.9; the read
 # 5.0-6.0 s, now 4.7-4.9. PostgreSQL: 0.67 million, now 0.17-0.25; 5.0-6.0 s, now 4.2-4.5; 5.7-6.7 s, now 5.4-5.6.
+# An admin's own setting for the service applies to the readers instead (`reader_env`).
 READER_MALLOC_CONF = "narenas:1,dirty_decay_ms:-1,muzzy_decay_ms:0"
 # The reader runs as a file (-P: its own directory not on the path), not as a module of this package: that
 # would import the package first (relinsights.compute and the whole KPI job: over a second a child).
@@ -193,7 +196,7 @@ class _Readers:
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=err,
-                    env={**os.environ, "_RJEM_MALLOC_CONF": READER_MALLOC_CONF},
+                    env=reader_env(),
                 )
             self.children.append((child, errors))
         for child, _errors in self.children:  # every child its location first: a child waits for it to read
@@ -252,6 +255,12 @@ class _Readers:
                 raise RuntimeError(
                     f"reading {self.shown} failed: {text[-2000:] or f'a reader ended with {child.returncode}'}"
                 )
+
+
+def reader_env() -> dict[str, str]:
+    """A reader process's environment: this one's, with the readers' allocator setting (READER_MALLOC_CONF) or
+    the one the service's environment gave (relinsights.ADMIN_MALLOC_CONF)."""
+    return {**os.environ, "_RJEM_MALLOC_CONF": relinsights.ADMIN_MALLOC_CONF or READER_MALLOC_CONF}
 
 
 def part_file(output: Path, j: int) -> Path:
