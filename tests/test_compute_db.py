@@ -23,7 +23,7 @@ from sqlalchemy import Engine, func, insert, select, text
 from typer.testing import CliRunner
 
 from conftest import tenant_config
-from relinsights.analytics import Entity, MailMessage, RecordRef, build_activities
+from relinsights.analytics import Entity, MailMessage, RecordRef, build_activities, mail_frames
 from relinsights.analytics.frames import us
 from relinsights.analytics.kpis import RecordKpis
 from relinsights.cli import app
@@ -686,9 +686,18 @@ def _numbers_db(path: Path, n: int) -> Path:
 
 def test_the_readers_of_a_large_read_share_its_parts_and_read_each_once(tmp_path: Path) -> None:
     """Readers started on the same parts each take the next part no other has taken: every part is read,
-    and by one reader only (both readers' reports of what they wrote, taken together)."""
+    and by one reader only (both readers' reports of what they wrote, taken together). The columns a part
+    names are written as categoricals of the read's categories, the others as they are."""
     db = _numbers_db(tmp_path / "read.db", 40)
-    tasks = [arg for j in range(8) for arg in (str(tmp_path / f"part-{j}"), f"SELECT x FROM t WHERE x % 8 = {j}")]
+    tasks = [
+        arg
+        for j in range(8)
+        for arg in (
+            str(tmp_path / f"part-{j}"),
+            "1" if j % 2 else "",
+            f"SELECT x, 'v' || x AS v FROM t WHERE x % 8 = {j}",
+        )
+    ]
     children = [
         bulk_read.subprocess.Popen(
             [sys.executable, "-P", bulk_read._READER, *tasks], stdin=PIPE, stdout=PIPE, stderr=PIPE
@@ -697,8 +706,13 @@ def test_the_readers_of_a_large_read_share_its_parts_and_read_each_once(tmp_path
     ]
     told = [child.communicate(str(db).encode())[0].decode().split() for child in children]
     assert all(child.returncode == 0 for child in children)
-    assert sorted(told[0] + told[1]) == sorted(tasks[0::2])  # (each part once: no part told twice)
-    assert [sorted(pl.read_parquet(f).to_series()) for f in tasks[0::2]] == [list(range(j, 40, 8)) for j in range(8)]
+    assert sorted(told[0] + told[1]) == sorted(tasks[0::3])  # (each part once: no part told twice)
+    parts = [pl.read_parquet(f).sort("x") for f in tasks[0::3]]
+    assert [p.get_column("x").to_list() for p in parts] == [list(range(j, 40, 8)) for j in range(8)]
+    assert [p.get_column("v").cast(pl.String).to_list() for p in parts] == [
+        [f"v{x}" for x in range(j, 40, 8)] for j in range(8)
+    ]
+    assert [p.schema["v"] for p in parts] == [bulk_read.CODED if j % 2 else pl.String() for j in range(8)]
 
 
 def test_a_large_read_gives_each_part_as_soon_as_it_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -712,7 +726,7 @@ def test_a_large_read_gives_each_part_as_soon_as_it_is_read(tmp_path: Path, monk
             from pathlib import Path
             import polars as pl
             sys.stdin.read()
-            for j, output in enumerate(sys.argv[1::2]):
+            for j, output in enumerate(sys.argv[1::3]):
                 deadline = time.monotonic() + 20
                 while j and not Path({str(go)!r}).exists():  # (the test's process has the first part)
                     if time.monotonic() > deadline:
@@ -836,6 +850,10 @@ def test_messages_read_each_with_its_own_recipients(
         "<m6@fabrikam.com>": (BOB, (DAN, CARL), (), ()),
     }
     assert len(messages) == 6
+    # Addresses (and roles) come as the read's categories, however the database was read.
+    coded = [messages.messages.schema[c] for c in ("mailbox", "from_address", "sender_address")]
+    assert coded + [messages.recipients.schema[c] for c in ("role", "address")] == [mail_frames.CODED] * 5
+    assert mail_frames.CODED == bulk_read.CODED
     leaks = {"leak-old@x.com", "leak-draft@x.com"}
     read = set(messages.recipients.get_column("address").to_list())
     assert (read & leaks == leaks) if recipients == "alone" else not read & leaks
@@ -1073,7 +1091,7 @@ def test_the_mail_rows_are_made_of_the_parts_read_without_copying_them_whole() -
         )
         for p in range(4)
     ]
-    read = bulk_read.joined(parts, parts[0].columns, load._mail_part)
+    read = bulk_read.joined(parts, Query("", parts[0].columns, load._mail_part))
     scoped = {1: load.MailboxInfo(1, BOB, (), True, "ok", False, None)}
     no_recipients = pl.DataFrame(schema={"m": pl.Int64, "role": pl.String, "address": pl.String})
     rows = load._mail_rows([read, no_recipients], scoped, lambda ids: pytest.fail(f"no Graph id to read: {ids}"))
@@ -1100,7 +1118,7 @@ def test_copies_whose_message_ids_have_no_letter_or_digit_get_their_graph_ids_re
             "conversation_id": [""] * 6,
         }
     )
-    read = bulk_read.joined([part], part.columns, load._mail_part)
+    read = bulk_read.joined([part], Query("", part.columns, load._mail_part))
     scoped = {1: load.MailboxInfo(1, BOB, (), True, "ok", False, None)}
     asked: list[list[int]] = []
 

@@ -39,8 +39,10 @@ import polars as pl
 from sqlalchemy import Connection
 
 import relinsights
+from relinsights.compute.read_process import CATEGORIES
 
 Ready = Callable[[pl.DataFrame], pl.DataFrame]
+CODED = pl.Categorical(pl.Categories(*CATEGORIES))  # what a query's categorical columns are read as
 
 
 def as_read(rows: pl.DataFrame) -> pl.DataFrame:
@@ -53,6 +55,13 @@ class Query(NamedTuple):
     # Applied to each part's rows (columns named) as it comes, before the parts are joined: a column that is
     # large as read and small made ready is never held whole as read.
     ready: Ready = as_read
+    # Columns of few distinct values (among `names`) given as categoricals (CODED): a code a row, not a string
+    # (made by the reader processes in a large read: read_process.py).
+    categorical: tuple[str, ...] = ()
+
+    def categorical_positions(self) -> str:
+        """The categorical columns as read_process.py is told them: their positions, comma-separated."""
+        return ",".join(str(self.names.index(c)) for c in self.categorical)
 
 
 # Starts reading queries; what it returns gives their rows, in order (a large read runs while its caller
@@ -109,7 +118,7 @@ def bulk_reader(conn: Connection, rows_hint: int) -> Iterator[Reader]:
                             cursor.execute(part)
                             yield pl.DataFrame(cursor.fetch_arrow())
 
-                return [joined(rows(q.sql), q.names, q.ready) for q in queries]
+                return [joined(rows(q.sql), q) for q in queries]
 
             yield _at_once(read_arrow)
         return
@@ -125,7 +134,7 @@ def bulk_reader(conn: Connection, rows_hint: int) -> Iterator[Reader]:
                         yield pl.DataFrame(batch, schema=names, orient="row", infer_schema_length=None)
             yield pl.DataFrame(schema=names)  # (what the read gives when no batch had a row)
 
-        return [joined(rows(q.sql, q.names), q.names, q.ready) for q in queries]
+        return [joined(rows(q.sql, q.names), q) for q in queries]
 
     yield _at_once(read_rows)
 
@@ -152,7 +161,7 @@ def _start_in_processes(
     # The first part of every query, then the second of every query, and so on: a query of one part (the
     # longest) starts at once, and the parts of the first query, which this process takes first, come early.
     tasks = [
-        (out[j], parts(q.sql)[j])
+        (out[j], q.categorical_positions(), parts(q.sql)[j])
         for j in range(max(map(len, outputs)))
         for out, q in zip(outputs, queries, strict=True)
         if j < len(out)
@@ -160,7 +169,7 @@ def _start_in_processes(
     readers = started.enter_context(_Readers(location, shown, tasks, tmp))
 
     def rows() -> list[pl.DataFrame]:
-        frames = [joined(map(readers.rows, out), q.names, q.ready) for out, q in zip(outputs, queries, strict=True)]
+        frames = [joined(map(readers.rows, out), q) for out, q in zip(outputs, queries, strict=True)]
         readers.finish()
         return frames
 
@@ -171,7 +180,7 @@ class _Readers:
     """Reader processes working through a list of parts, each taking the next one no other has taken, and
     telling on its standard output each part it has written."""
 
-    def __init__(self, location: str, shown: str, tasks: list[tuple[Path, str]], tmp: Path) -> None:
+    def __init__(self, location: str, shown: str, tasks: list[tuple[Path, str, str]], tmp: Path) -> None:
         self.location, self.shown, self.tasks, self.tmp = location, shown, tasks, tmp
         self.done = set[str]()
         self.selector = selectors.DefaultSelector()
@@ -187,7 +196,7 @@ class _Readers:
         return self
 
     def _start(self) -> None:
-        args = [arg for path, sql in self.tasks for arg in (str(path), sql)]
+        args = [arg for path, columns, sql in self.tasks for arg in (str(path), columns, sql)]
         for i in range(min(READERS, len(self.tasks))):
             errors = self.tmp / f"errors-{i}"
             with errors.open("wb") as err:  # (a file, not a pipe: a child never waits for this process to read)
@@ -273,20 +282,22 @@ def parts(sql: str | Sequence[str]) -> list[str]:
     return [sql] if isinstance(sql, str) else list(sql)
 
 
-def joined(frames: Iterable[pl.DataFrame], names: list[str], ready: Ready = as_read) -> pl.DataFrame:
-    """A query's parts (read one after the other) as one frame, columns named as given, each part made
-    `ready` as it comes. A part without rows is left out: a driver may type its columns otherwise (it cannot
-    tell a type from no values)."""
+def joined(frames: Iterable[pl.DataFrame], query: Query) -> pl.DataFrame:
+    """A query's parts (read one after the other) as one frame, columns named as the query says, its
+    categorical ones as categoricals (CODED), each part made `ready` as it comes. A part without rows is left
+    out: a driver may type its columns otherwise (it cannot tell a type from no values)."""
     kept: list[pl.DataFrame] = []
     first: pl.DataFrame | None = None
+    coded = pl.col(query.categorical).cast(CODED)  # (a reader process's parts come coded already)
     for frame in frames:
-        frame.columns = names
+        frame.columns = query.names
+        frame = frame.with_columns(coded) if query.categorical else frame
         first = frame if first is None else first
         if frame.height:
-            kept.append(ready(frame))
+            kept.append(query.ready(frame))
     if not kept:
         assert first is not None, "a query has at least one part"
-        kept = [ready(first)]
+        kept = [query.ready(first)]
     return kept[0] if len(kept) == 1 else pl.concat(kept, how="vertical_relaxed")
 
 

@@ -46,7 +46,7 @@ from relinsights.analytics import (
 )
 from relinsights.analytics.activities import DECIDED
 from relinsights.analytics.health import TREND_DAYS
-from relinsights.analytics.mail_frames import MAIL_SCHEMA, RECIPIENT_SCHEMA, GraphIds, MailRows
+from relinsights.analytics.mail_frames import CODED, MAIL_SCHEMA, RECIPIENT_SCHEMA, GraphIds, MailRows
 from relinsights.analytics.meeting_frames import ATTENDEE_SCHEMA, EVENT_SCHEMA, EventRows
 from relinsights.analytics.parties import canonical_address
 from relinsights.compute.bulk_read import (
@@ -309,6 +309,7 @@ def reading_mail(
                     ],
                     ["m", "graph_id", "box", "sent", *_MAIL_TEXTS, *conversation_names],
                     ready=_mail_part,
+                    categorical=("from_address", "sender_address"),
                 ),
                 Query(
                     [
@@ -317,6 +318,7 @@ def reading_mail(
                         for ids in recipient_parts
                     ],
                     ["m", "role", "address"],
+                    categorical=("role", "address"),
                 ),
             ]
         )
@@ -540,9 +542,9 @@ def _window(conn: Connection, mailbox: str, time: str, tenant_pk: int, since: da
 
 
 def _text(col: pl.Series) -> pl.Series:
-    """A text column as strings (a driver cannot type a column without rows), "" read back as NULL (what
-    the reads' COALESCE stood for)."""
-    text = col.cast(pl.String)
+    """A text column as strings, or as categoricals when read as such (a driver cannot type a column without
+    rows), "" read back as NULL (what the reads' COALESCE stood for)."""
+    text = pl.lit(col if col.dtype == CODED else col.cast(pl.String))
     return pl.select(pl.when(text != "").then(text)).to_series().alias(col.name)
 
 
@@ -550,7 +552,7 @@ def _owners(scoped: dict[int, MailboxInfo]) -> pl.DataFrame:
     """(box, mailbox): each scoped mailbox's owner address."""
     return pl.DataFrame(
         {"box": list(scoped), "mailbox": [m.address for m in scoped.values()]},
-        schema={"box": pl.Int64, "mailbox": pl.String},
+        schema={"box": pl.Int64, "mailbox": CODED},
     )
 
 
