@@ -1,6 +1,6 @@
 """The daemon's KPI computation in a process of its own, started for the run and gone when it ends.
 
-A run holds a tenant's year of activities (about 0.93 GiB at 2,000,000: README, Sizing). In a child process
+A run holds a tenant's year of activities (about 0.91 GiB at 2,000,000: README, Sizing). In a child process
 
 - that memory is the system's again when the run ends (a long-lived process keeps what its heap grew to);
 - a run the kernel kills for memory fails alone: the daemon keeps syncing, and the lease retries the run;
