@@ -55,6 +55,10 @@ ACT_SCHEMA = pl.Schema(
 # a participant's strings are few distinct values over millions of rows, and as strings every row held a
 # copy (2,000,000 activities: 312 MiB of the frames, 72 as categoricals).
 PERSON = pl.Categorical()
+# The database read's categories (compute/read_process.py writes them, CATEGORIES): the mail's addresses as the
+# read gives them, until the build has resolved them. Named, not the global mapping: they go with the last
+# column of them (the global mapping keeps every value until the process ends).
+CODED = pl.Categorical(pl.Categories("read", "relinsights"))
 PART_SCHEMA = pl.Schema(
     {
         "a": pl.Int32(),

@@ -25,6 +25,7 @@ import polars as pl
 from relinsights.analytics.activities import Role
 from relinsights.analytics.frames import (
     ACT_SCHEMA,
+    CODED,
     PART_SCHEMA,
     PERSON,
     PY_SPACE,
@@ -45,9 +46,6 @@ from relinsights.analytics.frames import (
 from relinsights.analytics.parties import PartyRules
 from relinsights.analytics.sources import MailMessage
 
-# The categories of the frames' addresses: the database read's (compute.bulk_read.CODED, as read_process.py
-# writes them), which the frames then use as read.
-CODED = pl.Categorical(pl.Categories("read", "relinsights"))
 MAIL_SCHEMA = pl.Schema(
     {
         "m": pl.Int64(),  # the copy's row id (any unique number)

@@ -39,10 +39,9 @@ import polars as pl
 from sqlalchemy import Connection
 
 import relinsights
-from relinsights.compute.read_process import CATEGORIES
+from relinsights.analytics.frames import CODED
 
 Ready = Callable[[pl.DataFrame], pl.DataFrame]
-CODED = pl.Categorical(pl.Categories(*CATEGORIES))  # what a query's categorical columns are read as
 
 
 def as_read(rows: pl.DataFrame) -> pl.DataFrame:

@@ -45,8 +45,9 @@ from relinsights.analytics import (
     Tier,
 )
 from relinsights.analytics.activities import DECIDED
+from relinsights.analytics.frames import CODED
 from relinsights.analytics.health import TREND_DAYS
-from relinsights.analytics.mail_frames import CODED, MAIL_SCHEMA, RECIPIENT_SCHEMA, GraphIds, MailRows
+from relinsights.analytics.mail_frames import MAIL_SCHEMA, RECIPIENT_SCHEMA, GraphIds, MailRows
 from relinsights.analytics.meeting_frames import ATTENDEE_SCHEMA, EVENT_SCHEMA, EventRows
 from relinsights.analytics.parties import canonical_address
 from relinsights.compute.bulk_read import (

@@ -31,8 +31,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-# The name and namespace of the categories of the coded columns (mail_frames.CODED's), which the run reads
-# them as. Named, not polars' global mapping: the global one lives as long as the process (207,000 addresses,
+# The name and namespace of the categories of the coded columns (analytics.frames.CODED's: this process imports
+# nothing of relinsights), which the run reads them as. Named, not polars' global mapping: the global one lives as long as the process (207,000 addresses,
 # 23 MiB more to the end of the run at 2,000,000 activities), a named one goes with the last column using it.
 CATEGORIES = ("read", "relinsights")
 
