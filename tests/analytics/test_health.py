@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from relinsights.analytics.health import (
     compute_health,
     decay,
     decayed_weight,
+    decays,
     explain,
     health_snapshot,
     state_for,
@@ -173,3 +175,12 @@ def test_decay_of_integer_microseconds_is_the_decay_of_the_time_difference(t: da
     """The column engine passes ages as integer microseconds; the object engine, datetimes: the same bits."""
     assert decay(us_delta(age)) == 0.5 ** (age.total_seconds() / 86400.0 / HALF_LIFE_DAYS)
     assert decayed_weight(Kind.MEETING, t, t + age, Settings()) == 3.0 * decay(us_delta(age))
+
+
+def test_decays_of_many_ages_are_decay_of_each_bit_for_bit() -> None:
+    """The activity table's weights: the same bits as the core's own function, ages before and after T alike
+    (a year of microseconds, spread so that numpy's own power, where it is vectorised, differs for some)."""
+    ages = np.random.default_rng(7).integers(-20 * 86_400_000_000, 400 * 86_400_000_000, 50_000)
+    ages[:3] = (0, 1, 14 * 86_400_000_000)
+    assert decays(ages).tolist() == [decay(age) for age in ages.tolist()]
+    assert decays(ages[:0]).tolist() == []

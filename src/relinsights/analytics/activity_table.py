@@ -29,7 +29,7 @@ from relinsights.analytics.frames import (
     pair_key,
     us,
 )
-from relinsights.analytics.health import TREND_DAYS, decay, kind_weight
+from relinsights.analytics.health import TREND_DAYS, decays, kind_weight
 from relinsights.analytics.kpis import Interaction, series_dates
 from relinsights.analytics.matching import LinkTable
 from relinsights.analytics.records import RecordRef
@@ -43,6 +43,8 @@ _SEED = KEY_SEED  # fixed, so a fingerprint is the same in every process
 _SEED2 = 0xC0FFEE
 _THREAD = "t"  # a settled email's one thread token: this and its thread's number (settle_threads)
 _INITIATORS = [ROLE[Role.FROM], ROLE[Role.ORGANIZER]]
+# The first of an activity's rows, in rows sorted by activity.
+_FIRST_OF_ACTIVITY = pl.col("a").ne_missing(pl.col("a").shift(1))
 _KINDS, _DIRECTIONS = list(KIND), list(DIRECTION)
 _KEPT = ("kind", "dir", "t", "end", "pending", "all_day", "dur")  # the activities' own columns the table keeps
 FINGERPRINT_RECORDS = 5_000  # records whose links a fingerprint step hashes at a time
@@ -296,35 +298,33 @@ class ActivityTable:
         # From the table's own participant rows (people as codes; in the frames' order: grouped by activity,
         # each activity's in order), not the frames' strings joined to the codes again.
         # An interaction's internal party (kpis.interaction_of): the activity's first internal participant.
+        # (an activity's first row is where `a` changes, the rows being sorted by it: is_first_distinct hashes
+        # every row, 0.3 s for the year's participants at 2,000,000 activities)
         internal = self.parts.select("a", "person", "internal").filter(pl.col("internal"))
-        party = internal.filter(pl.col("a").is_first_distinct()).select("a", party="person")
+        party = internal.filter(_FIRST_OF_ACTIVITY).select("a", party="person")
         del internal
         # The initiator is an activity's first participant, when it is a sender or organizer.
         first = (
             self.parts.lazy()
-            .filter(pl.col("a").is_first_distinct() & pl.col("role").is_in(_INITIATORS))
+            .filter(_FIRST_OF_ACTIVITY & pl.col("role").is_in(_INITIATORS))
             .select("a", opener="person", init_internal="internal")
             .collect()
         )
         # The series' local days by their first instants (zoneinfo's), so a time's day is a bisection.
         days = series_dates(local_date(self.as_of, s.zone))
         bounds = pl.Series([us(start_of_local_day(d, s.zone)) for d in (*days, days[-1] + timedelta(days=1))])
-        # Engagement weights by the core's own function (polars' pow differs from Python's in the last bit),
-        # for the activities in the health windows only.
-        decay_from = us(self.before - timedelta(days=s.kpi.health.window_days))
-        # (kind, time) as one integer: a join on the two columns held 0.14 GB more at 2,000,000 activities.
-        kind_t = (pl.col("t") * len(_KINDS) + pl.col("kind").cast(pl.Int64)).alias("kt")
-        recent = frames.acts.filter(pl.col("t").is_between(decay_from, us(self.as_of))).select("kind", "t").unique()
-        weight = [kind_weight(k, s) for k in _KINDS]
-        now, before = us(self.as_of), us(self.before)
-        # (from the columns as lists: a third faster than row tuples)
-        pairs = list(zip(recent.get_column("kind").to_list(), recent.get_column("t").to_list(), strict=True))
-        weights = recent.select(
-            kind_t,
-            decay_now=pl.Series([weight[k] * decay(now - t) for k, t in pairs], dtype=pl.Float64),
-            decay_before=pl.Series([weight[k] * decay(before - t) for k, t in pairs], dtype=pl.Float64),
-        )
-        del recent, pairs
+        # Engagement weights, by the core's own powers (`decays`), for the activities in the health windows only
+        # (each computed per activity: a unique of their (kind, time) pairs and a join back cost more than the
+        # few repeated times saved).
+        t, kind = (frames.acts.get_column(c).to_numpy() for c in ("t", "kind"))
+        recent = np.flatnonzero((t >= us(self.before - timedelta(days=s.kpi.health.window_days))) & (t <= us(self.as_of)))
+        weight = np.array([kind_weight(k, s) for k in _KINDS], dtype=np.float64)[kind[recent]]
+        weights = []
+        for at_time in (self.as_of, self.before):
+            column = np.zeros(len(t), dtype=np.float64)
+            column[recent] = weight * decays(us(at_time) - t[recent])
+            weights.append(pl.Series(column))
+        del t, kind, recent, weight
         # (only what the table keeps: the joins below gather every column they are given)
         acts = frames.acts.select(pl.int_range(frames.acts.height, dtype=pl.Int32).alias("a"), *_KEPT)
         if threads is None:
@@ -349,8 +349,6 @@ class ActivityTable:
         self.keys: pl.Series | SpilledStrings = frames.keys if frames.keys is not None else frames.acts.get_column("key")
         order = frames.key_order()
         key_h = order.get_column("key_h")
-        # Set beside the activities, not joined to them: each join gathered every column again.
-        decays = acts.select(kind_t).join(weights, on="kt", how="left", maintain_order="left")
 
         def per_activity(rows: pl.DataFrame, column: str) -> pl.Series:
             """`column` of `rows` (at most one per activity) for every activity, null where it has none."""
@@ -361,12 +359,14 @@ class ActivityTable:
             per_activity(first, "opener"),
             per_activity(first, "init_internal"),
             per_activity(party, "party"),
-            decays.get_column("decay_now"),
-            decays.get_column("decay_before"),
+            decay_now=weights[0],
+            decay_before=weights[1],
             at=at,
         ).select(
             "a",
             *_KEPT,
+            "decay_now",
+            "decay_before",
             # Thread codes are this run's; a fingerprint needs the thread's own (stable) name.
             thread=pl.col("group").fill_null(-1).cast(pl.Int32),
             thread_h=thread_hashes(acts.get_column("group"), key_h),
@@ -380,8 +380,6 @@ class ActivityTable:
             .then(pl.col("at") - 1 + first_day)
             .otherwise(pl.lit(-1))
             .cast(pl.Int32),
-            decay_now=pl.col("decay_now").fill_null(0.0),
-            decay_before=pl.col("decay_before").fill_null(0.0),
             krank=order.get_column("krank"),
             key_h=key_h,
         )
