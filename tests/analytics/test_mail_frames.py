@@ -130,7 +130,9 @@ def test_an_email_keys_message_id_is_a_view_of_its_bytes_and_none_for_a_graph_id
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mailboxes_of_mail(), st.randoms(use_true_random=False))
-def test_copies_read_without_sources_make_what_the_object_builder_makes(messages: list[MailMessage], rnd: object) -> None:
+def test_copies_read_without_sources_make_what_the_object_builder_makes(
+    messages: list[MailMessage], rnd: object
+) -> None:
     """The database read leaves `source` unknown (mail_frames.with_sources): the build reads the Graph ids of
     the copies of messages one owner holds several of, and only of copies of messages with several copies,
     and makes the object builder's activities and participants. (The lists of conversation and reply ids,
@@ -185,6 +187,36 @@ def test_copies_aliases_and_replies() -> None:
     frames, _, skipped = frame_build(messages, tenant_rules())
     assert frames.acts.height == 2
     assert skipped == {"draft": 1, "ignored-sender": 1, "no-direction": 1, "no-sender": 1}
+
+
+def test_a_message_of_several_copies_takes_its_lists_in_source_order_and_its_first_named_sender() -> None:
+    """The copies of a message, in the order read or not: its conversations and the ids it replies to come in
+    the copies' source order (their Graph ids' here), its sender from its first copy in primary order that
+    names one (a copy of no known sender names none)."""
+    base = mail("ann@fabrikam.com", ["bob@contoso.com"], "2026-03-01 09:00", conv="c-first")
+    others = [
+        replace(
+            base,
+            graph_id=f"{base.graph_id}-{i}",
+            mailbox=box,
+            conversation_id=conv,
+            in_reply_to=reply,
+            from_address=sender,
+        )
+        for i, (box, conv, reply, sender) in enumerate(
+            [
+                ("carl@contoso.com", "c-second", "<r2@x>", None),
+                ("robert@contoso.com", "c-first", "<r1@x>", "eve@fabrikam.com"),
+                ("bob@contoso.com", "c-third", "<r2@x>", "ann@fabrikam.com"),
+            ]
+        )
+    ]
+    in_order = [base, *others]
+    for messages in (in_order, in_order[::-1], [in_order[2], in_order[0], in_order[3], in_order[1]]):
+        assert_same(messages, tenant_rules())
+        (act,) = FrameActivities(frame_build(messages, tenant_rules())[0])
+        assert act.conversations == ("graph:c-first", "graph:c-second", "graph:c-third")
+        assert act.reply_to == ("<r2@x>", "<r1@x>")
 
 
 def test_keys_a_crm_copy_shares_go_to_the_object_builder() -> None:
