@@ -25,6 +25,7 @@ from relinsights.analytics.frames import (
     FrameActivities,
     frames_of,
     people_of,
+    repeated,
 )
 from relinsights.analytics.mail_frames import MailRows, build_mail_frames, mail_rows
 from relinsights.analytics.parties import InternalUser, PartyKind, PartyRules
@@ -345,6 +346,13 @@ def test_a_copys_primary_place_is_its_place_in_mailbox_and_source_order(copies_:
         source = pl.Series([s for _, s in pairs], dtype=pl.Int64)
         in_order = sorted(range(len(pairs)), key=lambda i: pairs[i])
         assert mail_frames._places(box, source).to_list() == [in_order.index(i) for i in range(len(pairs))]
+
+
+@given(st.lists(st.integers(0, 2**64 - 1) | st.sampled_from([0, 7, 2**64 - 1]), max_size=40))
+def test_a_value_is_repeated_where_it_occurs_more_than_once(values: list[int]) -> None:
+    """The copies' hashes that repeat (`_maybe_shared`, `with_sources`): found in sorted order."""
+    counts = Counter(values)
+    assert repeated(pl.Series(values, dtype=pl.UInt64)).to_list() == [counts[v] > 1 for v in values]
 
 
 ADDRESS_OR_NONE = st.one_of(st.none(), st.sampled_from([*SPELLINGS, "not an address", ""]))

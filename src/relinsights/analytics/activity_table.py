@@ -317,14 +317,15 @@ class ActivityTable:
         # (each computed per activity: a unique of their (kind, time) pairs and a join back cost more than the
         # few repeated times saved).
         t, kind = (frames.acts.get_column(c).to_numpy() for c in ("t", "kind"))
-        recent = np.flatnonzero((t >= us(self.before - timedelta(days=s.kpi.health.window_days))) & (t <= us(self.as_of)))
+        window = us(self.before - timedelta(days=s.kpi.health.window_days)), us(self.as_of)
+        recent = np.flatnonzero((t >= window[0]) & (t <= window[1]))
         weight = np.array([kind_weight(k, s) for k in _KINDS], dtype=np.float64)[kind[recent]]
         weights = []
         for at_time in (self.as_of, self.before):
             column = np.zeros(len(t), dtype=np.float64)
             column[recent] = weight * decays(us(at_time) - t[recent])
             weights.append(pl.Series(column))
-        del t, kind, recent, weight
+        del t, kind, recent, weight, window
         # (only what the table keeps: the joins below gather every column they are given)
         acts = frames.acts.select(pl.int_range(frames.acts.height, dtype=pl.Int32).alias("a"), *_KEPT)
         if threads is None:

@@ -86,6 +86,21 @@ def pair_key(a: pl.Expr, person: pl.Expr) -> pl.Expr:
     return a.cast(pl.Int64) * (1 << 32) + person.cast(pl.Int64)
 
 
+def repeated(values: pl.Series) -> pl.Series:
+    """Whether each value (of a column without nulls) occurs more than once: found next to its equals in sorted
+    order (polars' is_duplicated hashes every value: 0.25 s against 0.12 for 2,279,293 64-bit hashes)."""
+    order = values.arg_sort()
+    ordered = values.gather(order).to_numpy()
+    same = np.zeros(len(ordered), dtype=np.bool_)
+    if len(ordered) > 1:
+        equal = ordered[1:] == ordered[:-1]
+        same[1:] |= equal
+        same[:-1] |= equal
+    out = np.empty(len(ordered), dtype=np.bool_)
+    out[order.to_numpy()] = same
+    return pl.Series(values.name, out)
+
+
 def at_us(micros: int) -> datetime:
     """The UTC time `micros` microseconds after the epoch (the inverse of `us`)."""
     return _EPOCH + timedelta(microseconds=micros)

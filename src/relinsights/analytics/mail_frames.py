@@ -39,6 +39,7 @@ from relinsights.analytics.frames import (
     at_us,
     pair_key,
     people_of,
+    repeated,
     split_keys,
     unbracketed,
     us,
@@ -298,8 +299,7 @@ def with_sources(keyed: pl.DataFrame, rules: PartyRules, graph_ids: GraphIds | N
     codes = mailboxes.to_physical()
     box = _by_row(codes, ranks, int(codes.to_numpy().max(initial=0)) + 1).gather(mailbox.to_physical())
     hashes = keyed.get_column("gid").hash(_SOURCE_SEED) ^ box.hash(_SOURCE_SEED)
-    in_order = hashes.sort()  # (the repeated hashes found in order: a quarter of the time of is_duplicated)
-    several = hashes.is_in(in_order.filter(in_order == in_order.shift(1)).implode())
+    several = repeated(hashes)
     ids = keyed.get_column("m")
     if not several.any():
         return keyed.with_columns(source=ids)
@@ -384,10 +384,10 @@ def _places(box: pl.Series, source: pl.Series) -> pl.Series:
 
 
 def _maybe_shared(keys: pl.Series) -> pl.Series:
-    """Whether each key may have other copies: its hash repeats (a quarter of the time of the strings' own
-    at 2,000,000: 0.25 s). Equal keys hash equal, and a key that only shares its hash is grouped alone, to
-    the very row it is taken as when alone."""
-    return keys.hash().is_duplicated()
+    """Whether each key may have other copies: its hash repeats (a quarter of the time of the strings' own).
+    Equal keys hash equal, and a key that only shares its hash is grouped alone, to the very row it is taken
+    as when alone."""
+    return repeated(keys.hash())
 
 
 def _merged(copies: pl.DataFrame) -> pl.DataFrame:
