@@ -491,18 +491,23 @@ class ActivityTable:
             raise RuntimeError("fingerprints are made before warm(release_parts=True) lets the participant rows go")
         # Sets (an activity's participants, a record's links) are hashed as the wrapping sum of their members'
         # 64-bit hashes: no sorting, no lists, and any one change moves the sum.
-        people = self.parts.group_by("a").agg(pl.col("p_h").sum(), n_people=pl.len())
-        digest = (
-            self.activities.join(people, on="a", how="left")
-            .select(
-                "a",
-                act_h=pl.struct(
-                    "key_h", "kind", "dir", "t", "end", "dur", "all_day", "pending", "thread_h", "p_h", "n_people"
-                ).hash(_SEED),
-            )
-            .sort("a")
-            .get_column("act_h")
-        )
+        # (each activity's rows a run, the rows sorted by activity: summed by numpy, set by row, not grouped by
+        # polars and joined back, 0.2 s at 2,000,000 activities; null for an activity of no participant)
+        a, p_h = self.parts.get_column("a").to_numpy(), self.parts.get_column("p_h").to_numpy()
+        starts = np.flatnonzero(np.diff(a, prepend=-1))
+        sums, counts = np.add.reduceat(p_h, starts), np.diff(starts, append=len(a))
+        height = self.activities.height
+        by_activity = {
+            name: pl.repeat(None, height, dtype=dtype, eager=True)
+            .scatter(a[starts], pl.Series(values, dtype=dtype))
+            .alias(name)
+            for name, dtype, values in (("p_h", pl.UInt64, sums), ("n_people", pl.UInt32, counts))
+        }
+        del a, p_h, starts, sums, counts
+        columns = ("key_h", "kind", "dir", "t", "end", "dur", "all_day", "pending", "thread_h")
+        digest = self.activities.select(
+            act_h=pl.struct(*columns, by_activity["p_h"], by_activity["n_people"]).hash(_SEED)
+        ).to_series()
         shapes = pl.Series(
             [
                 _h64(repr((reasons, sorted((m, self.identities.get(m, m)) for m in members))))
