@@ -109,12 +109,17 @@ def match_frames(frames: ActivityFrames, index: RecordIndex, activities: Sequenc
     sets, set_of = _members(links, hits)
     del hits
     # A shape key: member * _MASK_SPAN + mask, member 0 for nobody, 1 + pid for one person, 1 + len(persons) + i
-    # for the i-th set of several.
-    single = np.where(links.lo == _NOBODY, 0, links.lo.astype(np.int64) + 1)
-    member = np.where(set_of >= 0, set_of + 1 + len(persons), single).astype(np.uint64)
-    del single, set_of
-    sid, keys = _number(member * np.uint64(_MASK_SPAN) + links.mask, links)
-    del member
+    # for the i-th set of several. (Made in place in one array: each step's own copy was fresh pages again.)
+    shape = links.lo.astype(np.uint64)
+    shape += np.uint64(1)
+    shape[links.lo == _NOBODY] = 0
+    several = np.flatnonzero(set_of >= 0)
+    shape[several] = set_of[several].astype(np.uint64) + np.uint64(1 + len(persons))
+    del set_of, several
+    shape *= np.uint64(_MASK_SPAN)
+    shape += links.mask
+    sid, keys = _number(shape, links)
+    del shape
     shapes = _shapes(keys, persons.to_list(), sets)
     rows = _rows(links, sid, tables, index)
     ambiguous = tuple(
