@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relinsights.analytics import Activity, Direction, HealthState, Kind, Participant, Role, Settings, Trend
+from relinsights.analytics.activity_table import decays
 from relinsights.analytics.frames import us_delta
 from relinsights.analytics.health import (
     HALF_LIFE_DAYS,
@@ -17,7 +18,6 @@ from relinsights.analytics.health import (
     compute_health,
     decay,
     decayed_weight,
-    decays,
     explain,
     health_snapshot,
     state_for,

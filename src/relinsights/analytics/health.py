@@ -25,10 +25,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from itertools import repeat
-
-import numpy as np
-import numpy.typing as npt
 
 from relinsights.analytics.activities import Activity, Direction, Kind
 from relinsights.analytics.responses import Turn, build_turns, summarise_turns
@@ -152,13 +148,6 @@ def decay(age_us: int) -> float:
     """The factor an activity `age_us` microseconds old is weighted by: halved every 14 days. (The integer
     division is timedelta.total_seconds() exactly: column code passes integer ages and gets the same bits.)"""
     return 0.5 ** (age_us / 1_000_000 / 86400.0 / HALF_LIFE_DAYS)
-
-
-def decays(ages_us: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-    """`decay` of each age (below 2**53 microseconds), the same bits: numpy's divisions are Python's, and each
-    power is Python's own (numpy's power may take other last bits, e.g. with AVX-512)."""
-    exponents = ages_us / 1_000_000 / 86400.0 / HALF_LIFE_DAYS
-    return np.fromiter(map(pow, repeat(0.5), exponents.tolist()), np.float64, len(exponents))
 
 
 def snapshot_from_measures(
