@@ -353,11 +353,12 @@ class _Frames:
             addr_list = pl.coalesce("several", addr_list)
         ranked = ranked.select("r", who, "emails", "meetings", "calls", "last", addrs=addr_list)
         out: dict[int, list[TopContact]] = {}
+        address = self.addresses.__getitem__
         for r, w, emails, meetings, calls, last, addrs in ranked.iter_rows():
             out.setdefault(r, []).append(
                 TopContact(
                     person=self.names[w],
-                    addresses=tuple(self.addresses[x] for x in addrs),
+                    addresses=tuple(map(address, addrs)),
                     emails=emails,
                     meetings=meetings,
                     calls=calls,
