@@ -460,7 +460,8 @@ def _rows(
     flat[1::2] = sid
     buf = flat.data.cast("B")
     size = flat.itemsize * 2
-    starts = np.flatnonzero(np.diff(code, prepend=code[:1] + np.uint32(1)))  # (the first differs from the first)
+    # (a value unlike the first put before it: the first link starts a run)
+    starts = np.flatnonzero(np.diff(code, prepend=code[:1] + np.uint32(1)))
     ends = np.append(starts[1:], len(code))
     # Records in order of their first link: (its activity, its code).
     order = np.lexsort((code[starts], a[starts]))
