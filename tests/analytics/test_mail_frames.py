@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,6 +27,7 @@ from relinsights.analytics.frames import (
     frames_of,
     people_of,
     repeated,
+    run_starts,
 )
 from relinsights.analytics.mail_frames import MailRows, build_mail_frames, mail_rows
 from relinsights.analytics.parties import InternalUser, PartyKind, PartyRules
@@ -353,6 +355,13 @@ def test_a_value_is_repeated_where_it_occurs_more_than_once(values: list[int]) -
     """The copies' hashes that repeat (`_maybe_shared`, `with_sources`): found in sorted order."""
     counts = Counter(values)
     assert repeated(pl.Series(values, dtype=pl.UInt64)).to_list() == [counts[v] > 1 for v in values]
+
+
+@given(st.lists(st.integers(0, 5), max_size=30).map(sorted))
+def test_a_run_starts_at_the_first_row_and_at_each_row_unlike_the_one_before(values: list[int]) -> None:
+    """Runs of equal values (an activity's participants, a record's links, days by record)."""
+    expected = [i for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
+    assert run_starts(np.array(values, dtype=np.uint32)).tolist() == expected
 
 
 ADDRESS_OR_NONE = st.one_of(st.none(), st.sampled_from([*SPELLINGS, "not an address", ""]))

@@ -34,7 +34,7 @@ from relinsights.analytics.activity_table import (
     member_rows,
     reason_tuples,
 )
-from relinsights.analytics.frames import DIRECTION, ROLE, at_us, us, us_delta
+from relinsights.analytics.frames import DIRECTION, ROLE, at_us, run_starts, us, us_delta
 from relinsights.analytics.health import (
     HealthSnapshot,
     health_of,
@@ -387,7 +387,7 @@ class _Frames:
         made = [(d, DailyCounts(days[d], Counts(*c))) for d, *c in distinct.tolist()]
         per_cell = [made[i] for i in which.tolist()]
         records = cells // span
-        starts = np.flatnonzero(np.diff(records, prepend=-1)).tolist()
+        starts = run_starts(records).tolist()
         ends = [*starts[1:], len(per_cell)]
         return {rec: per_cell[a:b] for rec, a, b in zip(records[starts].tolist(), starts, ends, strict=True)}
 

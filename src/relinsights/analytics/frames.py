@@ -86,6 +86,14 @@ def pair_key(a: pl.Expr, person: pl.Expr) -> pl.Expr:
     return a.cast(pl.Int64) * (1 << 32) + person.cast(pl.Int64)
 
 
+def run_starts(values: np.ndarray) -> np.ndarray:
+    """Where each run of equal values starts, in values grouped by them (sorted, say): the first row, and each
+    row unlike the one before."""
+    if not len(values):
+        return np.zeros(0, dtype=np.intp)
+    return np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
+
+
 def repeated(values: pl.Series) -> pl.Series:
     """Whether each value (of a column without nulls) occurs more than once: found next to its equals in sorted
     order (polars' is_duplicated hashes every value: 0.25 s against 0.12 for 2,279,293 64-bit hashes)."""

@@ -31,7 +31,7 @@ import numpy.typing as npt
 import polars as pl
 
 from relinsights.analytics.activities import Activity
-from relinsights.analytics.frames import PERSON, ActivityFrames, us
+from relinsights.analytics.frames import PERSON, ActivityFrames, run_starts, us
 from relinsights.analytics.matching import (
     ACCOUNT_CONTACT,
     ACCOUNT_DOMAIN,
@@ -324,7 +324,7 @@ class _Links:
         if not len(ca):
             nothing = np.zeros(0, np.int64)
             return _Links(ca, np.zeros(0, np.uint16), pid, pid, nothing, nothing)
-        start = np.flatnonzero(np.concatenate([[True], ca[1:] != ca[:-1]]))
+        start = run_starts(ca)
         # Regarding hits (pid _NOBODY) are nobody: the largest pid for the least member (a link of no other hit
         # keeps _NOBODY), 0 for the greatest.
         return _Links(
@@ -460,8 +460,7 @@ def _rows(
     flat[1::2] = sid
     buf = flat.data.cast("B")
     size = flat.itemsize * 2
-    # (a value unlike the first put before it: the first link starts a run)
-    starts = np.flatnonzero(np.diff(code, prepend=code[:1] + np.uint32(1)))
+    starts = run_starts(code)
     ends = np.append(starts[1:], len(code))
     # Records in order of their first link: (its activity, its code).
     order = np.lexsort((code[starts], a[starts]))
