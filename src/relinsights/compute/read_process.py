@@ -31,9 +31,10 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-# The name and namespace of the categories of the coded columns (analytics.frames.CODED's: this process imports
-# nothing of relinsights), which the run reads them as. Named, not polars' global mapping: the global one lives as long as the process (207,000 addresses,
-# 23 MiB more to the end of the run at 2,000,000 activities), a named one goes with the last column using it.
+# The name and namespace of the categories of the coded columns, which the run reads them as
+# (analytics.frames.CODED's: this process imports nothing of relinsights). Named, not polars' global mapping:
+# the global one lives as long as the process (207,000 addresses, 23 MiB more to the end of the run at
+# 2,000,000 activities), a named one goes with the last column using it.
 CATEGORIES = ("read", "relinsights")
 
 
