@@ -41,8 +41,11 @@ def test_payloads_wait_in_a_file_and_come_back_byte_for_byte(buffer: int, monkey
     assert len(payloads) == sum(map(len, values))
     five = SpilledBytes()
     assert five.append(b"12345") == (0, 5) and five.read(0, 0) == b""
-    with pytest.raises(IndexError, match=r"bytes 3\.\.8 of 5"):
-        five.read(3, 5)  # (never bytes past the end, nor a short read)
+    # Bytes a writer writes to the file itself go after what is pending, and what is appended after goes after them.
+    assert five.append_written(lambda file: file.write(b"abc")) == (5, 3) and five.append(b"!") == (8, 1)
+    assert five.read(0, 9) == b"12345abc!"
+    with pytest.raises(IndexError, match=r"bytes 6\.\.11 of 9"):
+        five.read(6, 5)  # (never bytes past the end, nor a short read)
     payloads.close()
     five.close()
 

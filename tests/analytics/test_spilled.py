@@ -17,14 +17,11 @@ from relinsights.analytics.spilled import SpilledStrings
 T = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
 
-@given(st.lists(st.text(), max_size=40), st.integers(1, 7), st.booleans(), st.data())
-def test_every_value_reads_back_as_it_was_whatever_the_chunks_and_order(
-    values: list[str], chunk: int, wide: bool, data: st.DataObject
-) -> None:
+@given(st.lists(st.text(), max_size=40), st.booleans(), st.data())
+def test_every_value_reads_back_as_it_was_whatever_the_order(values: list[str], wide: bool, data: st.DataObject) -> None:
     order = data.draw(st.none() | st.permutations(range(len(values))))
     wanted = values if order is None else [values[i] for i in order]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(spilled, "CHUNK", chunk)
         if wide:  # (places in 64 bits, as a file of 4 GiB or more has them)
             mp.setattr(spilled, "WIDE_FROM", 0)
         column = pl.Series("k", values, dtype=pl.String)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from collections.abc import Callable
+from typing import BinaryIO
 
 BUFFER = 1 << 20  # bytes appended before they are written to the file together
 
@@ -40,6 +42,16 @@ class SpilledBytes:
                 self._write()
             at, self._size = self._size, self._size + len(value)
         return at, len(value)
+
+    def append_written(self, write: Callable[[BinaryIO], object]) -> tuple[int, int]:
+        """(where the bytes `write` writes to the file start, their length): many values written at once by a
+        writer of files (`spilled.SpilledStrings`: polars' own), not made a Python bytes object first."""
+        with self._lock:
+            if self._pending:
+                self._write()
+            write(self._file)
+            at, self._size = self._size, os.lseek(self._file.fileno(), 0, os.SEEK_END)
+        return at, self._size - at
 
     def _write(self) -> None:
         view = memoryview(b"".join(self._pending)) if len(self._pending) > 1 else memoryview(self._pending[0])
