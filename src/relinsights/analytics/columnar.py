@@ -493,7 +493,7 @@ def _sorted_by(frame: pl.DataFrame, *columns: str) -> pl.DataFrame:
     """The frame sorted by these columns (non-negative integers, none null): by one 64-bit key of them packed
     when their bits fit (polars sorts several columns as rows of bytes: the turns' sort by three took 1.5-2x
     as long), else by the columns themselves."""
-    widths = [max(int(frame.get_column(c).max() or 0), 1).bit_length() for c in columns]
+    widths = [max(int(frame.get_column(c).to_numpy().max(initial=0)), 1).bit_length() for c in columns]
     if not frame.height or sum(widths) > 63:
         return frame.sort(*columns)
     shifts = np.cumsum([0, *widths[:0:-1]])[::-1].tolist()  # (the last column in the lowest bits)
