@@ -411,12 +411,17 @@ class ActivityTable:
         picked = self.activities.select("kind", "t", "end")[list(rows)]
         return [(_KINDS[kind], at_us(t), at_us(end)) for kind, t, end in picked.iter_rows()]
 
-    def interaction(self, a: int) -> Interaction:
-        """kpis.interaction_of of activity `a`, from the columns (no Activity object is made)."""
-        t, kind, direction, party = self._interactions.row(a)
-        return Interaction(
-            at_us(t), _KINDS[kind], _DIRECTIONS[direction], str(self.keys[a]), self.names[party] if party >= 0 else None
-        )
+    def interactions(self, picked: Mapping[int, int]) -> dict[int, Interaction]:
+        """kpis.interaction_of of each activity `picked` (by record), from the columns (no Activity object is
+        made; their rows gathered at once, not read one by one: 3 us a row)."""
+        rows = self._interactions[list(picked.values())].iter_rows()
+        names, keys = self.names, self.keys
+        return {
+            r: Interaction(
+                at_us(t), _KINDS[kind], _DIRECTIONS[direction], str(keys[a]), names[party] if party >= 0 else None
+            )
+            for (r, a), (t, kind, direction, party) in zip(picked.items(), rows, strict=True)
+        }
 
     # Views of the participants every batch of records looks up, indexed once by activity (`a` is a row
     # number): a batch gathers its rows instead of joining, so it never hashes the run's whole year again.

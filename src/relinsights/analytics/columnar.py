@@ -5,7 +5,7 @@ that per-record code stays the readable reference this is tested equal to (tests
 The per-record walk visits every link and participant once per record, so a contact's emails are walked
 again for its account and each opportunity; here each step is one polars operation over all the records'
 links, and only the final per-record formulas run in Python (the core's own: `side_response`,
-`snapshot_from_measures`, `health_of`, `minutes_spent`; `ActivityTable.interaction` is `interaction_of` over columns).
+`snapshot_from_measures`, `health_of`, `minutes_spent`; `ActivityTable.interactions` is `interaction_of` over columns).
 
 The columns are the run's `ActivityTable` (activity_table.py) and the records' links over it.
 
@@ -177,9 +177,10 @@ class _Frames:
         team, customer = self._time_spent(counted, members)
         turns = self._turns(counted.filter(pl.col("kind") == EMAIL), as_of)
         responses = self._responses(turns)
-        last = _pick(counted, descending=True)
+        last = self.table.interactions(_pick(counted, descending=True))
         # (lazy: the filter copies only the columns _pick reads)
-        nxt = _pick(self.links.lazy().filter((pl.col("kind") != EMAIL) & (pl.col("t") > us(as_of))), descending=False)
+        upcoming = self.links.lazy().filter((pl.col("kind") != EMAIL) & (pl.col("t") > us(as_of)))
+        nxt = self.table.interactions(_pick(upcoming, descending=False))
         ours = self._top(self.table.internal_attending(counted.select("r", "a", "kind", "t")), "person")
         theirs = self._top(members.filter(pl.col("attended")), "who")
         last_day = local_date(as_of, s.zone)
@@ -205,8 +206,8 @@ class _Frames:
                 ratio_by_us=c.sent / c.received if c.received else None,
                 ratio_by_them=c.received / c.sent if c.sent else None,
                 responses=responses.get(r, ResponseKpis(_NO_RESPONSE, _NO_RESPONSE)),
-                last_interaction=self.table.interaction(last[r]) if r in last else None,
-                next_interaction=self.table.interaction(nxt[r]) if r in nxt else None,
+                last_interaction=last.get(r),
+                next_interaction=nxt.get(r),
                 top_contacts_ours=ours.get(r, ()),
                 top_contacts_theirs=theirs.get(r, ()),
                 daily=_series(empty, daily.get(r, ())),

@@ -35,8 +35,9 @@ class SpilledStrings:
         total = int(lengths.sum(dtype=np.int64))
         starts = np.zeros(values.len(), dtype=np.uint32 if total < WIDE_FROM else np.int64)
         np.cumsum(lengths[:-1], out=starts[1:], dtype=starts.dtype)
+        frame = values.to_frame()
         self._file.append_written(
-            lambda file: values.to_frame().write_csv(file, include_header=False, quote_style="never", line_terminator="")
+            lambda file: frame.write_csv(file, include_header=False, quote_style="never", line_terminator="")
         )
         if order is not None:
             at = order.to_numpy()
