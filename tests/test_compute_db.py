@@ -945,8 +945,8 @@ def test_a_read_that_takes_every_mailbox_as_scoped_leaves_out_the_rows_of_one_th
     inputs = prepare(engine, tenant, T).inputs
     assert windows and not any("mailbox" in sql for sql in windows)  # (no test of the rows' mailboxes)
     owners = [
-        rows.get_column("mailbox").cast(pl.String).to_list()
-        for rows in (inputs.messages.messages, inputs.events.events)
+        copies.get_column("mailbox").cast(pl.String).to_list()
+        for copies in (inputs.messages.messages, inputs.events.events)
     ]
     assert set(owners[0]) == {BOB, CARL} and set(owners[1]) == {BOB, CARL, DAN}  # (none null, none Eve's)
     assert compute_payloads(engine, tenant, T) == expected

@@ -409,7 +409,10 @@ def test_distinct_rows_are_numpys_unique_rows_packed_or_not(rows: list[list[int]
     assert (distinct[which] == matrix).all()
 
 
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(0, 9)), unique=True, max_size=30), st.data())
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(0, 9)), unique=True, max_size=30),
+    st.data(),
+)
 def test_sorted_by_a_packed_key_is_sorted_by_the_columns_whether_their_bits_fit_or_not(
     rows: list[tuple[int, int, int]], data: st.DataObject
 ) -> None:

@@ -18,7 +18,9 @@ T = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
 
 @given(st.lists(st.text(), max_size=40), st.booleans(), st.data())
-def test_every_value_reads_back_as_it_was_whatever_the_order(values: list[str], wide: bool, data: st.DataObject) -> None:
+def test_every_value_reads_back_as_it_was_whatever_the_order(
+    values: list[str], wide: bool, data: st.DataObject
+) -> None:
     order = data.draw(st.none() | st.permutations(range(len(values))))
     wanted = values if order is None else [values[i] for i in order]
     with pytest.MonkeyPatch.context() as mp:
