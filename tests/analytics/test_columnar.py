@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
-import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -40,7 +39,7 @@ from relinsights.analytics import (
     compute_record_kpis,
 )
 from relinsights.analytics.activity_table import ActivityTable
-from relinsights.analytics.columnar import _distinct_rows, _sorted_by, compute_kpis
+from relinsights.analytics.columnar import _distinct_rows, compute_kpis
 from relinsights.analytics.matching import LinkTable
 from relinsights.compute.fingerprint import settings_key
 from relinsights.config import HealthConfig, KpiConfig
@@ -407,17 +406,3 @@ def test_distinct_rows_are_numpys_unique_rows_packed_or_not(rows: list[list[int]
     assert sorted(map(tuple, distinct.tolist())) == sorted(map(tuple, expected.tolist()))
     assert len({tuple(r) for r in distinct.tolist()}) == len(distinct)
     assert (distinct[which] == matrix).all()
-
-
-@given(
-    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(0, 9)), unique=True, max_size=30),
-    st.data(),
-)
-def test_sorted_by_a_packed_key_is_sorted_by_the_columns_whether_their_bits_fit_or_not(
-    rows: list[tuple[int, int, int]], data: st.DataObject
-) -> None:
-    # Where a column's values need 63 bits, the three do not fit in one key: sorted by the columns themselves.
-    scale = data.draw(st.sampled_from([1, 2**60]))
-    frame = pl.DataFrame(rows, schema={"r": pl.Int32, "thread": pl.Int64, "krank": pl.Int32}, orient="row")
-    frame = frame.with_columns(pl.col("thread") * scale, payload=pl.int_range(pl.len()))
-    assert _sorted_by(frame, "r", "thread", "krank").equals(frame.sort("r", "thread", "krank"))

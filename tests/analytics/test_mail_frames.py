@@ -28,6 +28,7 @@ from relinsights.analytics.frames import (
     people_of,
     repeated,
     run_starts,
+    sorted_order,
 )
 from relinsights.analytics.mail_frames import MailRows, build_mail_frames, mail_rows
 from relinsights.analytics.parties import InternalUser, PartyKind, PartyRules
@@ -362,6 +363,24 @@ def test_a_run_starts_at_the_first_row_and_at_each_row_unlike_the_one_before(val
     """Runs of equal values (an activity's participants, a record's links, days by record)."""
     expected = [i for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
     assert run_starts(np.array(values, dtype=np.uint32)).tolist() == expected
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(0, 9)), unique=True, max_size=30),
+    st.sampled_from([1, 2**60, -1]),
+    st.booleans(),
+)
+def test_the_sorted_order_by_a_packed_key_is_the_columns_order_whether_it_can_pack_them_or_not(
+    rows: list[tuple[int, int, int]], scale: int, with_null: bool
+) -> None:
+    """By one key where the columns fit; where a column needs 63 bits, holds a negative value or a null, by the
+    columns themselves (the KPIs' turns, the mail build's primary places)."""
+    frame = pl.DataFrame(rows, schema={"r": pl.Int32, "thread": pl.Int64, "krank": pl.Int32}, orient="row")
+    frame = frame.with_columns(pl.col("thread") * scale, payload=pl.int_range(pl.len()))
+    if with_null and frame.height:
+        frame = frame.with_columns(krank=pl.when(pl.col("payload") == 0).then(None).otherwise(pl.col("krank")))
+    order = sorted_order(frame, "r", "thread", "krank")
+    assert frame.gather(order).equals(frame.sort("r", "thread", "krank"))
 
 
 ADDRESS_OR_NONE = st.one_of(st.none(), st.sampled_from([*SPELLINGS, "not an address", ""]))

@@ -34,7 +34,7 @@ from relinsights.analytics.activity_table import (
     member_rows,
     reason_tuples,
 )
-from relinsights.analytics.frames import DIRECTION, ROLE, at_us, run_starts, us, us_delta
+from relinsights.analytics.frames import DIRECTION, ROLE, at_us, run_starts, sorted_order, us, us_delta
 from relinsights.analytics.health import (
     HealthSnapshot,
     health_of,
@@ -274,7 +274,8 @@ class _Frames:
     def _turns(self, emails: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
         """The turns of 5.1 of every record's emails as of T (responses.build_turns): one row per turn."""
         window = us_delta(timedelta(hours=self.settings.kpi.response_window_hours))
-        e = _sorted_by(emails.select("r", "a", "t", "krank", "thread", "side", "opener"), "r", "thread", "krank")
+        e = emails.select("r", "a", "t", "krank", "thread", "side", "opener")
+        e = e.gather(sorted_order(e, "r", "thread", "krank"))
         group_start = (pl.col("r") != pl.col("r").shift(1)) | (pl.col("thread") != pl.col("thread").shift(1))
         e = e.with_columns(group_start=group_start.fill_null(True))
         e = e.with_columns(
@@ -488,18 +489,6 @@ def _distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     packed = (rows.astype(np.int64) << shifts).sum(axis=1)
     _, first, which = np.unique(packed, return_index=True, return_inverse=True)
     return rows[first], which.ravel()
-
-
-def _sorted_by(frame: pl.DataFrame, *columns: str) -> pl.DataFrame:
-    """The frame sorted by these columns (non-negative integers, none null): by one 64-bit key of them packed
-    when their bits fit (polars sorts several columns as rows of bytes: the turns' sort by three took 1.5-2x
-    as long), else by the columns themselves."""
-    widths = [max(int(frame.get_column(c).to_numpy().max(initial=0)), 1).bit_length() for c in columns]
-    if not frame.height or sum(widths) > 63:
-        return frame.sort(*columns)
-    shifts = np.cumsum([0, *widths[:0:-1]])[::-1].tolist()  # (the last column in the lowest bits)
-    key = pl.sum_horizontal(pl.col(c).cast(pl.Int64) * (1 << shift) for c, shift in zip(columns, shifts, strict=True))
-    return frame.gather(frame.select(key.arg_sort()).to_series())
 
 
 def _picked(links: pl.DataFrame, wanted: pl.Expr, decay: str) -> pl.DataFrame:

@@ -86,6 +86,21 @@ def pair_key(a: pl.Expr, person: pl.Expr) -> pl.Expr:
     return a.cast(pl.Int64) * (1 << 32) + person.cast(pl.Int64)
 
 
+def sorted_order(frame: pl.DataFrame, *columns: str) -> pl.Series:
+    """The frame's row numbers in the order of these columns. Where they are integers, none null or negative,
+    whose bits fit in 63 together, by one 64-bit key of them packed (polars sorts several columns as rows of
+    bytes: the KPIs' turns by three took 1.5-2x as long, the mail build's copies by two 1.1-1.2 s against
+    0.15-0.17 s with the places made by scatter); else by the columns themselves."""
+    values = [frame.get_column(c) for c in columns]
+    if frame.height and all(v.dtype.is_integer() and not v.null_count() and not (v < 0).any() for v in values):
+        widths = [max(int(v.to_numpy().max()), 1).bit_length() for v in values]
+        if sum(widths) <= 63:
+            shifts = np.cumsum([0, *widths[:0:-1]])[::-1].tolist()  # (the last column in the lowest bits)
+            key = pl.sum_horizontal(pl.col(c).cast(pl.Int64) * (1 << s) for c, s in zip(columns, shifts, strict=True))
+            return frame.select(key.arg_sort()).to_series()
+    return frame.select(pl.arg_sort_by(*columns)).to_series()
+
+
 def run_starts(values: np.ndarray) -> np.ndarray:
     """Where each run of equal values starts, in values grouped by them (sorted, say): the first row, and each
     row unlike the one before."""

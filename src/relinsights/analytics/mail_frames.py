@@ -40,6 +40,7 @@ from relinsights.analytics.frames import (
     pair_key,
     people_of,
     repeated,
+    sorted_order,
     split_keys,
     unbracketed,
     us,
@@ -371,13 +372,9 @@ def mail_objects(messages: pl.DataFrame, recipients: pl.DataFrame) -> list[MailM
 def _places(box: pl.Series, source: pl.Series) -> pl.Series:
     """Each copy's place in (mailbox, source) order, from 0 (a mailbox's Graph ids are distinct: no ties).
 
-    The two numbers sorted as one 64-bit key, and the order turned into places by one scatter: a sort by the
-    two columns and a second sort for the places took 1.1-1.2 s for 2,279,293 copies, this 0.15-0.17 s."""
-    pair = pl.DataFrame({"box": box, "source": source})
-    if all(c.null_count() == 0 and c.is_between(0, 2**31 - 1).all() for c in (box, source)):
-        order = pair.select(pair_key(pl.col("box"), pl.col("source")).arg_sort()).to_series()
-    else:
-        order = pair.select(pl.arg_sort_by("box", "source")).to_series()
+    The order turned into places by one scatter: a second sort for the places, after a sort by the two columns,
+    took 1.1-1.2 s for 2,279,293 copies, this with `sorted_order` 0.15-0.17 s."""
+    order = sorted_order(pl.DataFrame({"box": box, "source": source}), "box", "source")
     places = np.empty(order.len(), np.uint32)
     places[order.to_numpy()] = np.arange(order.len(), dtype=np.uint32)
     return pl.Series(places)
