@@ -63,9 +63,10 @@ class Query(NamedTuple):
         return ",".join(str(self.names.index(c)) for c in self.categorical)
 
 
-# Starts reading queries; what it returns gives their rows, in order (a large read runs while its caller
-# starts another or makes the rows of one before).
-Reader = Callable[[list[Query]], Callable[[], list[pl.DataFrame]]]
+# Starts reading queries; what it returns gives their rows, a query's frame at a time, in order (a large read runs
+# while its caller starts another or makes the rows of one before; a caller can make the first queries' rows
+# before it takes the next).
+Reader = Callable[[list[Query]], Callable[[], Iterator[pl.DataFrame]]]
 _BATCH = 100_000
 # Rows from which a read goes through child processes: starting one costs about 0.2 s; on SQLite the
 # driver's columns save about 5 s per million rows, on PostgreSQL the file about 130 MiB per million.
@@ -141,16 +142,16 @@ def bulk_reader(conn: Connection, rows_hint: int) -> Iterator[Reader]:
 def _at_once(read: Callable[[list[Query]], list[pl.DataFrame]]) -> Reader:
     """A Reader that reads when it is started (in this process: there is nothing to run beside it)."""
 
-    def start(queries: list[Query]) -> Callable[[], list[pl.DataFrame]]:
+    def start(queries: list[Query]) -> Callable[[], Iterator[pl.DataFrame]]:
         frames = read(queries)
-        return lambda: frames
+        return lambda: iter(frames)
 
     return start
 
 
 def _start_in_processes(
     started: ExitStack, location: str, shown: str, queries: list[Query]
-) -> Callable[[], list[pl.DataFrame]]:
+) -> Callable[[], Iterator[pl.DataFrame]]:
     """Start reading the queries by READERS child processes (read_process.py), which share out the queries'
     parts; what it returns gives their rows, each part made ready here as soon as it is read. `location` (a
     SQLite file or a PostgreSQL URI, which may hold a password) goes to each child on its standard input;
@@ -167,10 +168,10 @@ def _start_in_processes(
     ]
     readers = started.enter_context(_Readers(location, shown, tasks, tmp))
 
-    def rows() -> list[pl.DataFrame]:
-        frames = [joined(map(readers.rows, out), q) for out, q in zip(outputs, queries, strict=True)]
+    def rows() -> Iterator[pl.DataFrame]:
+        for out, q in zip(outputs, queries, strict=True):
+            yield joined(map(readers.rows, out), q)  # (the next query's parts wait in their files meanwhile)
         readers.finish()
-        return frames
 
     return rows
 
