@@ -119,6 +119,50 @@ def test_migration_0008_moves_from_and_sender_rows_onto_the_message(engine: Engi
     migrate(engine)
 
 
+def test_migration_0009_compresses_kpi_payloads_with_lz4_on_postgresql(engine: Engine) -> None:
+    """PostgreSQL (built with LZ4, as this machine's Debian build is) stores new payloads compressed with
+    LZ4, not its default pglz (four times the server's time); a downgrade goes back to the default. SQLite has
+    nothing to change."""
+    from alembic import command
+
+    from relinsights.db.engine import _alembic_config
+
+    def method() -> str:
+        with engine.connect() as conn:
+            return str(
+                conn.execute(
+                    text(
+                        "SELECT attcompression FROM pg_attribute"
+                        " WHERE attrelid = 'kpi_snapshot'::regclass AND attname = 'payload'"
+                    )
+                ).scalar()
+            )
+
+    if engine.dialect.name != "postgresql":
+        command.downgrade(_alembic_config(engine), "0008")
+        migrate(engine)
+        assert schema_status(engine)[0] == "0009"
+        return
+    assert method() == "l"
+    payload = '{"daily": [' + ", ".join(f'{{"day": {d}, "emails": {d % 7}}}' for d in range(400)) + "]}"
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO tenant (id, name, directory_id, verified_domains, status, created_at) "
+                          "VALUES (1, 't', 'd', '[]', 'ok', '2026-01-01 00:00:00')"))
+        conn.execute(
+            text(
+                "INSERT INTO kpi_snapshot (tenant_pk, entity, record_id, as_of, computed_at, accuracy, activities,"
+                " fingerprint, payload) VALUES (1, 'contact', 'c1', now(), now(), 'Complete', 0, 'f', :p)"
+            ),
+            {"p": payload},
+        )
+        stored = conn.execute(text("SELECT pg_column_compression(payload), payload FROM kpi_snapshot")).one()
+    assert tuple(stored) == ("lz4", payload)
+    command.downgrade(_alembic_config(engine), "0008")
+    assert method() == ""  # (a NUL: the server's default method)
+    migrate(engine)
+    assert method() == "l"
+
+
 def test_the_garbage_collector_is_paused_only_while_bulk_work_runs() -> None:
     """collector_paused (around apply_page and a KPI run) turns the cyclic collector off while the work
     runs and back on after, even when it fails; one already off is left off."""
