@@ -28,6 +28,7 @@ from conftest import tenant_config
 from relinsights.analytics import Entity, MailMessage, RecordRef, build_activities, mail_frames
 from relinsights.analytics.frames import us
 from relinsights.analytics.kpis import RecordKpis
+from relinsights.analytics.spillfile import SpilledBytes
 from relinsights.cli import app
 from relinsights.compute import bulk_read, compute_payloads, compute_tenant, job, load, prepare, read_process, store
 from relinsights.compute.bulk_read import Query
@@ -351,6 +352,45 @@ def test_a_run_that_fails_writes_nothing_and_leaves_the_as_of_as_it_was(
     with pytest.raises(OSError, match="disk full"):
         compute_tenant(engine, tenant, as_of=T, full=True)
     assert stored(engine) == before and runs() == [first.run_id]
+
+
+def test_the_run_writer_stores_each_row_as_given(engine: Engine) -> None:
+    """The snapshots' write (on PostgreSQL a COPY, on SQLite an INSERT a row) keeps every value as it was
+    given: text that COPY's format escapes (tabs, newlines, backslashes, "\\N"), no value, times."""
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO tenant (id, name, directory_id, verified_domains, status, created_at) "
+                          "VALUES (1, 't', 'd', '[]', 'ok', '2026-01-01 00:00:00')"))
+    payloads = SpilledBytes()
+    texts = ['{"a": "tab\there"}', '{"b": "line\nbreak \\ back\\slash \\N"}', '{"c": "Zoë \u2603"}', "{}"]
+    written = [
+        store.SnapshotRow(
+            "contact",
+            f"c{n}",
+            payloads.append(value.encode()),
+            f"f{n}",
+            T + timedelta(days=n) if n % 2 else None,
+            n,
+            T - timedelta(hours=n) if n % 2 else None,
+            n * 10 if n % 2 else None,
+            "Good" if n % 2 else None,
+            "Declining" if n % 2 else None,
+            payloads,
+        )
+        for n, value in enumerate(texts)
+    ]
+    with store.RunWriter(engine, 1, T, T, "Complete") as writer:
+        for row in written:
+            writer.add(row)
+        writer.finish(store.RunRecord(datetime.now(UTC), "full", "enhanced", 0, 0, len(texts), {}), [])
+    names = ("record_id", "fingerprint", "stable_until", "activities", "last_interaction_at", "health_score",
+             "health_state", "health_trend", "payload")
+    c = table_of(KpiSnapshot).c
+    with engine.connect() as conn:
+        back = conn.execute(select(*(c[n] for n in names)).order_by(c.record_id)).all()
+    assert [tuple(r) for r in back] == [
+        tuple(r.payload.decode() if n == "payload" else getattr(r, n) for n in names) for r in written
+    ]
+    payloads.close()
 
 
 def test_a_quiet_record_is_reused_until_time_moves_one_of_its_values(engine: Engine, tenant: TenantConfig) -> None:
