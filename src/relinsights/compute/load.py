@@ -377,8 +377,9 @@ def _keyless(part: pl.DataFrame) -> pl.Series:
 
 
 def _mail_rows(read: list[pl.DataFrame], scoped: dict[int, MailboxInfo], read_graph_ids: GraphIds) -> MailRows:
-    """The mail read's rows (`mail_read`: messages made ready as they came, recipients) as MailRows, with the Graph ids of
-    the keyless copies read (`read_graph_ids`); a copy gone before is left out (the next run reads it)."""
+    """The mail read's rows (`mail_read`: messages made ready as they came, recipients) as MailRows, with the
+    Graph ids of the keyless copies read (`read_graph_ids`); a copy gone before is left out (the next run reads
+    it)."""
     messages, recipients = read
     keyless = messages.get_column("keyless")
     if keyless.any():
