@@ -656,12 +656,8 @@ def test_retention_prunes_old_snapshots_but_keeps_the_latest(engine: Engine, ten
     assert [a.date() for a in as_ofs()] == [(T + timedelta(days=2)).date()]
 
 
-def test_a_large_read_gives_its_children_the_database_on_stdin_and_never_shows_a_password(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A PostgreSQL URI may hold a password: it reaches the reader processes on their standard input, not
-    on their command lines (any local user can list those), and a failed read names the database with the
-    password hidden."""
+def readers_started(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The command lines of the reader processes started from now on (they start as they did)."""
     commands: list[list[str]] = []
     popen = bulk_read.subprocess.Popen
 
@@ -670,6 +666,16 @@ def test_a_large_read_gives_its_children_the_database_on_stdin_and_never_shows_a
         return popen(args, **kwargs)
 
     monkeypatch.setattr(bulk_read.subprocess, "Popen", spy)
+    return commands
+
+
+def test_a_large_read_gives_its_children_the_database_on_stdin_and_never_shows_a_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A PostgreSQL URI may hold a password: it reaches the reader processes on their standard input, not
+    on their command lines (any local user can list those), and a failed read names the database with the
+    password hidden."""
+    commands = readers_started(monkeypatch)
     secret = "s3cret-Pa55"
     location = f"postgresql://relinsights:{secret}@127.0.0.1:9/nowhere"  # port 9: nothing listens
     shown = "postgresql://relinsights:***@127.0.0.1:9/nowhere"
@@ -1022,14 +1028,7 @@ def test_the_mail_and_the_calendars_of_a_large_read_share_its_reader_processes(
     worked_example(engine, tenant)
     monkeypatch.setattr(bulk_read, "PROCESS_READ_ROWS", 10**9)
     small = compute_payloads(engine, tenant, T)
-    started: list[list[str]] = []
-    popen = bulk_read.subprocess.Popen
-
-    def spy(args: list[str], **kwargs: Any) -> Any:
-        started.append(list(args))
-        return popen(args, **kwargs)
-
-    monkeypatch.setattr(bulk_read.subprocess, "Popen", spy)
+    started = readers_started(monkeypatch)
     monkeypatch.setattr(bulk_read, "PROCESS_READ_ROWS", 0)
     monkeypatch.setattr(bulk_read, "RANGE_IDS", 2)  # (parts enough for every reader)
     large = compute_payloads(engine, tenant, T)
