@@ -354,12 +354,11 @@ def test_a_run_that_fails_writes_nothing_and_leaves_the_as_of_as_it_was(
     assert stored(engine) == before and runs() == [first.run_id]
 
 
-def test_the_run_writer_stores_each_row_as_given(engine: Engine) -> None:
+def test_the_run_writer_stores_each_row_as_given(engine: Engine, tenant: TenantConfig) -> None:
     """The snapshots' write (on PostgreSQL a COPY, on SQLite an INSERT a row) keeps every value as it was
     given: text that COPY's format escapes (tabs, newlines, backslashes, "\\N"), no value, times."""
-    with engine.begin() as conn:
-        conn.execute(text("INSERT INTO tenant (id, name, directory_id, verified_domains, status, created_at) "
-                          "VALUES (1, 't', 'd', '[]', 'ok', '2026-01-01 00:00:00')"))
+    tenant_pk = ensure_tenant(engine, tenant).id
+    assert tenant_pk is not None
     payloads = SpilledBytes()
     texts = ['{"a": "tab\there"}', '{"b": "line\nbreak \\ back\\slash \\N"}', '{"c": "Zoë \u2603"}', "{}"]
     written = [
@@ -378,7 +377,7 @@ def test_the_run_writer_stores_each_row_as_given(engine: Engine) -> None:
         )
         for n, value in enumerate(texts)
     ]
-    with store.RunWriter(engine, 1, T, T, "Complete") as writer:
+    with store.RunWriter(engine, tenant_pk, T, T, "Complete") as writer:
         for row in written:
             writer.add(row)
         writer.finish(store.RunRecord(datetime.now(UTC), "full", "enhanced", 0, 0, len(texts), {}), [])
