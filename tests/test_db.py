@@ -9,9 +9,11 @@ import pytest
 from sqlalchemy import Engine, inspect, text
 
 import relinsights.db
+from conftest import tenant_config
 from relinsights.collector import collector_paused
 from relinsights.db import make_engine, migrate
 from relinsights.db.engine import schema_status
+from relinsights.db.tenants import ensure_tenant
 
 
 def test_migrations_are_idempotent_and_complete(engine: Engine) -> None:
@@ -145,15 +147,14 @@ def test_migration_0009_compresses_kpi_payloads_with_lz4_on_postgresql(engine: E
         return
     assert method() == "l"
     payload = '{"daily": [' + ", ".join(f'{{"day": {d}, "emails": {d % 7}}}' for d in range(400)) + "]}"
+    tenant_pk = ensure_tenant(engine, tenant_config()).id
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO tenant (id, name, directory_id, verified_domains, status, created_at) "
-                          "VALUES (1, 't', 'd', '[]', 'ok', '2026-01-01 00:00:00')"))
         conn.execute(
             text(
                 "INSERT INTO kpi_snapshot (tenant_pk, entity, record_id, as_of, computed_at, accuracy, activities,"
-                " fingerprint, payload) VALUES (1, 'contact', 'c1', now(), now(), 'Complete', 0, 'f', :p)"
+                " fingerprint, payload) VALUES (:t, 'contact', 'c1', now(), now(), 'Complete', 0, 'f', :p)"
             ),
-            {"p": payload},
+            {"t": tenant_pk, "p": payload},
         )
         stored = conn.execute(text("SELECT pg_column_compression(payload), payload FROM kpi_snapshot")).one()
     assert tuple(stored) == ("lz4", payload)
