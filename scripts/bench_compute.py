@@ -15,7 +15,8 @@ inserts straight into the tables the sync and the CRM mirror fill:
 
 On PostgreSQL, each load is followed by VACUUM ANALYZE (`settle`), as autovacuum does in service.
 
-What it times (each run in its own fresh process, one after the other):
+What it times (each run in its own fresh process, one after the other, its database's files read into the
+operating system's cache first: `warm`):
 
 * full: `compute_tenant(full=True)` as of T (load, build, match, KPIs, snapshots written);
 * incremental: one simulated day later (N/365 more activities dated in (T, T + 1 day]) `compute_tenant`
