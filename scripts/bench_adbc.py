@@ -4,9 +4,10 @@ release's, side by side.
 The mail and calendar queries of a full run (`load.mail_read`, `load.event_read`) over a database of
 `bench_compute.py`, every part read as a reader process reads it (`read_process.connect`, its rows into a polars
 frame, its allocator set as theirs), by the project's drivers and by those installed in --other, alternating,
-each time in a fresh process.
-Per run: the process's CPU seconds (decoding the rows; on SQLite the database engine too, which the driver
-carries), its wall seconds, and the drivers' version; then the median of each side and their ratio.
+each time in a fresh process, the database's files read into the operating system's cache first
+(`bench_compute.warm`). Per run: the process's CPU seconds (decoding the rows; on SQLite the database engine
+too, which the driver carries), its wall seconds, and the drivers' version; then the median of each side and
+their ratio.
 
     .venv/bin/pip install --target /tmp/adbc-1.13 adbc-driver-postgresql==1.13.0 adbc-driver-sqlite==1.13.0
     .venv/bin/python scripts/bench_adbc.py --url sqlite:////tmp/bench.db --other /tmp/adbc-1.13
@@ -31,10 +32,10 @@ from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
-from bench_compute import T, tenant_config
+from bench_compute import T, tenant_config, warm
 from relinsights.analytics.health import TREND_DAYS
 from relinsights.compute import read_process
-from relinsights.compute.bulk_read import parts, reader_env
+from relinsights.compute.bulk_read import parts, reader_env, reader_location
 from relinsights.compute.load import event_read, mail_read
 from relinsights.db import make_engine
 from relinsights.db.tenants import ensure_tenant
@@ -52,11 +53,7 @@ def queries(url: str) -> tuple[list[str], str]:
         # (every mailbox of bench_compute.py's tenant is in scope)
         mail, events = mail_read(conn, tenant_pk, since, every=True), event_read(conn, tenant_pk, since, every=True)
     read = [*mail.queries, *events.queries]
-    if engine.url.get_backend_name() == "postgresql":  # (as bulk_read.bulk_reader tells its readers)
-        location = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    else:
-        location = engine.url.database or ""
-    return [sql for q in read for sql in parts(q.sql)], location
+    return [sql for q in read for sql in parts(q.sql)], reader_location(engine.url)[0]
 
 
 def worker(sqls_file: str) -> None:
@@ -113,6 +110,7 @@ def main() -> None:
         sides: dict[str, list[dict[str, float | str]]] = {"installed": [], "other": []}
         for _ in range(args.rounds):
             for side, other in (("installed", None), ("other", args.other)):
+                warm(args.url)
                 r = run(sqls_file, location, other)
                 sides[side].append(r)
                 print(

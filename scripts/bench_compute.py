@@ -388,8 +388,8 @@ def worker(args: argparse.Namespace) -> None:
 def warm(url: str) -> None:
     """The database's files read into the operating system's cache before a timed run. This machine pages out
     file pages no one has touched for a minute (its kernel's DAMON reclaim), so the full run, right after a
-    build of minutes, read much of its database from disk (SQLite, 2026-12-07: 32.03 s with 30.61 s of CPU,
-    against 20-24 s warm) while the GROUP BY floor and the incremental run after it found it cached. SQLite: the
+    build of minutes, read much of its database from disk (SQLite, 2026-12-07: a full run from an evicted file
+    34.10 s, warmed 24.59 s) while the GROUP BY floor and the incremental run after it found it cached. SQLite: the
     file (and its WAL) read through; PostgreSQL: every table and index of the schema read by pg_prewarm, a
     contrib extension (skipped, with a note, where it cannot be created)."""
     started, parsed = time.perf_counter(), make_url(url)
@@ -411,7 +411,7 @@ def warm(url: str) -> None:
                     "SELECT sum(pg_prewarm(c.oid::regclass, 'read')) FROM pg_class c"
                     " WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'i')"
                 )
-            ).scalar_one()
+            ).scalar_one() or 0
         print(f"  warmed {blocks * 8 / 2**20:.2f} GiB in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     except DBAPIError as e:
         print(f"  not warmed (pg_prewarm: {str(e.orig).strip()})", file=sys.stderr)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 import polars as pl
-from sqlalchemy import Connection
+from sqlalchemy import URL, Connection
 
 import relinsights
 from relinsights.analytics.frames import CODED
@@ -97,11 +97,7 @@ def bulk_reader(conn: Connection, rows_hint: int) -> Iterator[Reader]:
     docstring). Readers still running when the block ends are stopped."""
     url = conn.engine.url
     postgres = url.get_backend_name() == "postgresql"
-    if postgres:
-        location = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        shown = url.render_as_string(hide_password=True)
-    else:
-        location = shown = url.database or ""
+    location, shown = reader_location(url)
     if rows_hint >= PROCESS_READ_ROWS and (postgres or location not in ("", ":memory:")):
         with ExitStack() as started:  # (its readers stopped and files removed, however the caller ends)
             yield partial(_start_in_processes, started, location, shown)
@@ -137,6 +133,15 @@ def bulk_reader(conn: Connection, rows_hint: int) -> Iterator[Reader]:
         return [joined(rows(q.sql, q.names), q) for q in queries]
 
     yield _at_once(read_rows)
+
+
+def reader_location(url: URL) -> tuple[str, str]:
+    """(the database as a reader process is told it: a SQLite file or a PostgreSQL URI, which may hold a
+    password; what an error names instead)."""
+    if url.get_backend_name() == "postgresql":
+        location = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        return location, url.render_as_string(hide_password=True)
+    return url.database or "", url.database or ""
 
 
 def _at_once(read: Callable[[list[Query]], list[pl.DataFrame]]) -> Reader:
