@@ -29,14 +29,12 @@ import sys
 import tempfile
 import time
 from contextlib import closing
-from datetime import timedelta
 from pathlib import Path
 
 from bench_compute import T, tenant_config, warm
-from relinsights.analytics.health import TREND_DAYS
 from relinsights.compute import read_process
 from relinsights.compute.bulk_read import parts, reader_env, reader_location
-from relinsights.compute.load import event_read, mail_read
+from relinsights.compute.load import event_read, mail_read, read_since
 from relinsights.db import make_engine
 from relinsights.db.tenants import ensure_tenant
 
@@ -48,7 +46,7 @@ def queries(url: str) -> tuple[list[str], str]:
     tenant = tenant_config()
     tenant_pk = ensure_tenant(engine, tenant).id
     assert tenant_pk is not None
-    since = T - timedelta(days=tenant.sync.lookback_days + TREND_DAYS)
+    since = read_since(tenant, T)
     with engine.connect() as conn:
         # (every mailbox of bench_compute.py's tenant is in scope)
         mail, events = mail_read(conn, tenant_pk, since, every=True), event_read(conn, tenant_pk, since, every=True)

@@ -141,7 +141,7 @@ def load_inputs(
     as_of: datetime,
     tier: Tier,
 ) -> TenantInputs:
-    since = as_of - timedelta(days=tenant.sync.lookback_days + TREND_DAYS)
+    since = read_since(tenant, as_of)
     with engine.connect() as conn, small_page_cache(conn):
         mailboxes = _mailboxes(conn, tenant_pk, tenant)
         crm = {s: list(_crm_rows(conn, tenant_pk, s)) for s in RECORD_SETS}
@@ -170,6 +170,11 @@ def load_inputs(
     inputs.source_rows = len(inputs.messages) + len(inputs.events)
     inputs.source_rows += len(inputs.crm_emails) + len(inputs.crm_appointments) + len(inputs.phone_calls)
     return inputs
+
+
+def read_since(tenant: TenantConfig, as_of: datetime) -> datetime:
+    """The earliest activity time a computation as of `as_of` reads: its lookback and the health trend's days."""
+    return as_of - timedelta(days=tenant.sync.lookback_days + TREND_DAYS)
 
 
 # ---------------------------------------------------------------- users
