@@ -54,11 +54,12 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, insert, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, insert, make_url, text
 from sqlalchemy.exc import DBAPIError
 
 from relinsights.config import ServiceConfig, TenantConfig, parse_config
@@ -256,12 +257,21 @@ class Builder:
 def fresh_engine(db: str, work: Path, pg_url: str) -> Engine:
     if db == "sqlite":
         return make_engine(f"sqlite:///{work / 'bench.db'}")
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
+    with autocommit(pg_url) as conn:
         conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
-    admin.dispose()
     return make_engine(pg_url)
+
+
+@contextmanager
+def autocommit(url: str) -> Iterator[Connection]:
+    """A connection of its own outside any transaction (what DROP SCHEMA, VACUUM and CREATE EXTENSION need)."""
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            yield conn
+    finally:
+        admin.dispose()
 
 
 def settle(db: str, url: str) -> None:
@@ -270,10 +280,8 @@ def settle(db: str, url: str) -> None:
     would otherwise write back to every page: a 2,000,000-activity run took 95 s instead of 55)."""
     if db != "postgres":
         return
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
+    with autocommit(url) as conn:
         conn.execute(text("VACUUM ANALYZE"))
-    admin.dispose()
 
 
 def db_url(db: str, work: Path, pg_url: str) -> str:
@@ -402,21 +410,18 @@ def warm(url: str) -> None:
                         size += n
         print(f"  warmed {size / 2**30:.2f} GiB in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         return
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as conn:
+        with autocommit(url) as conn:
             conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_prewarm"))
-            blocks = conn.execute(
+            size = conn.execute(
                 text(
-                    "SELECT sum(pg_prewarm(c.oid::regclass, 'read')) FROM pg_class c"
-                    " WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'i')"
+                    "SELECT COALESCE(sum(pg_prewarm(c.oid::regclass, 'read')), 0) * current_setting('block_size')::int"
+                    " FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'i')"
                 )
-            ).scalar_one() or 0
-        print(f"  warmed {blocks * 8 / 2**20:.2f} GiB in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+            ).scalar_one()
+        print(f"  warmed {size / 2**30:.2f} GiB in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     except DBAPIError as e:
         print(f"  not warmed (pg_prewarm: {str(e.orig).strip()})", file=sys.stderr)
-    finally:
-        admin.dispose()
 
 
 def measure(kind: str, url: str, as_of: datetime, keep_freed: int, profile: str | None = None) -> dict[str, Any]:
