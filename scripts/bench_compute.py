@@ -284,8 +284,8 @@ def settle(db: str, url: str) -> None:
     VACUUM ANALYZE (statistics for the planner; visibility and hint bits, which the first read of a bulk load
     would otherwise write back to every page: a 2,000,000-activity run took 95 s instead of 55); then, on both,
     its writes on disk, as hours after a load (PostgreSQL's CHECKPOINT, then the system's sync). The VACUUM of
-    a fresh load leaves 1.4 GB of dirty pages that the kernel wrote out in the middle of the full run
-    (2026-12-07: 1.36 GB 21 s in, the run 25.24 s against 20.3-20.8 s from a database at rest)."""
+    a fresh load leaves 1.4 GB of dirty pages, which the kernel wrote out in the middle of the full run
+    (2026-12-07: 1.36 GB 21 s in; that run 25.24 s, the night's other full runs 19.9-23.4 s)."""
     if db == "postgres":
         with autocommit(url) as conn:
             conn.execute(text("VACUUM ANALYZE"))
@@ -451,8 +451,8 @@ def measured(
 ) -> dict[str, Any]:
     """`kind` measured `args.runs` times, each from the same stored state (`forget`, then `settle`, between
     them; `profile`: of the first): the run of the median time, with every run's time (`runs`) and the highest
-    peak of them. This machine's speed swings by a fifth within minutes (the same full run took 19.06 and
-    24.42 s, alternating with others, on 2026-12-07), which one run reports as it falls."""
+    peak of them. This machine's speed swings by a fifth within minutes (2026-12-07: the same full run took
+    20.92 s, and 24.42 s a minute later), which one run reports as it falls."""
     results: list[dict[str, Any]] = []
     for i in range(args.runs):
         if i and kind != "floor":  # (the floor stores nothing; the full run's snapshots stay for the incremental)
