@@ -101,6 +101,8 @@ def main() -> None:
         return
     if not args.url or not args.other:
         p.error("--url and --other are needed")
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     sqls, location = queries(args.url)
     with tempfile.TemporaryDirectory() as work:
         sqls_file = str(Path(work) / "queries.json")
