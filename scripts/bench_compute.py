@@ -313,12 +313,15 @@ def status_mib() -> dict[str, float]:
 
 class TreePeak:
     """The peak of this process's resident memory plus its children's (the reader processes of
-    compute/bulk_read.py, all at once), sampled every 100 ms by a thread of its own (a sample reads /proc: about
-    0.7 ms)."""
+    compute/bulk_read.py, all at once), sampled every 100 ms by a thread of its own. A sample lists the children
+    from each of this process's threads (`/proc/<pid>/task/<tid>/children`: about 0.03 ms), not by reading every
+    process's parent (2 ms a sample with 86 processes: 2% of a core and the interpreter lock, taken from the run
+    it measures), which stays the way where the kernel lists no children (built without CONFIG_PROC_CHILDREN)."""
 
     def __init__(self) -> None:
         self.peak, self._stop = 0, threading.Event()
         self._page = os.sysconf("SC_PAGE_SIZE")
+        self._listed = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -330,6 +333,14 @@ class TreePeak:
             return 0  # it ended
 
     def _children(self, me: int) -> Iterator[str]:
+        if self._listed:
+            for tid in os.listdir(f"/proc/{me}/task"):
+                try:
+                    with open(f"/proc/{me}/task/{tid}/children") as f:
+                        yield from f.read().split()
+                except (FileNotFoundError, ProcessLookupError):
+                    continue  # (the thread ended)
+            return
         for pid in os.listdir("/proc"):
             if pid.isdigit():
                 try:
