@@ -33,7 +33,9 @@ worker process's peak RSS (VmHWM: imports and the engine included), "with reader
 that of the processes that read its mail and calendars (sampled every 100 ms), on which the memory target
 is judged: under 1 GB read as 10^9 bytes (953.7 MiB), the stricter reading (1 GiB until 2026-12-07). load is
 the 1-minute load average
-before each run (2 cores: anything above ~0.5 means someone else was busy and the numbers are noisy).
+before each run (2 cores: anything above ~0.5 means someone else was busy and the numbers are noisy), and
+stolen (after each run's times) the CPU seconds the hypervisor gave other machines while this one's threads
+waited, over each run: this machine's slow stretches.
 
     .venv/bin/python scripts/bench_compute.py                    # 2,000,000 activities, SQLite
     .venv/bin/python scripts/bench_compute.py -n 200000 --db both
@@ -311,6 +313,16 @@ def status_mib() -> dict[str, float]:
     return out
 
 
+def stolen_seconds() -> float:
+    """CPU time the hypervisor gave other guests while this machine's runnable threads waited (`steal` in
+    /proc/stat, all cores, since boot; 0 where the kernel does not count it). On 2026-12-08 it was 8.7% of the
+    CPU time of this machine's first 13 minutes after boot, in which round 30's code took 26.2-31.4 s for the
+    full run it had run in 18.5-20.3 s the night before, and 0.6% of the next 33 minutes."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
 class TreePeak:
     """The peak of this process's resident memory plus its children's (the reader processes of
     compute/bulk_read.py, all at once), sampled every 100 ms by a thread of its own. A sample lists the children
@@ -379,7 +391,7 @@ def worker(args: argparse.Namespace) -> None:
     engine = make_engine(args.url)
     as_of = datetime.fromisoformat(args.as_of)
     tree = TreePeak()
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu, steal = time.perf_counter(), time.process_time(), stolen_seconds()
     out: dict[str, Any] = {}
     if args.worker == "floor":
         since = as_of - timedelta(days=365)
@@ -408,6 +420,7 @@ def worker(args: argparse.Namespace) -> None:
         out = {k: report.to_json()[k] for k in keys}
     out["seconds"] = time.perf_counter() - started
     out["cpu"] = time.process_time() - cpu
+    out["steal"] = stolen_seconds() - steal
     out["peak_mib"] = status_mib()["VmHWM"]
     out["tree_mib"] = max(tree.stop(), out["peak_mib"])
     print(json.dumps(out))
@@ -472,6 +485,7 @@ def measured(
         results.append(measure(kind, url, as_of, args.keep_freed, None if i else profile))
     median = dict(sorted(results, key=lambda m: m["seconds"])[len(results) // 2])
     median["runs"] = [m["seconds"] for m in results]
+    median["steals"] = [m["steal"] for m in results]
     median["peak_mib"] = max(m["peak_mib"] for m in results)
     median["tree_mib"] = max(m["tree_mib"] for m in results)
     return median
@@ -540,6 +554,7 @@ def rows(results: list[dict[str, Any]], n: int) -> Iterator[str]:
                 else f"{m['groups']:,} groups"
             )
             extra += f"; runs {', '.join(f'{s:.2f}' for s in m['runs'])} s" if len(m["runs"]) > 1 else ""
+            extra += f"; stolen {', '.join(f'{s:.2f}' for s in m['steals'])} s"
             yield (
                 f"{r['db']:8} {name:12} {m['seconds']:8.2f} {m['cpu']:7.2f} {rate:10,.0f} {cpu_rate:10,.0f}"
                 f" {m['peak_mib']:9.0f} {m['tree_mib']:12.0f} {m['load']:5.2f}  {extra}"
