@@ -315,9 +315,8 @@ def status_mib() -> dict[str, float]:
 
 def stolen_seconds() -> float:
     """CPU time the hypervisor gave other guests while this machine's runnable threads waited (`steal` in
-    /proc/stat, all cores, since boot; 0 where the kernel does not count it). On 2026-12-08 it was 8.7% of the
-    CPU time of this machine's first 13 minutes after boot, in which round 30's code took 26.2-31.4 s for the
-    full run it had run in 18.5-20.3 s two hours before, and 0.6% of the next 33 minutes."""
+    /proc/stat, all cores, since boot; 0 where the kernel does not count it): some of this machine's slow
+    stretches (docs/benchmark-history.md, round 31)."""
     with open("/proc/stat") as f:
         fields = f.readline().split()
     return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0

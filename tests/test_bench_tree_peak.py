@@ -30,21 +30,22 @@ def bench_compute() -> ModuleType:
 def test_tree_peak_counts_children_started_by_any_thread(every_process: bool) -> None:
     tree_peak = bench_compute().TreePeak
     holding = f"import time; b = bytearray({CHILD_MIB} * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.5)"
-    children: list[subprocess.Popen[bytes]] = []
+    codes: list[int] = []
 
-    def start() -> None:  # (a reader process is started from a thread of the run's, not always the main one)
-        children.append(subprocess.Popen([sys.executable, "-c", holding]))
+    def run_child() -> None:  # (a reader process is started from a thread of the run's, not always the main one)
+        codes.append(subprocess.Popen([sys.executable, "-c", holding]).wait(timeout=30))
 
     tree = tree_peak()
     if every_process:  # (the way for a kernel that lists no children, tried on this one too)
         tree._listed = False
     own = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    starter = threading.Thread(target=start)
-    starter.start()
-    starter.join()
-    start()
-    for child in children:
-        assert child.wait(timeout=30) == 0
+    # Each child's own starting thread lives until it ends: its parent is that thread, not the main one.
+    starters = [threading.Thread(target=run_child) for _ in range(2)]
+    for starter in starters:
+        starter.start()
+    for starter in starters:
+        starter.join()
+    assert codes == [0, 0]
     peak = tree.stop()
     assert peak >= own + 2 * CHILD_MIB
     assert peak < own + 2 * CHILD_MIB + 200  # (each child: its own interpreter besides the bytes)
