@@ -35,7 +35,7 @@ is judged: under 1 GB read as 10^9 bytes (953.7 MiB), the stricter reading (1 Gi
 the 1-minute load average
 before each run (2 cores: anything above ~0.5 means someone else was busy and the numbers are noisy), and
 stolen (after each run's times) the CPU seconds the hypervisor gave other machines while this one's threads
-waited, over each run: this machine's slow stretches.
+waited, over each run: some of this machine's slow stretches, not all.
 
     .venv/bin/python scripts/bench_compute.py                    # 2,000,000 activities, SQLite
     .venv/bin/python scripts/bench_compute.py -n 200000 --db both
